@@ -1,1 +1,18 @@
+//! What the trigger and the worker agree on.
+//!
+//! - [`job`]: the versioned job message that travels on the queue.
+//! - [`keys`]: decoding keys from S3 events and naming the outputs of an input.
+//! - [`location`]: `s3://bucket/key` URIs and local paths for models and data.
+//! - [`config`]: reading and validating settings from the environment.
+//! - [`report`]: the report written beside every output.
 
+pub mod config;
+pub mod job;
+pub mod keys;
+pub mod location;
+pub mod report;
+
+pub use job::{InputObject, JobMessage, JobMessageError, OutputLocation};
+pub use keys::{KeyDecodeError, OutputKeys, decode_event_key};
+pub use location::{Location, S3Uri};
+pub use report::{JobReport, JobStatus, RowCounts, RowError};

@@ -1,0 +1,94 @@
+//! Object keys: decoding them from S3 events, and naming the outputs of an input.
+
+use percent_encoding::percent_decode_str;
+
+/// The suffixes of the files written for each input, SageMaker Batch Transform style.
+pub const DATA_SUFFIX: &str = ".out";
+pub const REPORT_SUFFIX: &str = ".report.json";
+pub const ERRORS_SUFFIX: &str = ".errors.csv";
+
+/// A key in an S3 event that does not decode to UTF-8 text.
+#[derive(Debug, thiserror::Error)]
+#[error("object key {raw:?} in the S3 event is not valid form-urlencoded UTF-8")]
+pub struct KeyDecodeError {
+    pub raw: String,
+}
+
+/// Decodes an object key as S3 event notifications carry it: form-urlencoded, so `+` is a space
+/// and `%2B` a plus sign.
+pub fn decode_event_key(raw: &str) -> Result<String, KeyDecodeError> {
+    let spaced = raw.replace('+', " ");
+    percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|key| key.into_owned())
+        .map_err(|_| KeyDecodeError {
+            raw: raw.to_owned(),
+        })
+}
+
+/// The keys of everything written for one input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputKeys {
+    pub data: String,
+    pub report: String,
+    pub errors: String,
+}
+
+impl OutputKeys {
+    /// `path/data.csv` with prefix `out/` gives `out/path/data.csv.out`, `.report.json` and
+    /// `.errors.csv`.
+    pub fn for_input(prefix: &str, input_key: &str) -> Self {
+        let base = format!("{prefix}{input_key}");
+        Self {
+            data: format!("{base}{DATA_SUFFIX}"),
+            report: format!("{base}{REPORT_SUFFIX}"),
+            errors: format!("{base}{ERRORS_SUFFIX}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plus_is_a_space_and_percent_2b_a_plus() {
+        assert_eq!(
+            decode_event_key("my+file%2B1.csv").unwrap(),
+            "my file+1.csv"
+        );
+    }
+
+    #[test]
+    fn encoded_slashes_and_plain_slashes_both_decode() {
+        assert_eq!(decode_event_key("a/b%2Fc.csv").unwrap(), "a/b/c.csv");
+    }
+
+    #[test]
+    fn non_ascii_keys_decode_from_utf8_bytes() {
+        assert_eq!(
+            decode_event_key("donn%C3%A9es/%E6%97%A5%E6%9C%AC.csv").unwrap(),
+            "données/日本.csv"
+        );
+    }
+
+    #[test]
+    fn plain_keys_are_unchanged() {
+        assert_eq!(decode_event_key("data/iris.csv").unwrap(), "data/iris.csv");
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error_naming_the_key() {
+        let err = decode_event_key("bad%FF.csv").unwrap_err();
+        assert!(err.to_string().contains("bad%FF.csv"));
+    }
+
+    #[test]
+    fn output_keys_sit_beside_the_input_path() {
+        let keys = OutputKeys::for_input("results/", "path/data.csv");
+        assert_eq!(keys.data, "results/path/data.csv.out");
+        assert_eq!(keys.report, "results/path/data.csv.report.json");
+        assert_eq!(keys.errors, "results/path/data.csv.errors.csv");
+        assert_eq!(OutputKeys::for_input("", "a.csv").data, "a.csv.out");
+    }
+}

@@ -1,0 +1,71 @@
+//! The report written beside every output (`<key>.report.json`): what happened to one input.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::job::InputObject;
+
+/// How many row errors the report lists; the errors file has all of them.
+pub const REPORTED_ROW_ERRORS: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    pub status: JobStatus,
+    /// Why the file failed, in words a person can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub input: InputObject,
+    /// `s3://` URIs of what was written.
+    pub outputs: ReportOutputs,
+    pub rows: RowCounts,
+    pub model: ModelInfo,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_seconds: f64,
+    pub worker_id: String,
+    /// How many times the queue has delivered this job (1 on the first try).
+    pub attempt: u32,
+    /// The first few rejected rows; the errors file lists them all.
+    #[serde(default)]
+    pub first_errors: Vec<RowError>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportOutputs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<String>,
+}
+
+/// Data rows (the header is not a row).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowCounts {
+    #[serde(rename = "in")]
+    pub input: u64,
+    #[serde(rename = "out")]
+    pub output: u64,
+    pub bad: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub uri: String,
+    /// Hex SHA-256 of the model file; absent when it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// One rejected row: its number as a person counts lines in the file (the header is line 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowError {
+    pub line: u64,
+    pub reason: String,
+}
