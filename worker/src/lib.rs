@@ -1,1 +1,15 @@
+//! The worker: drains the job queue, running an ONNX model over each input file.
+//!
+//! - [`engine`]: the transform itself, free of AWS.
+//! - [`models`]: loading a model and its sidecar configuration once.
+//! - [`storage`]: S3 streaming in and atomic streaming out.
+//! - [`job`]: one job, from input to report.
+//! - [`drain`]: the queue loop with heartbeat and graceful stop.
 
+pub mod config;
+pub mod drain;
+pub mod engine;
+pub mod job;
+pub mod models;
+pub mod shutdown;
+pub mod storage;
