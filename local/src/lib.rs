@@ -1,1 +1,25 @@
+//! sluice on one machine: moto's server as the AWS stand-in (real AWS wire protocol), a Lambda
+//! Runtime API emulator that runs the trigger binary, and a Fargate emulator that runs the worker
+//! binary for each ECS task the trigger starts.
+//!
+//! - [`moto`]: start and stop moto's server.
+//! - [`aws`]: SDK configuration and clients for moto, and the environment children need.
+//! - [`provision`]: create what template.yaml declares (buckets, queues, cluster, task definition).
+//! - [`environment`]: the trigger's and the worker's environment, defined once.
+//! - [`events`]: S3 events in AWS's format, and a bucket watcher that produces them.
+//! - [`binaries`], [`repo`], [`process`]: finding binaries and tools, managing child processes.
 
+pub mod aws;
+pub mod binaries;
+pub mod environment;
+pub mod events;
+pub mod moto;
+pub mod process;
+pub mod provision;
+pub mod repo;
+
+pub use environment::{EnvMap, TriggerSettings, WorkerSettings};
+pub use events::{S3EventSource, s3_object_created_event, s3_test_event};
+pub use moto::MotoServer;
+pub use process::Signal;
+pub use provision::{Stack, StackSettings};
