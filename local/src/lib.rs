@@ -7,12 +7,14 @@
 //! - [`provision`]: create what template.yaml declares (buckets, queues, cluster, task definition).
 //! - [`environment`]: the trigger's and the worker's environment, defined once.
 //! - [`events`]: S3 events in AWS's format, and a bucket watcher that produces them.
+//! - [`lambda`]: the Runtime API emulator and synchronous / S3-style asynchronous invocation.
 //! - [`binaries`], [`repo`], [`process`]: finding binaries and tools, managing child processes.
 
 pub mod aws;
 pub mod binaries;
 pub mod environment;
 pub mod events;
+pub mod lambda;
 pub mod moto;
 pub mod process;
 pub mod provision;
@@ -20,6 +22,9 @@ pub mod repo;
 
 pub use environment::{EnvMap, TriggerSettings, WorkerSettings};
 pub use events::{S3EventSource, s3_object_created_event, s3_test_event};
+pub use lambda::{
+    AsyncInvocation, AsyncOutcome, DeadLetterQueue, FunctionConfig, FunctionError, LambdaFunction,
+};
 pub use moto::MotoServer;
 pub use process::Signal;
 pub use provision::{Stack, StackSettings};
