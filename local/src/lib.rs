@@ -8,12 +8,14 @@
 //! - [`environment`]: the trigger's and the worker's environment, defined once.
 //! - [`events`]: S3 events in AWS's format, and a bucket watcher that produces them.
 //! - [`lambda`]: the Runtime API emulator and synchronous / S3-style asynchronous invocation.
+//! - [`fargate`]: worker processes for ECS tasks.
 //! - [`binaries`], [`repo`], [`process`]: finding binaries and tools, managing child processes.
 
 pub mod aws;
 pub mod binaries;
 pub mod environment;
 pub mod events;
+pub mod fargate;
 pub mod lambda;
 pub mod moto;
 pub mod process;
@@ -22,6 +24,7 @@ pub mod repo;
 
 pub use environment::{EnvMap, TriggerSettings, WorkerSettings};
 pub use events::{S3EventSource, s3_object_created_event, s3_test_event};
+pub use fargate::{FargateEmulator, FargateOptions, FinishedWorker, RunningWorker, WorkerCommand};
 pub use lambda::{
     AsyncInvocation, AsyncOutcome, DeadLetterQueue, FunctionConfig, FunctionError, LambdaFunction,
 };
