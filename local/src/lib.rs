@@ -9,6 +9,7 @@
 //! - [`events`]: S3 events in AWS's format, and a bucket watcher that produces them.
 //! - [`lambda`]: the Runtime API emulator and synchronous / S3-style asynchronous invocation.
 //! - [`fargate`]: worker processes for ECS tasks.
+//! - [`pipeline`]: all of it wired together, for the `sluice-local` binary and end-to-end tests.
 //! - [`binaries`], [`repo`], [`process`]: finding binaries and tools, managing child processes.
 
 pub mod aws;
@@ -18,6 +19,7 @@ pub mod events;
 pub mod fargate;
 pub mod lambda;
 pub mod moto;
+pub mod pipeline;
 pub mod process;
 pub mod provision;
 pub mod repo;
@@ -29,5 +31,6 @@ pub use lambda::{
     AsyncInvocation, AsyncOutcome, DeadLetterQueue, FunctionConfig, FunctionError, LambdaFunction,
 };
 pub use moto::MotoServer;
+pub use pipeline::{LocalPipeline, PipelineOptions};
 pub use process::Signal;
 pub use provision::{Stack, StackSettings};

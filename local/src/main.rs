@@ -1,1 +1,280 @@
-fn main() {}
+//! `sluice-local`: runs the whole pipeline on this machine against moto, uploads example data,
+//! prints the outputs, and (unless `--once`) keeps processing files a person uploads until Ctrl-C.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use sluice_local::pipeline::{DrainReport, LocalPipeline, OutputSet, PipelineOptions};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice-local",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the pipeline, process the example data, print the outputs (the default).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct RunArgs {
+    /// moto's port on 127.0.0.1.
+    #[arg(long, default_value_t = 4566)]
+    port: u16,
+    /// The ONNX model (default: models/iris_logreg.onnx in the repository).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Files to upload to the input bucket (default: examples/data/iris.csv in the repository).
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Exit after printing the first outputs instead of waiting for more uploads.
+    #[arg(long)]
+    once: bool,
+    /// Most worker tasks at once.
+    #[arg(long, default_value_t = 2)]
+    max_workers: u32,
+    /// Seconds to wait for the pipeline to finish the uploaded files.
+    #[arg(long, default_value_t = 180)]
+    timeout: u64,
+    /// The trigger binary (default: lambda-trigger next to this executable).
+    #[arg(long, env = "SLUICE_TRIGGER_BINARY")]
+    trigger_binary: Option<PathBuf>,
+    /// The worker binary (default: worker next to this executable).
+    #[arg(long, env = "SLUICE_WORKER_BINARY")]
+    worker_binary: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Run(args)) => args,
+        None => cli.run,
+    };
+    if let Err(err) = run(args).await {
+        eprintln!("sluice-local: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let started = Instant::now();
+    let options = PipelineOptions {
+        moto_port: Some(args.port),
+        model: args
+            .model
+            .clone()
+            .unwrap_or_else(|| sluice_local::repo::in_repo("models/iris_logreg.onnx")),
+        max_workers: args.max_workers,
+        trigger_binary: args.trigger_binary.clone(),
+        worker_binary: args.worker_binary.clone(),
+        ..PipelineOptions::default()
+    };
+    let data = if args.data.is_empty() {
+        vec![sluice_local::repo::in_repo("examples/data/iris.csv")]
+    } else {
+        args.data.clone()
+    };
+    for file in &data {
+        if !file.is_file() {
+            anyhow::bail!("the data file {} does not exist", file.display());
+        }
+    }
+
+    let mut pipeline = LocalPipeline::start(options).await?;
+    let ready = started.elapsed();
+    let outcome = tokio::select! {
+        result = process_and_watch(&mut pipeline, &args, &data, ready) => result,
+        signal = tokio::signal::ctrl_c() => {
+            signal.context("cannot listen for Ctrl-C")?;
+            eprintln!("\nstopping…");
+            Ok(())
+        }
+    };
+    pipeline.shutdown().await;
+    outcome
+}
+
+async fn process_and_watch(
+    pipeline: &mut LocalPipeline,
+    args: &RunArgs,
+    data: &[PathBuf],
+    ready: Duration,
+) -> Result<()> {
+    let timeout = Duration::from_secs(args.timeout);
+    let mut printed: HashMap<String, String> = HashMap::new();
+    for file in data {
+        let key = pipeline.upload_file(file, None).await?;
+        println!(
+            "uploaded {} to s3://{}/{key}",
+            file.display(),
+            pipeline.stack.input_bucket
+        );
+    }
+    let report = pipeline.wait_until_drained(timeout).await?;
+    print_new_outputs(pipeline, &mut printed).await?;
+    print_summary(&report, data.len(), Some(ready));
+    if args.once {
+        return Ok(());
+    }
+
+    let endpoint = pipeline.endpoint();
+    println!();
+    println!("The pipeline keeps running. Upload another file with:");
+    println!(
+        "  aws --endpoint-url {endpoint} s3 cp FILE s3://{}/",
+        pipeline.stack.input_bucket
+    );
+    println!("List the outputs with:");
+    println!(
+        "  aws --endpoint-url {endpoint} s3 ls s3://{}/ --recursive",
+        pipeline.stack.output_bucket
+    );
+    println!(
+        "(the AWS CLI needs credentials and a region: AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1)"
+    );
+    println!("Press Ctrl-C to stop.");
+    loop {
+        let delivered = pipeline.deliver_new_uploads().await?;
+        if delivered.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        for delivery in &delivered {
+            println!("new upload: {}", delivery.key);
+        }
+        let mut report = match pipeline.wait_until_drained(timeout).await {
+            Ok(report) => report,
+            Err(err) => {
+                eprintln!("sluice-local: {err:#}");
+                continue;
+            }
+        };
+        let count = delivered.len() + report.deliveries.len();
+        report.deliveries.splice(0..0, delivered);
+        print_new_outputs(pipeline, &mut printed).await?;
+        print_summary(&report, count, None);
+    }
+}
+
+/// Prints output sets that are new or whose report changed since the last call.
+async fn print_new_outputs(
+    pipeline: &LocalPipeline,
+    printed: &mut HashMap<String, String>,
+) -> Result<()> {
+    let outputs = pipeline.outputs().await?;
+    if outputs.is_empty() {
+        println!(
+            "\n(no outputs in s3://{}/ yet)",
+            pipeline.stack.output_bucket
+        );
+    }
+    for set in outputs {
+        let report_text = match &set.report_key {
+            Some(key) => pipeline.read_output(key).await?,
+            None => String::new(),
+        };
+        if printed.get(&set.base_key) == Some(&report_text) {
+            continue;
+        }
+        print_output_set(pipeline, &set, &report_text).await?;
+        printed.insert(set.base_key.clone(), report_text);
+    }
+    Ok(())
+}
+
+async fn print_output_set(
+    pipeline: &LocalPipeline,
+    set: &OutputSet,
+    report_text: &str,
+) -> Result<()> {
+    let bucket = &pipeline.stack.output_bucket;
+    println!();
+    match &set.output_key {
+        Some(key) => {
+            println!("== s3://{bucket}/{key}");
+            let text = pipeline.read_output(key).await?;
+            for line in text.lines().take(5) {
+                println!("   {line}");
+            }
+            let total = text.lines().count();
+            if total > 5 {
+                println!("   … ({total} lines)");
+            }
+        }
+        None => println!("== s3://{bucket}/{} (no output written)", set.base_key),
+    }
+    if let Some(key) = &set.report_key {
+        println!("-- s3://{bucket}/{key}");
+        let pretty = serde_json::from_str::<serde_json::Value>(report_text)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or_else(|| report_text.to_owned());
+        for line in pretty.lines() {
+            println!("   {line}");
+        }
+    }
+    if let Some(key) = &set.errors_key {
+        println!("-- s3://{bucket}/{key}");
+        let text = pipeline.read_output(key).await?;
+        for line in text.lines().take(5) {
+            println!("   {line}");
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(report: &DrainReport, files: usize, ready: Option<Duration>) {
+    println!();
+    let failed_events = report.deliveries.iter().filter(|d| !d.succeeded()).count();
+    let mut line = format!(
+        "summary: {files} file(s) uploaded, processed in {:.1} s",
+        report.elapsed.as_secs_f64()
+    );
+    if let Some(ready) = ready {
+        line.push_str(&format!(
+            " (after {:.1} s to start moto and provision)",
+            ready.as_secs_f64()
+        ));
+    }
+    line.push_str(&format!(
+        "; {} worker task(s) started so far",
+        report.workers_started
+    ));
+    if failed_events > 0 {
+        line.push_str(&format!("; {failed_events} event(s) the trigger failed on"));
+    }
+    if report.dead_lettered_events > 0 {
+        line.push_str(&format!(
+            "; {} event(s) in the trigger's dead-letter queue",
+            report.dead_lettered_events
+        ));
+    }
+    if report.dead_lettered_jobs > 0 {
+        line.push_str(&format!(
+            "; {} job(s) in the dead-letter queue",
+            report.dead_lettered_jobs
+        ));
+    }
+    println!("{line}");
+}

@@ -1,0 +1,537 @@
+//! The whole pipeline on one machine, wired as in AWS: moto holds the buckets, queues and ECS
+//! cluster; uploads to the input bucket become S3 events that invoke the trigger binary under the
+//! Lambda Runtime API emulator (asynchronously, with retries and a dead-letter queue); the
+//! trigger's `RunTask` calls start worker processes through the Fargate emulator.
+//!
+//! Used by the `sluice-local` binary and by end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use aws_config::SdkConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::Value;
+use tokio::time::{Instant, sleep};
+
+use crate::environment::TriggerSettings;
+use crate::events::S3EventSource;
+use crate::fargate::{FargateEmulator, FargateOptions, FinishedWorker, WorkerCommand};
+use crate::lambda::{
+    AsyncInvocation, AsyncOutcome, DeadLetterQueue, FunctionConfig, LambdaFunction,
+};
+use crate::moto::MotoServer;
+use crate::provision::{Stack, StackSettings, ensure_bucket};
+
+/// Suffixes of what the worker writes beside each input (SageMaker Batch Transform's layout).
+pub const OUTPUT_SUFFIX: &str = ".out";
+pub const REPORT_SUFFIX: &str = ".report.json";
+pub const ERRORS_SUFFIX: &str = ".errors.csv";
+
+/// How to set the pipeline up.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// moto's port; a free one when `None`.
+    pub moto_port: Option<u16>,
+    /// The ONNX model to upload; its sidecar `<model>.json` goes along when present.
+    pub model: PathBuf,
+    /// The bucket the model is uploaded to (`MODEL_URI` = `s3://<bucket>/<file name>`).
+    pub model_bucket: String,
+    pub stack: StackSettings,
+    /// Trigger settings other than the model URI.
+    pub input_prefix: String,
+    pub output_prefix: String,
+    pub max_workers: u32,
+    pub trigger_rust_log: String,
+    /// The trigger's time-out per invocation.
+    pub trigger_timeout: Duration,
+    /// The trigger binary; the workspace's `lambda-trigger` when `None`.
+    pub trigger_binary: Option<PathBuf>,
+    /// The worker binary; the workspace's `worker` when `None`.
+    pub worker_binary: Option<PathBuf>,
+    pub fargate: FargateOptions,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            moto_port: None,
+            model: crate::repo::in_repo("models/iris_logreg.onnx"),
+            model_bucket: "sluice-models".to_owned(),
+            stack: StackSettings::default(),
+            input_prefix: String::new(),
+            output_prefix: String::new(),
+            max_workers: 2,
+            trigger_rust_log: "info".to_owned(),
+            trigger_timeout: Duration::from_secs(30),
+            trigger_binary: None,
+            worker_binary: None,
+            fargate: FargateOptions::default(),
+        }
+    }
+}
+
+/// One S3 event handed to the trigger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The object key (decoded).
+    pub key: String,
+    pub event: Value,
+    pub invocation: AsyncInvocation,
+}
+
+impl Delivery {
+    /// Whether the trigger handled the event (on some attempt).
+    pub fn succeeded(&self) -> bool {
+        matches!(self.invocation.outcome, AsyncOutcome::Succeeded(_))
+    }
+}
+
+/// Messages in a queue, by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+impl QueueDepth {
+    pub fn total(&self) -> u64 {
+        self.visible + self.in_flight + self.delayed
+    }
+}
+
+/// What one drain (deliver events, wait for the queue and the workers) did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrainReport {
+    pub elapsed: Duration,
+    pub deliveries: Vec<Delivery>,
+    /// Workers started since the pipeline started.
+    pub workers_started: usize,
+    /// Messages in the job queue's dead-letter queue.
+    pub dead_lettered_jobs: u64,
+    /// Events in the trigger's dead-letter queue.
+    pub dead_lettered_events: u64,
+}
+
+/// The objects the worker wrote for one input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSet {
+    /// The output key without suffix: `<prefix>path/data.csv`.
+    pub base_key: String,
+    pub output_key: Option<String>,
+    pub report_key: Option<String>,
+    pub errors_key: Option<String>,
+}
+
+/// The running local pipeline. Everything it started stops when it is dropped; [`Self::shutdown`]
+/// does it in order and waits.
+#[derive(Debug)]
+pub struct LocalPipeline {
+    pub config: SdkConfig,
+    pub stack: Stack,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub ecs: aws_sdk_ecs::Client,
+    pub model_uri: String,
+    trigger_dead_letter_queue: DeadLetterQueue,
+    events: S3EventSource,
+    // Field order is drop order: processes that talk to moto go before moto.
+    fargate: FargateEmulator,
+    trigger: LambdaFunction,
+    moto: MotoServer,
+}
+
+impl LocalPipeline {
+    /// Starts moto, provisions the stack, uploads the model, and starts the trigger, the Fargate
+    /// emulator and the event source.
+    pub async fn start(options: PipelineOptions) -> Result<Self> {
+        // Fail on missing files before starting anything.
+        let trigger_binary = match &options.trigger_binary {
+            Some(path) => path.clone(),
+            None => crate::binaries::workspace_binary("lambda-trigger")?,
+        };
+        let worker_binary = match &options.worker_binary {
+            Some(path) => path.clone(),
+            None => crate::binaries::workspace_binary("worker")?,
+        };
+        if !options.model.is_file() {
+            bail!(
+                "the model {} does not exist (pass --model, or generate the example models with \
+                 .venv/bin/python models/make_models.py)",
+                options.model.display()
+            );
+        }
+
+        let moto = MotoServer::start(options.moto_port).await?;
+        let config = crate::aws::sdk_config(&moto.endpoint()).await;
+        let s3 = crate::aws::s3_client(&config);
+        let sqs = crate::aws::sqs_client(&config);
+        let ecs = crate::aws::ecs_client(&config);
+        let stack = Stack::provision(&config, &options.stack).await?;
+        let model_uri = upload_model(&s3, &options.model_bucket, &options.model).await?;
+
+        let trigger_settings = TriggerSettings {
+            model_uri: model_uri.clone(),
+            input_prefix: options.input_prefix.clone(),
+            output_prefix: options.output_prefix.clone(),
+            max_workers: options.max_workers,
+            rust_log: options.trigger_rust_log.clone(),
+        };
+        let mut function =
+            FunctionConfig::new(trigger_binary, stack.trigger_environment(&trigger_settings));
+        function.timeout = options.trigger_timeout;
+        let trigger = LambdaFunction::start_with(function).await?;
+        let fargate = FargateEmulator::start_with(
+            ecs.clone(),
+            stack.cluster_name.clone(),
+            WorkerCommand::new(worker_binary),
+            options.fargate,
+        );
+        let mut events = S3EventSource::new(s3.clone(), stack.input_bucket.clone());
+        if !options.input_prefix.is_empty() {
+            events = events.with_prefix(options.input_prefix.clone());
+        }
+        events.prime().await?;
+        let trigger_dead_letter_queue = DeadLetterQueue {
+            sqs: sqs.clone(),
+            queue_url: stack.trigger_dead_letter_queue_url.clone(),
+        };
+        Ok(Self {
+            config,
+            stack,
+            s3,
+            sqs,
+            ecs,
+            model_uri,
+            trigger_dead_letter_queue,
+            events,
+            fargate,
+            trigger,
+            moto,
+        })
+    }
+
+    /// moto's endpoint URL.
+    pub fn endpoint(&self) -> String {
+        self.moto.endpoint()
+    }
+
+    pub fn moto(&self) -> &MotoServer {
+        &self.moto
+    }
+
+    pub fn trigger(&self) -> &LambdaFunction {
+        &self.trigger
+    }
+
+    pub fn fargate(&self) -> &FargateEmulator {
+        &self.fargate
+    }
+
+    /// Uploads a local file to the input bucket under `key` (default: the file name).
+    pub async fn upload_file(&self, path: &Path, key: Option<&str>) -> Result<String> {
+        let key = match key {
+            Some(key) => key.to_owned(),
+            None => file_name(path)?,
+        };
+        let body = ByteStream::from_path(path)
+            .await
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        self.s3
+            .put_object()
+            .bucket(&self.stack.input_bucket)
+            .key(&key)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot upload {} to s3://{}/{key}",
+                    path.display(),
+                    self.stack.input_bucket
+                )
+            })?;
+        Ok(key)
+    }
+
+    /// Puts `body` into the input bucket under `key`.
+    pub async fn put_input(&self, key: &str, body: impl Into<Vec<u8>>) -> Result<()> {
+        self.s3
+            .put_object()
+            .bucket(&self.stack.input_bucket)
+            .key(key)
+            .body(ByteStream::from(body.into()))
+            .send()
+            .await
+            .with_context(|| format!("cannot put s3://{}/{key}", self.stack.input_bucket))?;
+        Ok(())
+    }
+
+    /// Looks for new or changed objects in the input bucket and invokes the trigger for each,
+    /// the way S3 would (asynchronously, retries, then the trigger's dead-letter queue).
+    pub async fn deliver_new_uploads(&mut self) -> Result<Vec<Delivery>> {
+        let mut deliveries = Vec::new();
+        for event in self.events.poll().await? {
+            let key = crate::events::decode_key(
+                event["Records"][0]["s3"]["object"]["key"]
+                    .as_str()
+                    .unwrap_or_default(),
+            );
+            tracing::info!(key = %key, "delivering an S3 event to the trigger");
+            let invocation = self
+                .trigger
+                .invoke_async_like_s3(event.clone(), Some(&self.trigger_dead_letter_queue))
+                .await?;
+            deliveries.push(Delivery {
+                key,
+                event,
+                invocation,
+            });
+        }
+        Ok(deliveries)
+    }
+
+    /// Messages in the job queue.
+    pub async fn queue_depth(&self) -> Result<QueueDepth> {
+        queue_depth(&self.sqs, &self.stack.queue_url).await
+    }
+
+    /// Messages in the job queue's dead-letter queue.
+    pub async fn dead_lettered_jobs(&self) -> Result<u64> {
+        Ok(queue_depth(&self.sqs, &self.stack.dead_letter_queue_url)
+            .await?
+            .total())
+    }
+
+    /// Events in the trigger's dead-letter queue.
+    pub async fn dead_lettered_events(&self) -> Result<u64> {
+        Ok(
+            queue_depth(&self.sqs, &self.stack.trigger_dead_letter_queue_url)
+                .await?
+                .total(),
+        )
+    }
+
+    /// Delivers events for new uploads and waits until the job queue is empty, no worker runs and
+    /// no new worker is about to start. Fails after `timeout` with what is still going on.
+    pub async fn wait_until_drained(&mut self, timeout: Duration) -> Result<DrainReport> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut deliveries = Vec::new();
+        loop {
+            let delivered = self.deliver_new_uploads().await?;
+            let quiet = delivered.is_empty();
+            deliveries.extend(delivered);
+            let depth = self.queue_depth().await?;
+            if quiet && depth.total() == 0 && self.fargate.running().is_empty() {
+                // A task the trigger started may not have been picked up yet: wait for two quiet
+                // polls of the cluster, then look at the queue again.
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                self.fargate
+                    .wait_idle(remaining.max(Duration::from_secs(2)))
+                    .await?;
+                if self.queue_depth().await?.total() == 0 && self.fargate.running().is_empty() {
+                    return Ok(DrainReport {
+                        elapsed: started.elapsed(),
+                        deliveries,
+                        workers_started: self.fargate.started_count(),
+                        dead_lettered_jobs: self.dead_lettered_jobs().await?,
+                        dead_lettered_events: self.dead_lettered_events().await?,
+                    });
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(self.stall_report(timeout, depth).await);
+            }
+            sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Every output set in the output bucket, by key.
+    pub async fn outputs(&self) -> Result<Vec<OutputSet>> {
+        let mut sets: std::collections::BTreeMap<String, OutputSet> =
+            std::collections::BTreeMap::new();
+        for key in list_keys(&self.s3, &self.stack.output_bucket).await? {
+            let (base, kind) = if let Some(base) = key.strip_suffix(REPORT_SUFFIX) {
+                (base, 1)
+            } else if let Some(base) = key.strip_suffix(ERRORS_SUFFIX) {
+                (base, 2)
+            } else if let Some(base) = key.strip_suffix(OUTPUT_SUFFIX) {
+                (base, 0)
+            } else {
+                continue;
+            };
+            let set = sets.entry(base.to_owned()).or_insert_with(|| OutputSet {
+                base_key: base.to_owned(),
+                output_key: None,
+                report_key: None,
+                errors_key: None,
+            });
+            let slot = match kind {
+                0 => &mut set.output_key,
+                1 => &mut set.report_key,
+                _ => &mut set.errors_key,
+            };
+            *slot = Some(key.clone());
+        }
+        Ok(sets.into_values().collect())
+    }
+
+    /// An output object's content as text.
+    pub async fn read_output(&self, key: &str) -> Result<String> {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(&self.stack.output_bucket)
+            .key(key)
+            .send()
+            .await
+            .with_context(|| format!("cannot get s3://{}/{key}", self.stack.output_bucket))?;
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .with_context(|| format!("cannot read s3://{}/{key}", self.stack.output_bucket))?
+            .into_bytes();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// An output set's report, parsed.
+    pub async fn read_report(&self, set: &OutputSet) -> Result<Option<Value>> {
+        let Some(key) = &set.report_key else {
+            return Ok(None);
+        };
+        let text = self.read_output(key).await?;
+        let report =
+            serde_json::from_str(&text).with_context(|| format!("the report {key} is not JSON"))?;
+        Ok(Some(report))
+    }
+
+    /// Stops the event source, the workers, the trigger and moto, in that order.
+    pub async fn shutdown(self) {
+        let Self {
+            fargate,
+            trigger,
+            moto,
+            ..
+        } = self;
+        fargate.shutdown().await;
+        trigger.stop().await;
+        moto.stop().await;
+    }
+
+    async fn stall_report(&self, timeout: Duration, depth: QueueDepth) -> String {
+        let running = self.fargate.running();
+        let finished = self.fargate.finished();
+        let mut message = format!(
+            "the pipeline did not drain within {} s: job queue holds {} visible, {} in flight; \
+             {} worker(s) running, {} started in all",
+            timeout.as_secs(),
+            depth.visible,
+            depth.in_flight,
+            running.len(),
+            self.fargate.started_count()
+        );
+        if running.is_empty() && depth.total() > 0 {
+            message.push_str("; no worker is running although jobs wait (did the trigger call RunTask? see its log)");
+        }
+        let failed: Vec<&FinishedWorker> = finished.iter().filter(|w| !w.succeeded()).collect();
+        if !failed.is_empty() {
+            let reasons: Vec<&str> = failed.iter().map(|w| w.stopped_reason.as_str()).collect();
+            message.push_str(&format!("; failed workers: {}", reasons.join("; ")));
+        }
+        if let Ok(count) = self.dead_lettered_jobs().await
+            && count > 0
+        {
+            message.push_str(&format!("; {count} job(s) in the dead-letter queue"));
+        }
+        if let Some(error) = self.fargate.last_error() {
+            message.push_str(&format!("; ECS: {error}"));
+        }
+        message
+    }
+}
+
+/// Uploads the model (and its sidecar `<model>.json`, if any) and returns the model's URI.
+async fn upload_model(s3: &aws_sdk_s3::Client, bucket: &str, model: &Path) -> Result<String> {
+    ensure_bucket(s3, bucket).await?;
+    let name = file_name(model)?;
+    let mut files = vec![(model.to_path_buf(), name.clone())];
+    let mut sidecar = model.as_os_str().to_owned();
+    sidecar.push(".json");
+    let sidecar = PathBuf::from(sidecar);
+    if sidecar.is_file() {
+        files.push((sidecar, format!("{name}.json")));
+    }
+    for (path, key) in files {
+        let body = ByteStream::from_path(&path)
+            .await
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        s3.put_object()
+            .bucket(bucket)
+            .key(&key)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot upload {} to s3://{bucket}/{key}", path.display()))?;
+    }
+    Ok(format!("s3://{bucket}/{name}"))
+}
+
+async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<QueueDepth> {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .with_context(|| format!("cannot read the attributes of {queue_url}"))?;
+    let count = |name: QueueAttributeName| {
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(QueueDepth {
+        visible: count(QueueAttributeName::ApproximateNumberOfMessages),
+        in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        delayed: count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+    })
+}
+
+/// Every key in `bucket`.
+pub async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut continuation: Option<String> = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(continuation.take())
+            .send()
+            .await
+            .with_context(|| format!("cannot list bucket {bucket}"))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+        match page.next_continuation_token() {
+            Some(token) if page.is_truncated() == Some(true) => {
+                continuation = Some(token.to_owned())
+            }
+            _ => return Ok(keys),
+        }
+    }
+}
+
+fn file_name(path: &Path) -> Result<String> {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .with_context(|| format!("{} has no file name", path.display()))
+}
