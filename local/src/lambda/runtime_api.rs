@@ -85,6 +85,8 @@ impl RuntimeApi {
                 post(invocation_error),
             )
             .route("/2018-06-01/runtime/init/error", post(init_error))
+            // Lambda's payload limit for synchronous invocations (axum's default is 2 MB).
+            .layer(axum::extract::DefaultBodyLimit::max(6 * 1024 * 1024))
             .with_state(Arc::clone(&state));
         let server = tokio::spawn(async move {
             if let Err(err) = axum::serve(listener, router).await {
