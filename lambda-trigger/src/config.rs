@@ -4,41 +4,22 @@ use shared::config::{ConfigError, EnvVar, Environment};
 use shared::location::Location;
 
 pub const QUEUE_URL: EnvVar = EnvVar::required("QUEUE_URL", "the URL of the job queue");
-pub const OUTPUT_BUCKET: EnvVar =
-    EnvVar::required("OUTPUT_BUCKET", "the name of the output bucket");
-pub const OUTPUT_PREFIX: EnvVar = EnvVar::optional(
-    "OUTPUT_PREFIX",
-    "a key prefix for outputs, e.g. results/",
-    "",
-);
-pub const INPUT_PREFIX: EnvVar = EnvVar::optional(
-    "INPUT_PREFIX",
-    "the key prefix of input files; other keys are ignored",
-    "",
-);
+pub const OUTPUT_BUCKET: EnvVar = EnvVar::required("OUTPUT_BUCKET", "the name of the output bucket");
+pub const OUTPUT_PREFIX: EnvVar = EnvVar::optional("OUTPUT_PREFIX", "a key prefix for outputs, e.g. results/", "");
+pub const INPUT_PREFIX: EnvVar =
+    EnvVar::optional("INPUT_PREFIX", "the key prefix of input files; other keys are ignored", "");
 pub const MODEL_URI: EnvVar = EnvVar::required("MODEL_URI", "s3://bucket/key of the ONNX model");
-pub const ECS_CLUSTER: EnvVar =
-    EnvVar::required("ECS_CLUSTER", "the name or ARN of the ECS cluster");
-pub const WORKER_TASK_DEFINITION: EnvVar = EnvVar::required(
-    "WORKER_TASK_DEFINITION",
-    "the worker's task definition (family, family:revision or ARN)",
-);
-pub const WORKER_SUBNETS: EnvVar = EnvVar::required(
-    "WORKER_SUBNETS",
-    "comma-separated subnet ids for the worker tasks",
-);
-pub const WORKER_SECURITY_GROUPS: EnvVar = EnvVar::optional(
-    "WORKER_SECURITY_GROUPS",
-    "comma-separated security group ids for the worker tasks",
-    "",
-);
+pub const ECS_CLUSTER: EnvVar = EnvVar::required("ECS_CLUSTER", "the name or ARN of the ECS cluster");
+pub const WORKER_TASK_DEFINITION: EnvVar =
+    EnvVar::required("WORKER_TASK_DEFINITION", "the worker's task definition (family, family:revision or ARN)");
+pub const WORKER_SUBNETS: EnvVar =
+    EnvVar::required("WORKER_SUBNETS", "comma-separated subnet ids for the worker tasks");
+pub const WORKER_SECURITY_GROUPS: EnvVar =
+    EnvVar::optional("WORKER_SECURITY_GROUPS", "comma-separated security group ids for the worker tasks", "");
 pub const WORKER_ASSIGN_PUBLIC_IP: EnvVar =
     EnvVar::optional("WORKER_ASSIGN_PUBLIC_IP", "ENABLED or DISABLED", "DISABLED");
-pub const MAX_WORKERS: EnvVar = EnvVar::optional(
-    "MAX_WORKERS",
-    "the most worker tasks to run at once, from 1 to 1000",
-    "2",
-);
+pub const MAX_WORKERS: EnvVar =
+    EnvVar::optional("MAX_WORKERS", "the most worker tasks to run at once, from 1 to 1000", "2");
 
 /// Every variable the trigger reads.
 pub const VARS: &[EnvVar] = &[
@@ -83,9 +64,7 @@ pub struct FleetSettings {
 }
 
 impl TriggerConfig {
-    pub fn from_env<F: Fn(&str) -> Option<String>>(
-        env: &Environment<F>,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<Self, ConfigError> {
         let model_uri = env.string(&MODEL_URI)?;
         Location::parse(&model_uri).map_err(|e| ConfigError::invalid(&MODEL_URI, e.to_string()))?;
         let subnets = env.list(&WORKER_SUBNETS)?;
@@ -96,10 +75,7 @@ impl TriggerConfig {
             "ENABLED" => true,
             "DISABLED" => false,
             other => {
-                return Err(ConfigError::invalid(
-                    &WORKER_ASSIGN_PUBLIC_IP,
-                    format!("is {other:?}"),
-                ));
+                return Err(ConfigError::invalid(&WORKER_ASSIGN_PUBLIC_IP, format!("is {other:?}")));
             }
         };
         Ok(Self {
@@ -128,18 +104,12 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Environment<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         Environment::from_fn(move |name: &str| map.get(name).cloned())
     }
 
     const COMPLETE: &[(&str, &str)] = &[
-        (
-            "QUEUE_URL",
-            "http://127.0.0.1:4566/123456789012/sluice-jobs",
-        ),
+        ("QUEUE_URL", "http://127.0.0.1:4566/123456789012/sluice-jobs"),
         ("OUTPUT_BUCKET", "out"),
         ("MODEL_URI", "s3://models/iris.onnx"),
         ("ECS_CLUSTER", "sluice"),
@@ -159,11 +129,7 @@ mod tests {
     #[test]
     fn each_required_variable_is_named_when_missing() {
         for missing in VARS.iter().filter(|v| v.is_required()) {
-            let pairs: Vec<_> = COMPLETE
-                .iter()
-                .copied()
-                .filter(|(k, _)| *k != missing.name)
-                .collect();
+            let pairs: Vec<_> = COMPLETE.iter().copied().filter(|(k, _)| *k != missing.name).collect();
             let err = TriggerConfig::from_env(&env(&pairs)).unwrap_err();
             assert_eq!(err.name, missing.name);
         }
@@ -178,11 +144,7 @@ mod tests {
             ("MODEL_URI", "s3://bucket-only"),
             ("WORKER_SUBNETS", " , "),
         ] {
-            let mut pairs: Vec<_> = COMPLETE
-                .iter()
-                .copied()
-                .filter(|(k, _)| *k != name)
-                .collect();
+            let mut pairs: Vec<_> = COMPLETE.iter().copied().filter(|(k, _)| *k != name).collect();
             pairs.push((name, value));
             let err = TriggerConfig::from_env(&env(&pairs)).unwrap_err();
             assert_eq!(err.name, name, "{err}");

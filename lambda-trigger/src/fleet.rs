@@ -2,9 +2,7 @@
 
 use std::future::Future;
 
-use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, DesiredStatus, LaunchType, NetworkConfiguration,
-};
+use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, DesiredStatus, LaunchType, NetworkConfiguration};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
@@ -19,10 +17,7 @@ pub trait WorkerFleet {
     /// Identifiers of the worker tasks that are running or about to (pending).
     fn active_workers(&self) -> impl Future<Output = Result<Vec<String>, FleetError>> + Send;
     /// Starts one worker; `client_token` makes the request idempotent.
-    fn start_worker(
-        &self,
-        client_token: &str,
-    ) -> impl Future<Output = Result<String, FleetError>> + Send;
+    fn start_worker(&self, client_token: &str) -> impl Future<Output = Result<String, FleetError>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,19 +58,14 @@ pub async fn ensure_workers(
     now: DateTime<Utc>,
 ) -> Result<WorkerPlan, ReconcileError> {
     let waiting_jobs = queue.waiting_jobs().await?.max(just_enqueued as u64);
-    let mut plan = WorkerPlan {
-        waiting_jobs,
-        ..WorkerPlan::default()
-    };
+    let mut plan = WorkerPlan { waiting_jobs, ..WorkerPlan::default() };
     if waiting_jobs == 0 {
         return Ok(plan);
     }
     let mut active = fleet.active_workers().await?;
     active.sort();
     plan.active = active.len();
-    plan.wanted = usize::try_from(waiting_jobs)
-        .unwrap_or(usize::MAX)
-        .clamp(1, settings.max_workers);
+    plan.wanted = usize::try_from(waiting_jobs).unwrap_or(usize::MAX).clamp(1, settings.max_workers);
     for slot in plan.active..plan.wanted {
         let token = client_token(settings, slot, &active, now);
         plan.started.push(fleet.start_worker(&token).await?);
@@ -84,12 +74,7 @@ pub async fn ensure_workers(
 }
 
 /// An idempotency token for starting the worker in `slot`, given the fleet as observed.
-pub fn client_token(
-    settings: &FleetSettings,
-    slot: usize,
-    active: &[String],
-    now: DateTime<Utc>,
-) -> String {
+pub fn client_token(settings: &FleetSettings, slot: usize, active: &[String], now: DateTime<Utc>) -> String {
     let mut hash = Sha256::new();
     hash.update(settings.cluster.as_bytes());
     hash.update([0]);
@@ -107,9 +92,7 @@ pub fn client_token(
 
 /// The task definition's family: what `ListTasks` filters by.
 pub fn task_family(task_definition: &str) -> &str {
-    let name = task_definition
-        .rsplit_once('/')
-        .map_or(task_definition, |(_, name)| name);
+    let name = task_definition.rsplit_once('/').map_or(task_definition, |(_, name)| name);
     name.split_once(':').map_or(name, |(family, _)| family)
 }
 
@@ -138,11 +121,7 @@ impl WorkerFleet for EcsWorkerFleet {
             .send();
         let mut tasks = Vec::new();
         while let Some(page) = pages.next().await {
-            tasks.extend(
-                page.map_err(|e| FleetError::Request(e.into()))?
-                    .task_arns
-                    .unwrap_or_default(),
-            );
+            tasks.extend(page.map_err(|e| FleetError::Request(e.into()))?.task_arns.unwrap_or_default());
         }
         Ok(tasks)
     }
@@ -150,9 +129,7 @@ impl WorkerFleet for EcsWorkerFleet {
     async fn start_worker(&self, client_token: &str) -> Result<String, FleetError> {
         let vpc = AwsVpcConfiguration::builder()
             .set_subnets(Some(self.settings.subnets.clone()))
-            .set_security_groups(
-                Some(self.settings.security_groups.clone()).filter(|g| !g.is_empty()),
-            )
+            .set_security_groups(Some(self.settings.security_groups.clone()).filter(|g| !g.is_empty()))
             .assign_public_ip(if self.settings.assign_public_ip {
                 AssignPublicIp::Enabled
             } else {
@@ -169,11 +146,7 @@ impl WorkerFleet for EcsWorkerFleet {
             .count(1)
             .started_by(STARTED_BY)
             .client_token(client_token)
-            .network_configuration(
-                NetworkConfiguration::builder()
-                    .awsvpc_configuration(vpc)
-                    .build(),
-            )
+            .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
             .send()
             .await
             .map_err(|e| FleetError::Request(e.into()))?;
@@ -183,13 +156,7 @@ impl WorkerFleet for EcsWorkerFleet {
         let reason = response
             .failures()
             .first()
-            .map(|f| {
-                format!(
-                    "{} ({})",
-                    f.reason().unwrap_or("no reason given"),
-                    f.detail().unwrap_or("")
-                )
-            })
+            .map(|f| format!("{} ({})", f.reason().unwrap_or("no reason given"), f.detail().unwrap_or("")))
             .unwrap_or_else(|| "RunTask returned neither a task nor a failure".into());
         Err(FleetError::NotStarted(reason))
     }
@@ -214,10 +181,7 @@ mod tests {
     fn family_comes_from_any_form_of_task_definition() {
         assert_eq!(task_family("sluice-worker"), "sluice-worker");
         assert_eq!(task_family("sluice-worker:7"), "sluice-worker");
-        assert_eq!(
-            task_family("arn:aws:ecs:us-east-1:123456789012:task-definition/sluice-worker:7"),
-            "sluice-worker"
-        );
+        assert_eq!(task_family("arn:aws:ecs:us-east-1:123456789012:task-definition/sluice-worker:7"), "sluice-worker");
     }
 
     #[test]

@@ -33,11 +33,7 @@ pub enum TriggerError {
 }
 
 fn join(errors: &[BadRecord]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 impl TriggerError {
@@ -54,21 +50,14 @@ impl TriggerError {
 
 impl From<TriggerError> for Diagnostic {
     fn from(error: TriggerError) -> Self {
-        let kind = if error.is_retryable() {
-            "Retryable"
-        } else {
-            "Permanent"
-        };
+        let kind = if error.is_retryable() { "Retryable" } else { "Permanent" };
         let name = match &error {
             TriggerError::UnrecognisedEvent(_) => "UnrecognisedEvent",
             TriggerError::BadRecords(_) => "BadRecords",
             TriggerError::Queue(_) => "QueueError",
             TriggerError::Workers(_) => "WorkerError",
         };
-        Diagnostic {
-            error_type: format!("{kind}.{name}"),
-            error_message: error.to_string(),
-        }
+        Diagnostic { error_type: format!("{kind}.{name}"), error_message: error.to_string() }
     }
 }
 
@@ -91,10 +80,7 @@ pub async fn handle(
         EventKind::S3(records) => {
             for (index, record) in records.iter().enumerate() {
                 let outcome = serde_json::from_value::<S3EventRecord>(record.clone())
-                    .map_err(|e| BadRecord {
-                        index,
-                        problem: format!("is not an S3 event record: {e}"),
-                    })
+                    .map_err(|e| BadRecord { index, problem: format!("is not an S3 event record: {e}") })
                     .and_then(|record| job_for_record(index, &record, &config.jobs));
                 match outcome {
                     Ok(RecordOutcome::Job(job)) => {
@@ -121,11 +107,7 @@ pub async fn handle(
     summary.workers = ensure_workers(queue, fleet, &config.fleet, jobs.len(), now).await?;
     tracing::info!(workers = ?summary.workers, "workers reconciled");
 
-    if bad.is_empty() {
-        Ok(summary)
-    } else {
-        Err(TriggerError::BadRecords(bad))
-    }
+    if bad.is_empty() { Ok(summary) } else { Err(TriggerError::BadRecords(bad)) }
 }
 
 enum EventKind<'a> {

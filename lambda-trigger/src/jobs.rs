@@ -43,17 +43,11 @@ pub fn job_for_record(
     let bad = |problem: String| BadRecord { index, problem };
     let event_name = record.event_name.clone().unwrap_or_default();
     // Notifications name the type "ObjectCreated:Put"; the configuration says "s3:ObjectCreated:*".
-    if !event_name
-        .trim_start_matches("s3:")
-        .starts_with("ObjectCreated:")
-    {
+    if !event_name.trim_start_matches("s3:").starts_with("ObjectCreated:") {
         return Ok(RecordOutcome::Skipped(Skip::NotAnUpload { event_name }));
     }
     let object = &record.s3.object;
-    let raw_key = object
-        .key
-        .as_deref()
-        .ok_or_else(|| bad("has no object key".into()))?;
+    let raw_key = object.key.as_deref().ok_or_else(|| bad("has no object key".into()))?;
     let key = decode_event_key(raw_key).map_err(|e| bad(e.to_string()))?;
     let bucket = record
         .s3
@@ -73,33 +67,13 @@ pub fn job_for_record(
         return Ok(RecordOutcome::Skipped(Skip::OutsideInputPrefix { key }));
     }
 
-    let size = object
-        .size
-        .ok_or_else(|| bad(format!("{key:?} has no size")))?;
-    let size =
-        u64::try_from(size).map_err(|_| bad(format!("{key:?} has a negative size {size}")))?;
-    let etag = object
-        .e_tag
-        .clone()
-        .filter(|e| !e.is_empty())
-        .ok_or_else(|| bad(format!("{key:?} has no eTag")))?;
-    let input = InputObject {
-        bucket,
-        key,
-        size,
-        etag,
-        version_id: object.version_id.clone().filter(|v| !v.is_empty()),
-    };
-    let output = OutputLocation {
-        bucket: settings.output_bucket.clone(),
-        prefix: settings.output_prefix.clone(),
-    };
-    Ok(RecordOutcome::Job(Box::new(JobMessage::new(
-        input,
-        output,
-        &settings.model_uri,
-        record.event_time,
-    ))))
+    let size = object.size.ok_or_else(|| bad(format!("{key:?} has no size")))?;
+    let size = u64::try_from(size).map_err(|_| bad(format!("{key:?} has a negative size {size}")))?;
+    let etag = object.e_tag.clone().filter(|e| !e.is_empty()).ok_or_else(|| bad(format!("{key:?} has no eTag")))?;
+    let input =
+        InputObject { bucket, key, size, etag, version_id: object.version_id.clone().filter(|v| !v.is_empty()) };
+    let output = OutputLocation { bucket: settings.output_bucket.clone(), prefix: settings.output_prefix.clone() };
+    Ok(RecordOutcome::Job(Box::new(JobMessage::new(input, output, &settings.model_uri, record.event_time))))
 }
 
 #[cfg(test)]
@@ -137,9 +111,7 @@ mod tests {
     fn an_upload_under_the_input_prefix_is_a_job_with_a_decoded_key() {
         // GIVEN an upload whose key has a space and a plus sign
         // WHEN the record is examined
-        let RecordOutcome::Job(job) =
-            outcome("ObjectCreated:Put", "in", "incoming/my+file%2B1.csv")
-        else {
+        let RecordOutcome::Job(job) = outcome("ObjectCreated:Put", "in", "incoming/my+file%2B1.csv") else {
             panic!("expected a job");
         };
         // THEN the job names the decoded key and the configured output and model
@@ -153,15 +125,8 @@ mod tests {
 
     #[test]
     fn multipart_and_copy_uploads_are_jobs_too() {
-        for name in [
-            "ObjectCreated:CompleteMultipartUpload",
-            "ObjectCreated:Copy",
-            "s3:ObjectCreated:Post",
-        ] {
-            assert!(
-                matches!(outcome(name, "in", "incoming/a.csv"), RecordOutcome::Job(_)),
-                "{name}"
-            );
+        for name in ["ObjectCreated:CompleteMultipartUpload", "ObjectCreated:Copy", "s3:ObjectCreated:Post"] {
+            assert!(matches!(outcome(name, "in", "incoming/a.csv"), RecordOutcome::Job(_)), "{name}");
         }
     }
 
@@ -169,9 +134,7 @@ mod tests {
     fn other_event_types_are_skipped() {
         assert_eq!(
             outcome("ObjectRemoved:Delete", "in", "incoming/a.csv"),
-            RecordOutcome::Skipped(Skip::NotAnUpload {
-                event_name: "ObjectRemoved:Delete".into()
-            })
+            RecordOutcome::Skipped(Skip::NotAnUpload { event_name: "ObjectRemoved:Delete".into() })
         );
     }
 
@@ -196,16 +159,10 @@ mod tests {
         // WHEN an output object's notification comes back
         let outcome = job_for_record(0, &rec, &shared_bucket).unwrap();
         // THEN it is not a job
-        assert!(matches!(
-            outcome,
-            RecordOutcome::Skipped(Skip::UnderOutputLocation { .. })
-        ));
+        assert!(matches!(outcome, RecordOutcome::Skipped(Skip::UnderOutputLocation { .. })));
         // AND an input elsewhere in that bucket still is
         let rec = record("ObjectCreated:Put", "out", "data/a.csv");
-        assert!(matches!(
-            job_for_record(0, &rec, &shared_bucket).unwrap(),
-            RecordOutcome::Job(_)
-        ));
+        assert!(matches!(job_for_record(0, &rec, &shared_bucket).unwrap(), RecordOutcome::Job(_)));
     }
 
     #[test]
@@ -217,11 +174,6 @@ mod tests {
         assert!(err.problem.contains("eTag"), "{err}");
 
         let rec = record("ObjectCreated:Put", "in", "incoming/bad%FF.csv");
-        assert!(
-            job_for_record(0, &rec, &settings())
-                .unwrap_err()
-                .problem
-                .contains("UTF-8")
-        );
+        assert!(job_for_record(0, &rec, &settings()).unwrap_err().problem.contains("UTF-8"));
     }
 }

@@ -14,10 +14,7 @@ pub const SEND_ATTEMPTS: u32 = 4;
 /// What the trigger needs from a queue.
 pub trait JobQueue {
     /// Sends up to [`MAX_BATCH`] messages; returns the entries that failed (by index in `jobs`).
-    fn send_batch(
-        &self,
-        jobs: &[&JobMessage],
-    ) -> impl Future<Output = Result<Vec<FailedEntry>, QueueError>> + Send;
+    fn send_batch(&self, jobs: &[&JobMessage]) -> impl Future<Output = Result<Vec<FailedEntry>, QueueError>> + Send;
     /// Messages waiting to be received (not counting those in flight).
     fn waiting_jobs(&self) -> impl Future<Output = Result<u64, QueueError>> + Send;
 }
@@ -39,12 +36,7 @@ pub enum QueueError {
     #[error(
         "{count} job message(s) were not accepted by the queue after {SEND_ATTEMPTS} attempts; first: {code}: {message}"
     )]
-    Rejected {
-        count: usize,
-        code: String,
-        message: String,
-        sender_fault: bool,
-    },
+    Rejected { count: usize, code: String, message: String, sender_fault: bool },
 }
 
 impl QueueError {
@@ -76,11 +68,7 @@ pub async fn enqueue_jobs(queue: &impl JobQueue, jobs: &[JobMessage]) -> Result<
                     sender_fault: permanent,
                 });
             }
-            tracing::warn!(
-                failed = failed.len(),
-                attempt,
-                "queue rejected some job messages; retrying them"
-            );
+            tracing::warn!(failed = failed.len(), attempt, "queue rejected some job messages; retrying them");
             pending = failed.iter().map(|f| pending[f.index]).collect();
             tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
             attempt += 1;
@@ -97,10 +85,7 @@ pub struct SqsJobQueue {
 
 impl SqsJobQueue {
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
-        Self {
-            client,
-            queue_url: queue_url.into(),
-        }
+        Self { client, queue_url: queue_url.into() }
     }
 }
 
@@ -149,10 +134,7 @@ impl JobQueue for SqsJobQueue {
             .map_err(|e| QueueError::Request(e.into()))?;
         Ok(response
             .attributes
-            .and_then(|a| {
-                a.get(&QueueAttributeName::ApproximateNumberOfMessages)
-                    .and_then(|v| v.parse().ok())
-            })
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages).and_then(|v| v.parse().ok()))
             .unwrap_or(0))
     }
 }

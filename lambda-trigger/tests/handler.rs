@@ -38,10 +38,7 @@ impl JobQueue for FakeQueue {
                 })
                 .collect());
         }
-        self.sent
-            .lock()
-            .unwrap()
-            .extend(jobs.iter().map(|j| (*j).clone()));
+        self.sent.lock().unwrap().extend(jobs.iter().map(|j| (*j).clone()));
         Ok(vec![])
     }
 
@@ -70,10 +67,7 @@ impl WorkerFleet for FakeFleet {
         let arn = by_token
             .entry(client_token.to_owned())
             .or_insert_with(|| {
-                let arn = format!(
-                    "arn:aws:ecs:us-east-1:123456789012:task/sluice/{}",
-                    active.len() + 1
-                );
+                let arn = format!("arn:aws:ecs:us-east-1:123456789012:task/sluice/{}", active.len() + 1);
                 active.push(arn.clone());
                 arn
             })
@@ -126,10 +120,7 @@ fn the_fixture_is_a_valid_s3_event_that_round_trips() {
     let event: S3Event = serde_json::from_slice(PUT_EVENT).unwrap();
     let again: S3Event = serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap();
     assert_eq!(again.records.len(), 1);
-    assert_eq!(
-        again.records[0].s3.object.key.as_deref(),
-        Some("incoming/daily+batch%2B2/iris.csv")
-    );
+    assert_eq!(again.records[0].s3.object.key.as_deref(), Some("incoming/daily+batch%2B2/iris.csv"));
 }
 
 #[tokio::test]
@@ -138,39 +129,22 @@ async fn n_records_become_n_messages_and_start_workers() {
     let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
     let event = event_with_keys(&["incoming/a.csv", "incoming/b.csv", "incoming/c.csv"]);
     // WHEN it is handled
-    let summary = handle(event, &config(2), &queue, &fleet, now())
-        .await
-        .unwrap();
+    let summary = handle(event, &config(2), &queue, &fleet, now()).await.unwrap();
     // THEN each upload is one message and the wanted number of workers starts
     let sent = queue.sent.lock().unwrap();
     let keys: Vec<_> = sent.iter().map(|j| j.input.key.as_str()).collect();
     assert_eq!(keys, ["incoming/a.csv", "incoming/b.csv", "incoming/c.csv"]);
-    assert_eq!(
-        summary.workers.started.len(),
-        2,
-        "three jobs, at most two workers"
-    );
+    assert_eq!(summary.workers.started.len(), 2, "three jobs, at most two workers");
     assert_eq!(fleet.active.lock().unwrap().len(), 2);
 }
 
 #[tokio::test]
 async fn the_fixture_key_is_decoded_into_the_message() {
     let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
-    handle(
-        serde_json::from_slice(PUT_EVENT).unwrap(),
-        &config(1),
-        &queue,
-        &fleet,
-        now(),
-    )
-    .await
-    .unwrap();
+    handle(serde_json::from_slice(PUT_EVENT).unwrap(), &config(1), &queue, &fleet, now()).await.unwrap();
     let sent = queue.sent.lock().unwrap();
     assert_eq!(sent[0].input.key, "incoming/daily batch+2/iris.csv");
-    assert_eq!(
-        sent[0].input.version_id.as_deref(),
-        Some("096fKKXTRTtl3on89fVO.nfljtsv6qko")
-    );
+    assert_eq!(sent[0].input.version_id.as_deref(), Some("096fKKXTRTtl3on89fVO.nfljtsv6qko"));
     assert_eq!(sent[0].input.size, 2945);
 }
 
@@ -178,21 +152,9 @@ async fn the_fixture_key_is_decoded_into_the_message() {
 async fn a_running_worker_means_no_new_task() {
     // GIVEN a worker already running
     let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
-    fleet
-        .active
-        .lock()
-        .unwrap()
-        .push("arn:aws:ecs:us-east-1:123456789012:task/sluice/running".into());
+    fleet.active.lock().unwrap().push("arn:aws:ecs:us-east-1:123456789012:task/sluice/running".into());
     // WHEN one upload arrives and at most one worker is wanted
-    let summary = handle(
-        event_with_keys(&["incoming/a.csv"]),
-        &config(1),
-        &queue,
-        &fleet,
-        now(),
-    )
-    .await
-    .unwrap();
+    let summary = handle(event_with_keys(&["incoming/a.csv"]), &config(1), &queue, &fleet, now()).await.unwrap();
     // THEN the job is queued for it and nothing starts
     assert_eq!(queue.sent.lock().unwrap().len(), 1);
     assert!(summary.workers.started.is_empty());
@@ -217,11 +179,7 @@ async fn duplicate_deliveries_give_one_message_each_and_no_task_storm() {
     }
     // THEN each delivery is one message (duplicates are harmless downstream) and one worker runs
     assert_eq!(queue.sent.lock().unwrap().len(), 4);
-    assert_eq!(
-        fleet.active.lock().unwrap().len(),
-        1,
-        "same view, same minute: same client token"
-    );
+    assert_eq!(fleet.active.lock().unwrap().len(), 1, "same view, same minute: same client token");
 }
 
 #[tokio::test]
@@ -229,18 +187,9 @@ async fn test_events_and_non_jobs_enqueue_nothing_and_start_nothing() {
     let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
     let test_event = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-21T08:00:00.000Z",
                             "Bucket": "sluice-input", "RequestId": "R", "HostId": "H"});
-    handle(test_event, &config(1), &queue, &fleet, now())
-        .await
-        .unwrap();
-    let summary = handle(
-        event_with_keys(&["incoming/folder/", "other/a.csv"]),
-        &config(1),
-        &queue,
-        &fleet,
-        now(),
-    )
-    .await
-    .unwrap();
+    handle(test_event, &config(1), &queue, &fleet, now()).await.unwrap();
+    let summary =
+        handle(event_with_keys(&["incoming/folder/", "other/a.csv"]), &config(1), &queue, &fleet, now()).await.unwrap();
     assert_eq!(summary.skipped.len(), 2);
     assert!(queue.sent.lock().unwrap().is_empty());
     assert!(fleet.active.lock().unwrap().is_empty());
@@ -251,47 +200,24 @@ async fn more_than_ten_jobs_go_in_batches_of_ten() {
     let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
     let keys: Vec<String> = (0..23).map(|i| format!("incoming/{i}.csv")).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    handle(event_with_keys(&keys), &config(1), &queue, &fleet, now())
-        .await
-        .unwrap();
+    handle(event_with_keys(&keys), &config(1), &queue, &fleet, now()).await.unwrap();
     assert_eq!(queue.sent.lock().unwrap().len(), 23);
 }
 
 #[tokio::test]
 async fn refused_entries_are_retried() {
-    let queue = FakeQueue {
-        refusals_left: Mutex::new(2),
-        ..FakeQueue::default()
-    };
+    let queue = FakeQueue { refusals_left: Mutex::new(2), ..FakeQueue::default() };
     let fleet = FakeFleet::default();
-    handle(
-        event_with_keys(&["incoming/a.csv", "incoming/b.csv"]),
-        &config(1),
-        &queue,
-        &fleet,
-        now(),
-    )
-    .await
-    .unwrap();
+    handle(event_with_keys(&["incoming/a.csv", "incoming/b.csv"]), &config(1), &queue, &fleet, now()).await.unwrap();
     assert_eq!(queue.sent.lock().unwrap().len(), 2);
 }
 
 #[tokio::test]
 async fn entries_refused_for_the_senders_fault_are_a_permanent_error() {
-    let queue = FakeQueue {
-        refusals_left: Mutex::new(1),
-        refuse_as_sender_fault: true,
-        ..FakeQueue::default()
-    };
-    let err = handle(
-        event_with_keys(&["incoming/a.csv"]),
-        &config(1),
-        &queue,
-        &FakeFleet::default(),
-        now(),
-    )
-    .await
-    .unwrap_err();
+    let queue = FakeQueue { refusals_left: Mutex::new(1), refuse_as_sender_fault: true, ..FakeQueue::default() };
+    let err = handle(event_with_keys(&["incoming/a.csv"]), &config(1), &queue, &FakeFleet::default(), now())
+        .await
+        .unwrap_err();
     assert!(!err.is_retryable(), "{err}");
 }
 
@@ -301,16 +227,11 @@ async fn a_bad_record_fails_the_invocation_after_the_good_ones_are_enqueued() {
     let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
     let event = event_with_keys(&["incoming/good.csv", "incoming/bad%FF.csv"]);
     // WHEN handled
-    let err = handle(event, &config(1), &queue, &fleet, now())
-        .await
-        .unwrap_err();
+    let err = handle(event, &config(1), &queue, &fleet, now()).await.unwrap_err();
     // THEN the good one is queued, a worker starts, and the error names the bad one
     assert_eq!(queue.sent.lock().unwrap().len(), 1);
     assert_eq!(fleet.active.lock().unwrap().len(), 1);
-    assert!(
-        matches!(err, TriggerError::BadRecords(ref bad) if bad[0].index == 1),
-        "{err}"
-    );
+    assert!(matches!(err, TriggerError::BadRecords(ref bad) if bad[0].index == 1), "{err}");
     assert!(!err.is_retryable());
     let diagnostic: lambda_runtime::Diagnostic = err.into();
     assert_eq!(diagnostic.error_type, "Permanent.BadRecords");
@@ -320,21 +241,11 @@ async fn a_bad_record_fails_the_invocation_after_the_good_ones_are_enqueued() {
 async fn malformed_events_are_a_clear_permanent_error() {
     let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
     for event in [json!({"hello": "world"}), json!([1, 2]), json!("text")] {
-        let err = handle(event, &config(1), &queue, &fleet, now())
-            .await
-            .unwrap_err();
+        let err = handle(event, &config(1), &queue, &fleet, now()).await.unwrap_err();
         assert!(matches!(err, TriggerError::UnrecognisedEvent(_)), "{err}");
     }
     // A record that is not an S3 record at all.
-    let err = handle(
-        json!({"Records": [{"eventName": 5}]}),
-        &config(1),
-        &queue,
-        &fleet,
-        now(),
-    )
-    .await
-    .unwrap_err();
+    let err = handle(json!({"Records": [{"eventName": 5}]}), &config(1), &queue, &fleet, now()).await.unwrap_err();
     assert!(matches!(err, TriggerError::BadRecords(_)), "{err}");
 }
 
@@ -342,27 +253,11 @@ async fn malformed_events_are_a_clear_permanent_error() {
 async fn a_scheduled_event_starts_a_worker_for_waiting_jobs() {
     // GIVEN jobs waiting from earlier and no worker (say RunTask failed back then)
     let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
-    handle(
-        event_with_keys(&["incoming/a.csv"]),
-        &config(1),
-        &queue,
-        &fleet,
-        now(),
-    )
-    .await
-    .unwrap();
+    handle(event_with_keys(&["incoming/a.csv"]), &config(1), &queue, &fleet, now()).await.unwrap();
     fleet.active.lock().unwrap().clear();
     // WHEN the schedule fires
     let scheduled = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
-    let summary = handle(
-        scheduled,
-        &config(1),
-        &queue,
-        &fleet,
-        now() + chrono::Duration::minutes(5),
-    )
-    .await
-    .unwrap();
+    let summary = handle(scheduled, &config(1), &queue, &fleet, now() + chrono::Duration::minutes(5)).await.unwrap();
     // THEN a worker starts
     assert_eq!(summary.workers.started.len(), 1);
 }

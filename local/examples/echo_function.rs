@@ -22,16 +22,12 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
         std::process::exit(i32::try_from(code).unwrap_or(1));
     }
     if let Some(message) = payload.get("fail").and_then(Value::as_str) {
-        return Err(Diagnostic {
-            error_type: "EchoFailure".to_owned(),
-            error_message: message.to_owned(),
-        });
+        return Err(Diagnostic { error_type: "EchoFailure".to_owned(), error_message: message.to_owned() });
     }
-    let env: serde_json::Map<String, Value> =
-        ["ECHO_SETTING", "AWS_LAMBDA_FUNCTION_NAME", "HOME", "CARGO"]
-            .into_iter()
-            .filter_map(|name| Some((name.to_owned(), Value::String(std::env::var(name).ok()?))))
-            .collect();
+    let env: serde_json::Map<String, Value> = ["ECHO_SETTING", "AWS_LAMBDA_FUNCTION_NAME", "HOME", "CARGO"]
+        .into_iter()
+        .filter_map(|name| Some((name.to_owned(), Value::String(std::env::var(name).ok()?))))
+        .collect();
     Ok(json!({
         "echo": payload,
         "request_id": event.context.request_id,

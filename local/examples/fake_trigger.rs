@@ -22,18 +22,11 @@ fn var(name: &str) -> Result<String, String> {
 }
 
 fn list(name: &str) -> Result<Vec<String>, String> {
-    Ok(var(name)?
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect())
+    Ok(var(name)?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
 }
 
 fn failure(error: impl std::fmt::Display) -> Diagnostic {
-    Diagnostic {
-        error_type: "FakeTriggerFailure".to_owned(),
-        error_message: error.to_string(),
-    }
+    Diagnostic { error_type: "FakeTriggerFailure".to_owned(), error_message: error.to_string() }
 }
 
 #[tokio::main]
@@ -65,11 +58,7 @@ async fn handle(
 ) -> Result<Value, Diagnostic> {
     let mut jobs = 0;
     for record in event["Records"].as_array().into_iter().flatten() {
-        if !record["eventName"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("ObjectCreated:")
-        {
+        if !record["eventName"].as_str().unwrap_or_default().starts_with("ObjectCreated:") {
             continue;
         }
         let message = json!({
@@ -96,11 +85,7 @@ async fn handle(
             .cluster(&settings.cluster)
             .task_definition(&settings.task_definition)
             .launch_type(LaunchType::Fargate)
-            .network_configuration(
-                NetworkConfiguration::builder()
-                    .awsvpc_configuration(network)
-                    .build(),
-            )
+            .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(network).build())
             .started_by("fake-trigger")
             .send()
             .await

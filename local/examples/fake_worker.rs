@@ -35,16 +35,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let key = sluice_local::events::decode_key(job["key"].as_str().unwrap_or_default());
             let object = s3.get_object().bucket(bucket).key(&key).send().await?;
             let body = object.body.collect().await?.into_bytes();
-            let rows = body
-                .split(|b| *b == b'\n')
-                .filter(|line| !line.is_empty())
-                .count();
-            s3.put_object()
-                .bucket(output_bucket)
-                .key(format!("{key}.out"))
-                .body(body.to_vec().into())
-                .send()
-                .await?;
+            let rows = body.split(|b| *b == b'\n').filter(|line| !line.is_empty()).count();
+            s3.put_object().bucket(output_bucket).key(format!("{key}.out")).body(body.to_vec().into()).send().await?;
             let report = json!({ "status": "succeeded", "rows_in": rows, "input": format!("s3://{bucket}/{key}") });
             s3.put_object()
                 .bucket(output_bucket)

@@ -20,13 +20,7 @@ pub const SECRET_ACCESS_KEY: &str = "test";
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(REGION))
-        .credentials_provider(Credentials::new(
-            ACCESS_KEY_ID,
-            SECRET_ACCESS_KEY,
-            None,
-            None,
-            "sluice-local",
-        ))
+        .credentials_provider(Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "sluice-local"))
         .endpoint_url(endpoint)
         .load()
         .await
@@ -34,9 +28,7 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
 
 /// An S3 client with path-style addressing (`http://127.0.0.1:PORT/bucket/key`), which moto needs.
 pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
-    let s3_config = aws_sdk_s3::config::Builder::from(config)
-        .force_path_style(true)
-        .build();
+    let s3_config = aws_sdk_s3::config::Builder::from(config).force_path_style(true).build();
     aws_sdk_s3::Client::from_conf(s3_config)
 }
 

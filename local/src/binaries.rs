@@ -13,10 +13,7 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
     if is_executable(&binary) {
         return Ok(binary);
     }
-    bail!(
-        "the binary {name} is not built ({} does not exist): run `cargo build --workspace` first",
-        binary.display()
-    )
+    bail!("the binary {name} is not built ({} does not exist): run `cargo build --workspace` first", binary.display())
 }
 
 /// An example of this workspace (`target/<profile>/examples/<name>`), built by `cargo test`
@@ -37,9 +34,7 @@ pub fn workspace_example(name: &str) -> Result<PathBuf> {
 /// `target/<profile>/`, worked out from the current executable.
 fn profile_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find the current executable")?;
-    let dir = exe
-        .parent()
-        .with_context(|| format!("{} has no parent directory", exe.display()))?;
+    let dir = exe.parent().with_context(|| format!("{} has no parent directory", exe.display()))?;
     Ok(match dir.file_name().and_then(|n| n.to_str()) {
         Some("deps" | "examples") => dir.parent().unwrap_or(dir).to_path_buf(),
         _ => dir.to_path_buf(),
@@ -49,7 +44,5 @@ fn profile_dir() -> Result<PathBuf> {
 /// Whether `path` is an executable file.
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }

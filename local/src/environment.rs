@@ -80,26 +80,14 @@ pub fn worker_environment(
     let vars = [
         ("QUEUE_URL", queue_url.to_owned()),
         ("BATCH_SIZE", settings.batch_size.to_string()),
-        (
-            "EMPTY_POLLS_BEFORE_EXIT",
-            settings.empty_polls_before_exit.to_string(),
-        ),
+        ("EMPTY_POLLS_BEFORE_EXIT", settings.empty_polls_before_exit.to_string()),
         ("POLL_WAIT_SECONDS", settings.poll_wait_seconds.to_string()),
         ("MAX_BAD_ROW_RATIO", settings.max_bad_row_ratio.to_string()),
-        (
-            "VISIBILITY_TIMEOUT_SECONDS",
-            visibility_timeout.as_secs().to_string(),
-        ),
-        (
-            "SHUTDOWN_GRACE_SECONDS",
-            settings.shutdown_grace_seconds.to_string(),
-        ),
+        ("VISIBILITY_TIMEOUT_SECONDS", visibility_timeout.as_secs().to_string()),
+        ("SHUTDOWN_GRACE_SECONDS", settings.shutdown_grace_seconds.to_string()),
         ("RUST_LOG", settings.rust_log.clone()),
     ];
-    env.extend(
-        vars.into_iter()
-            .map(|(name, value)| (name.to_owned(), value)),
-    );
+    env.extend(vars.into_iter().map(|(name, value)| (name.to_owned(), value)));
     env
 }
 
@@ -121,10 +109,7 @@ pub fn trigger_environment(stack: &Stack, settings: &TriggerSettings) -> EnvMap 
         ("MAX_WORKERS", settings.max_workers.to_string()),
         ("RUST_LOG", settings.rust_log.clone()),
     ];
-    env.extend(
-        vars.into_iter()
-            .map(|(name, value)| (name.to_owned(), value)),
-    );
+    env.extend(vars.into_iter().map(|(name, value)| (name.to_owned(), value)));
     env
 }
 

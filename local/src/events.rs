@@ -111,9 +111,7 @@ pub fn decode_key(encoded: &str) -> String {
         match bytes[i] {
             b'+' => decoded.push(b' '),
             b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok());
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(byte) => {
                         decoded.push(byte);
@@ -134,11 +132,7 @@ fn request_id() -> String {
 }
 
 fn host_id() -> String {
-    format!(
-        "{}/{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
+    format!("{}/{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
 /// Watches a bucket with `ListObjectsV2` and produces an `ObjectCreated:Put` event for every
@@ -156,12 +150,7 @@ impl S3EventSource {
     /// A source for every object in `bucket`; nothing is seen yet, so the first [`Self::poll`]
     /// reports what is already there (use [`Self::prime`] to skip it).
     pub fn new(s3: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
-        Self {
-            s3,
-            bucket: bucket.into(),
-            prefix: None,
-            seen: HashMap::new(),
-        }
+        Self { s3, bucket: bucket.into(), prefix: None, seen: HashMap::new() }
     }
 
     /// Only watch keys under `prefix` (S3 notifications' prefix filter).
@@ -177,12 +166,7 @@ impl S3EventSource {
 
     /// Records what is in the bucket now without producing events; returns how many objects.
     pub async fn prime(&mut self) -> Result<usize> {
-        self.seen = self
-            .list()
-            .await?
-            .into_iter()
-            .map(|(key, (etag, _))| (key, etag))
-            .collect();
+        self.seen = self.list().await?.into_iter().map(|(key, (etag, _))| (key, etag)).collect();
         Ok(self.seen.len())
     }
 
@@ -203,10 +187,7 @@ impl S3EventSource {
                 s3_object_created_event(&self.bucket, key, *size, etag, None, "ObjectCreated:Put")
             })
             .collect();
-        self.seen = current
-            .into_iter()
-            .map(|(key, (etag, _))| (key, etag))
-            .collect();
+        self.seen = current.into_iter().map(|(key, (etag, _))| (key, etag)).collect();
         Ok(events)
     }
 
@@ -250,22 +231,13 @@ impl S3EventSource {
                 .with_context(|| format!("cannot list bucket {}", self.bucket))?;
             for object in page.contents() {
                 if let Some(key) = object.key() {
-                    let etag = object
-                        .e_tag()
-                        .unwrap_or_default()
-                        .trim_matches('"')
-                        .to_owned();
-                    let size = object
-                        .size()
-                        .and_then(|s| u64::try_from(s).ok())
-                        .unwrap_or(0);
+                    let etag = object.e_tag().unwrap_or_default().trim_matches('"').to_owned();
+                    let size = object.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
                     objects.insert(key.to_owned(), (etag, size));
                 }
             }
             match page.next_continuation_token() {
-                Some(token) if page.is_truncated() == Some(true) => {
-                    continuation = Some(token.to_owned())
-                }
+                Some(token) if page.is_truncated() == Some(true) => continuation = Some(token.to_owned()),
                 _ => return Ok(objects),
             }
         }
@@ -310,11 +282,7 @@ mod tests {
         match value {
             Value::Object(map) => {
                 for (key, child) in map {
-                    let path = if prefix.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{prefix}.{key}")
-                    };
+                    let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
                     paths.insert(path.clone());
                     key_paths(child, &path, paths);
                 }
@@ -339,14 +307,7 @@ mod tests {
         // GIVEN AWS's documented S3 put event
         let fixture: Value = serde_json::from_str(FIXTURE).expect("the fixture is JSON");
         // WHEN the builder makes an unversioned put event
-        let built = s3_object_created_event(
-            "sluice-input",
-            "data/iris.csv",
-            4551,
-            "abc",
-            None,
-            "ObjectCreated:Put",
-        );
+        let built = s3_object_created_event("sluice-input", "data/iris.csv", 4551, "abc", None, "ObjectCreated:Put");
         // THEN both have the same keys at every level
         assert_eq!(paths_of(&built), paths_of(&fixture));
     }
@@ -356,11 +317,7 @@ mod tests {
         let built = s3_object_created_event("b", "k", 1, "e", Some("v1"), "ObjectCreated:Put");
         assert_eq!(built["Records"][0]["s3"]["object"]["versionId"], "v1");
         let built = s3_object_created_event("b", "k", 1, "e", None, "ObjectCreated:Put");
-        assert!(
-            built["Records"][0]["s3"]["object"]
-                .get("versionId")
-                .is_none()
-        );
+        assert!(built["Records"][0]["s3"]["object"].get("versionId").is_none());
     }
 
     #[test]
@@ -385,16 +342,12 @@ mod tests {
         assert_eq!(record["s3"]["object"]["eTag"], "0123abcd");
         let time = record["eventTime"].as_str().expect("eventTime is a string");
         assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{time}");
-        assert!(
-            time.ends_with('Z') && time.len() == "1970-01-01T00:00:00.000Z".len(),
-            "{time}"
-        );
+        assert!(time.ends_with('Z') && time.len() == "1970-01-01T00:00:00.000Z".len(), "{time}");
     }
 
     #[test]
     fn built_event_parses_as_the_trigger_parses_it() {
-        let built =
-            s3_object_created_event("b", "a b+c.csv", 7, "e", Some("v"), "ObjectCreated:Put");
+        let built = s3_object_created_event("b", "a b+c.csv", 7, "e", Some("v"), "ObjectCreated:Put");
         let parsed: aws_lambda_events::event::s3::S3Event =
             serde_json::from_value(built).expect("aws_lambda_events accepts the event");
         let object = &parsed.records[0].s3.object;
@@ -405,16 +358,10 @@ mod tests {
 
     #[test]
     fn keys_are_form_encoded_like_s3_notifications() {
-        assert_eq!(
-            encode_key("plain/path/file-1_2.csv"),
-            "plain/path/file-1_2.csv"
-        );
+        assert_eq!(encode_key("plain/path/file-1_2.csv"), "plain/path/file-1_2.csv");
         assert_eq!(encode_key("my file.csv"), "my+file.csv");
         assert_eq!(encode_key("a+b.csv"), "a%2Bb.csv");
-        assert_eq!(
-            encode_key("x=1&y=2:z,(v).csv"),
-            "x%3D1%26y%3D2%3Az%2C%28v%29.csv"
-        );
+        assert_eq!(encode_key("x=1&y=2:z,(v).csv"), "x%3D1%26y%3D2%3Az%2C%28v%29.csv");
         assert_eq!(encode_key("100%.csv"), "100%25.csv");
         assert_eq!(encode_key("tilde~star*.csv"), "tilde%7Estar*.csv");
         assert_eq!(encode_key("données/é.csv"), "donn%C3%A9es/%C3%A9.csv");

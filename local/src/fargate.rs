@@ -34,21 +34,12 @@ pub struct WorkerCommand {
 impl WorkerCommand {
     /// `program` without arguments (what a container's entry point is).
     pub fn new(program: impl Into<PathBuf>) -> Self {
-        Self {
-            program: program.into(),
-            args: Vec::new(),
-        }
+        Self { program: program.into(), args: Vec::new() }
     }
 
     /// `program` with `args`.
-    pub fn with_args(
-        program: impl Into<PathBuf>,
-        args: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Self {
-        Self {
-            program: program.into(),
-            args: args.into_iter().map(Into::into).collect(),
-        }
+    pub fn with_args(program: impl Into<PathBuf>, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self { program: program.into(), args: args.into_iter().map(Into::into).collect() }
     }
 }
 
@@ -63,10 +54,7 @@ pub struct FargateOptions {
 
 impl Default for FargateOptions {
     fn default() -> Self {
-        Self {
-            poll_interval: Duration::from_millis(300),
-            stop_timeout: Duration::from_secs(30),
-        }
+        Self { poll_interval: Duration::from_millis(300), stop_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -147,17 +135,8 @@ pub struct FargateEmulator {
 
 impl FargateEmulator {
     /// Runs `worker_binary` for the tasks of `cluster`, with default timing.
-    pub fn start(
-        ecs: aws_sdk_ecs::Client,
-        cluster: impl Into<String>,
-        worker_binary: impl Into<PathBuf>,
-    ) -> Self {
-        Self::start_with(
-            ecs,
-            cluster,
-            WorkerCommand::new(worker_binary),
-            FargateOptions::default(),
-        )
+    pub fn start(ecs: aws_sdk_ecs::Client, cluster: impl Into<String>, worker_binary: impl Into<PathBuf>) -> Self {
+        Self::start_with(ecs, cluster, WorkerCommand::new(worker_binary), FargateOptions::default())
     }
 
     /// Runs `command` for the tasks of `cluster`. Must be called within a tokio runtime.
@@ -191,10 +170,7 @@ impl FargateEmulator {
             .workers
             .iter()
             .filter_map(|(task_arn, worker)| match worker {
-                WorkerState::Running { pid, .. } => Some(RunningWorker {
-                    task_arn: task_arn.clone(),
-                    pid: *pid,
-                }),
+                WorkerState::Running { pid, .. } => Some(RunningWorker { task_arn: task_arn.clone(), pid: *pid }),
                 WorkerState::Finished(_) => None,
             })
             .collect()
@@ -222,9 +198,9 @@ impl FargateEmulator {
     pub fn kill(&self, task_arn: &str, signal: Signal) -> Result<()> {
         let state = self.shared.state();
         match state.workers.iter().find(|(arn, _)| arn == task_arn) {
-            Some((_, WorkerState::Running { control, .. })) => control
-                .send(signal)
-                .map_err(|_| anyhow::anyhow!("the worker of {task_arn} has just exited")),
+            Some((_, WorkerState::Running { control, .. })) => {
+                control.send(signal).map_err(|_| anyhow::anyhow!("the worker of {task_arn} has just exited"))
+            }
             Some((_, WorkerState::Finished(_))) => {
                 bail!("the worker of {task_arn} has already exited")
             }
@@ -245,12 +221,7 @@ impl FargateEmulator {
                     .filter(|(_, w)| matches!(w, WorkerState::Running { .. }))
                     .map(|(arn, _)| arn.clone())
                     .collect::<Vec<_>>();
-                (
-                    running,
-                    state.polls,
-                    state.workers.len(),
-                    state.last_error.clone(),
-                )
+                (running, state.polls, state.workers.len(), state.last_error.clone())
             };
             if running.is_empty() {
                 match quiet_since {
@@ -339,11 +310,7 @@ async fn poll_once(shared: &Arc<Shared>) -> Result<()> {
     {
         let mut state = shared.state();
         for (task_arn, worker) in &mut state.workers {
-            if let WorkerState::Running {
-                control,
-                stop_requested,
-                ..
-            } = worker
+            if let WorkerState::Running { control, stop_requested, .. } = worker
                 && !*stop_requested
                 && !wanted_set.contains(task_arn)
             {
@@ -362,10 +329,7 @@ async fn poll_once(shared: &Arc<Shared>) -> Result<()> {
 
     let new: Vec<String> = {
         let state = shared.state();
-        wanted
-            .into_iter()
-            .filter(|arn| !state.seen.contains(arn))
-            .collect()
+        wanted.into_iter().filter(|arn| !state.seen.contains(arn)).collect()
     };
     if new.is_empty() {
         return Ok(());
@@ -421,9 +385,7 @@ async fn list_running_tasks(shared: &Shared) -> Result<Vec<String>> {
 /// The essential container's environment: the task definition's, overlaid with the task's
 /// container overrides.
 async fn container_environment(shared: &Shared, task: &Task) -> Result<EnvMap> {
-    let definition_arn = task
-        .task_definition_arn()
-        .context("the task has no task definition ARN")?;
+    let definition_arn = task.task_definition_arn().context("the task has no task definition ARN")?;
     let containers = {
         let mut cache = shared.task_definitions.lock().await;
         if let Some(containers) = cache.get(definition_arn) {
@@ -436,9 +398,8 @@ async fn container_environment(shared: &Shared, task: &Task) -> Result<EnvMap> {
                 .send()
                 .await
                 .with_context(|| format!("DescribeTaskDefinition {definition_arn} failed"))?;
-            let definition = described
-                .task_definition()
-                .with_context(|| format!("no task definition {definition_arn}"))?;
+            let definition =
+                described.task_definition().with_context(|| format!("no task definition {definition_arn}"))?;
             let containers: Vec<(String, EnvMap)> = definition
                 .container_definitions()
                 .iter()
@@ -447,12 +408,7 @@ async fn container_environment(shared: &Shared, task: &Task) -> Result<EnvMap> {
                     let env = c
                         .environment()
                         .iter()
-                        .filter_map(|kv| {
-                            Some((
-                                kv.name()?.to_owned(),
-                                kv.value().unwrap_or_default().to_owned(),
-                            ))
-                        })
+                        .filter_map(|kv| Some((kv.name()?.to_owned(), kv.value().unwrap_or_default().to_owned())))
                         .collect();
                     (c.name().unwrap_or_default().to_owned(), env)
                 })
@@ -485,10 +441,7 @@ async fn start_worker(shared: &Arc<Shared>, task_arn: &str, env: &EnvMap) {
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(err) => {
-            let reason = format!(
-                "CannotStartContainerError: cannot start {}: {err}",
-                shared.command.program.display()
-            );
+            let reason = format!("CannotStartContainerError: cannot start {}: {err}", shared.command.program.display());
             tracing::error!(task = %task_arn, "{reason}");
             record_failure(shared, task_arn, reason).await;
             return;
@@ -501,22 +454,10 @@ async fn start_worker(shared: &Arc<Shared>, task_arn: &str, env: &EnvMap) {
     let (control, control_receiver) = mpsc::unbounded_channel();
     let mut state = shared.state();
     state.started += 1;
-    state.workers.push((
-        task_arn.to_owned(),
-        WorkerState::Running {
-            pid,
-            control,
-            stop_requested: false,
-        },
-    ));
+    state.workers.push((task_arn.to_owned(), WorkerState::Running { pid, control, stop_requested: false }));
     drop(state);
     tracing::info!(task = %task_arn, pid, "worker process started");
-    tokio::spawn(supervise(
-        Arc::clone(shared),
-        task_arn.to_owned(),
-        child,
-        control_receiver,
-    ));
+    tokio::spawn(supervise(Arc::clone(shared), task_arn.to_owned(), child, control_receiver));
 }
 
 /// Waits for the worker to exit, passing on signals meanwhile, then records the exit and stops
@@ -550,11 +491,7 @@ async fn supervise(
     };
     let (exit_code, signal, reason) = match &status {
         Ok(status) => describe_exit(*status),
-        Err(err) => (
-            None,
-            None,
-            format!("Essential container in task exited (status unknown: {err})"),
-        ),
+        Err(err) => (None, None, format!("Essential container in task exited (status unknown: {err})")),
     };
     tracing::info!(task = %task_arn, "worker process ended: {reason}");
     // Leftover children of the worker die with it, as they would with its container.
@@ -574,18 +511,11 @@ async fn supervise(
 
 fn describe_exit(status: ExitStatus) -> (Option<i32>, Option<i32>, String) {
     match (status.code(), status.signal()) {
-        (Some(code), _) => (
-            Some(code),
-            None,
-            format!("Essential container in task exited (exit code {code})"),
-        ),
+        (Some(code), _) => (Some(code), None, format!("Essential container in task exited (exit code {code})")),
         (None, Some(signal)) => (
             None,
             Some(signal),
-            format!(
-                "Essential container in task exited (killed by signal {signal}, exit code {})",
-                128 + signal
-            ),
+            format!("Essential container in task exited (killed by signal {signal}, exit code {})", 128 + signal),
         ),
         (None, None) => (None, None, "Essential container in task exited".to_owned()),
     }
@@ -599,10 +529,7 @@ async fn record_failure(shared: &Shared, task_arn: &str, reason: String) {
         stopped_reason: reason.clone(),
         ran_for: Duration::ZERO,
     };
-    shared
-        .state()
-        .workers
-        .push((task_arn.to_owned(), WorkerState::Finished(finished)));
+    shared.state().workers.push((task_arn.to_owned(), WorkerState::Finished(finished)));
     stop_task(shared, task_arn, &reason).await;
 }
 
@@ -614,14 +541,7 @@ fn set_finished(shared: &Shared, task_arn: &str, finished: FinishedWorker) {
 }
 
 async fn stop_task(shared: &Shared, task_arn: &str, reason: &str) {
-    let result = shared
-        .ecs
-        .stop_task()
-        .cluster(&shared.cluster)
-        .task(task_arn)
-        .reason(reason)
-        .send()
-        .await;
+    let result = shared.ecs.stop_task().cluster(&shared.cluster).task(task_arn).reason(reason).send().await;
     if let Err(err) = result {
         tracing::warn!(task = %task_arn, "cannot stop the ECS task: {}", aws_sdk_ecs::error::DisplayErrorContext(err));
     }

@@ -66,10 +66,8 @@ impl FunctionConfig {
     /// A function named after the binary's file name, 30 s time-out, 2 quick async retries.
     pub fn new(binary: impl Into<PathBuf>, env: EnvMap) -> Self {
         let binary = binary.into();
-        let name = binary
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "function".to_owned());
+        let name =
+            binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "function".to_owned());
         Self {
             binary,
             args: Vec::new(),
@@ -95,10 +93,7 @@ pub enum AsyncOutcome {
     /// An attempt succeeded with this response.
     Succeeded(Value),
     /// Every attempt failed; the event was sent to the dead-letter queue as this message.
-    SentToDeadLetterQueue {
-        message_id: String,
-        error: FunctionError,
-    },
+    SentToDeadLetterQueue { message_id: String, error: FunctionError },
     /// Every attempt failed and there is no dead-letter queue: the event is lost (as in Lambda).
     Discarded { error: FunctionError },
 }
@@ -138,23 +133,12 @@ impl LambdaFunction {
     /// Starts the Runtime API and the function process.
     pub async fn start_with(config: FunctionConfig) -> Result<Self> {
         if !config.binary.is_file() {
-            bail!(
-                "the function binary {} does not exist",
-                config.binary.display()
-            );
+            bail!("the function binary {} does not exist", config.binary.display());
         }
-        let function_arn = format!(
-            "arn:aws:lambda:{}:{}:function:{}",
-            crate::aws::REGION,
-            crate::aws::ACCOUNT_ID,
-            config.name
-        );
+        let function_arn =
+            format!("arn:aws:lambda:{}:{}:function:{}", crate::aws::REGION, crate::aws::ACCOUNT_ID, config.name);
         let sandbox = Sandbox::start(&config, &function_arn).await?;
-        Ok(Self {
-            config,
-            function_arn,
-            sandbox: Mutex::new(Some(sandbox)),
-        })
+        Ok(Self { config, function_arn, sandbox: Mutex::new(Some(sandbox)) })
     }
 
     /// The function's ARN, as the runtime sees it in `Lambda-Runtime-Invoked-Function-Arn`.
@@ -175,11 +159,7 @@ impl LambdaFunction {
         let body = serde_json::to_vec(&payload).context("cannot serialise the payload")?;
         let mut slot = self.sandbox.lock().await;
         let reusable = match slot.as_mut() {
-            Some(sandbox) => match sandbox
-                .child
-                .try_wait()
-                .context("cannot check on the function process")?
-            {
+            Some(sandbox) => match sandbox.child.try_wait().context("cannot check on the function process")? {
                 None => true,
                 Some(status) => {
                     tracing::warn!(function = %self.config.name, %status, "function process had exited; starting a new one");
@@ -251,10 +231,7 @@ impl LambdaFunction {
             attempts += 1;
             match self.invoke(payload.clone()).await? {
                 Ok(response) => {
-                    return Ok(AsyncInvocation {
-                        attempts,
-                        outcome: AsyncOutcome::Succeeded(response),
-                    });
+                    return Ok(AsyncInvocation { attempts, outcome: AsyncOutcome::Succeeded(response) });
                 }
                 Err(error) if attempts <= self.config.async_retries => {
                     tracing::warn!(function = %self.config.name, attempt = attempts, "asynchronous invocation failed, retrying: {error}");
@@ -265,10 +242,7 @@ impl LambdaFunction {
         };
         let Some(queue) = dead_letter_queue else {
             tracing::error!(function = %self.config.name, attempts, "asynchronous invocation failed; no dead-letter queue, the event is dropped: {error}");
-            return Ok(AsyncInvocation {
-                attempts,
-                outcome: AsyncOutcome::Discarded { error },
-            });
+            return Ok(AsyncInvocation { attempts, outcome: AsyncOutcome::Discarded { error } });
         };
         let body = serde_json::to_string(&payload).context("cannot serialise the event")?;
         let sent = queue
@@ -276,10 +250,7 @@ impl LambdaFunction {
             .send_message()
             .queue_url(&queue.queue_url)
             .message_body(body)
-            .message_attributes(
-                "RequestID",
-                string_attribute(&uuid::Uuid::new_v4().to_string())?,
-            )
+            .message_attributes("RequestID", string_attribute(&uuid::Uuid::new_v4().to_string())?)
             .message_attributes("ErrorCode", number_attribute("200")?)
             .message_attributes("ErrorMessage", string_attribute(&error.to_string())?)
             .send()
@@ -320,22 +291,15 @@ impl Sandbox {
             ("AWS_LAMBDA_FUNCTION_NAME", config.name.clone()),
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".to_owned()),
             ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-            (
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                format!("/aws/lambda/{}", config.name),
-            ),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", config.name)),
             ("AWS_LAMBDA_LOG_STREAM_NAME", "local".to_owned()),
         ];
         env.extend(lambda_vars.into_iter().map(|(k, v)| (k.to_owned(), v)));
         let mut command = process::new_group_command(&config.binary);
         command.args(&config.args);
         process::set_clean_env(&mut command, &env);
-        let mut child = command.spawn().with_context(|| {
-            format!(
-                "cannot start the function binary {}",
-                config.binary.display()
-            )
-        })?;
+        let mut child =
+            command.spawn().with_context(|| format!("cannot start the function binary {}", config.binary.display()))?;
         process::forward_output(&mut child, &config.name);
         tracing::info!(function = %config.name, runtime_api = %api.address(), "function process started");
         Ok(Self { api, child })
@@ -358,8 +322,7 @@ fn parse_response(body: &[u8]) -> Value {
     if body.is_empty() {
         return Value::Null;
     }
-    serde_json::from_slice(body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+    serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
 }
 
 fn string_attribute(value: &str) -> Result<MessageAttributeValue> {

@@ -27,9 +27,7 @@ pub mod repo;
 pub use environment::{EnvMap, TriggerSettings, WorkerSettings};
 pub use events::{S3EventSource, s3_object_created_event, s3_test_event};
 pub use fargate::{FargateEmulator, FargateOptions, FinishedWorker, RunningWorker, WorkerCommand};
-pub use lambda::{
-    AsyncInvocation, AsyncOutcome, DeadLetterQueue, FunctionConfig, FunctionError, LambdaFunction,
-};
+pub use lambda::{AsyncInvocation, AsyncOutcome, DeadLetterQueue, FunctionConfig, FunctionError, LambdaFunction};
 pub use moto::MotoServer;
 pub use pipeline::{LocalPipeline, PipelineOptions};
 pub use process::Signal;

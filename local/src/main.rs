@@ -11,12 +11,7 @@ use sluice_local::pipeline::{DrainReport, LocalPipeline, OutputSet, PipelineOpti
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "sluice-local",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "sluice-local", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -61,9 +56,7 @@ struct RunArgs {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -81,10 +74,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let started = Instant::now();
     let options = PipelineOptions {
         moto_port: Some(args.port),
-        model: args
-            .model
-            .clone()
-            .unwrap_or_else(|| sluice_local::repo::in_repo("models/iris_logreg.onnx")),
+        model: args.model.clone().unwrap_or_else(|| sluice_local::repo::in_repo("models/iris_logreg.onnx")),
         max_workers: args.max_workers,
         trigger_binary: args.trigger_binary.clone(),
         worker_binary: args.worker_binary.clone(),
@@ -125,11 +115,7 @@ async fn process_and_watch(
     let mut printed: HashMap<String, String> = HashMap::new();
     for file in data {
         let key = pipeline.upload_file(file, None).await?;
-        println!(
-            "uploaded {} to s3://{}/{key}",
-            file.display(),
-            pipeline.stack.input_bucket
-        );
+        println!("uploaded {} to s3://{}/{key}", file.display(), pipeline.stack.input_bucket);
     }
     let report = pipeline.wait_until_drained(timeout).await?;
     print_new_outputs(pipeline, &mut printed).await?;
@@ -141,15 +127,9 @@ async fn process_and_watch(
     let endpoint = pipeline.endpoint();
     println!();
     println!("The pipeline keeps running. Upload another file with:");
-    println!(
-        "  aws --endpoint-url {endpoint} s3 cp FILE s3://{}/",
-        pipeline.stack.input_bucket
-    );
+    println!("  aws --endpoint-url {endpoint} s3 cp FILE s3://{}/", pipeline.stack.input_bucket);
     println!("List the outputs with:");
-    println!(
-        "  aws --endpoint-url {endpoint} s3 ls s3://{}/ --recursive",
-        pipeline.stack.output_bucket
-    );
+    println!("  aws --endpoint-url {endpoint} s3 ls s3://{}/ --recursive", pipeline.stack.output_bucket);
     println!(
         "(the AWS CLI needs credentials and a region: AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1)"
     );
@@ -178,16 +158,10 @@ async fn process_and_watch(
 }
 
 /// Prints output sets that are new or whose report changed since the last call.
-async fn print_new_outputs(
-    pipeline: &LocalPipeline,
-    printed: &mut HashMap<String, String>,
-) -> Result<()> {
+async fn print_new_outputs(pipeline: &LocalPipeline, printed: &mut HashMap<String, String>) -> Result<()> {
     let outputs = pipeline.outputs().await?;
     if outputs.is_empty() {
-        println!(
-            "\n(no outputs in s3://{}/ yet)",
-            pipeline.stack.output_bucket
-        );
+        println!("\n(no outputs in s3://{}/ yet)", pipeline.stack.output_bucket);
     }
     for set in outputs {
         let report_text = match &set.report_key {
@@ -203,11 +177,7 @@ async fn print_new_outputs(
     Ok(())
 }
 
-async fn print_output_set(
-    pipeline: &LocalPipeline,
-    set: &OutputSet,
-    report_text: &str,
-) -> Result<()> {
+async fn print_output_set(pipeline: &LocalPipeline, set: &OutputSet, report_text: &str) -> Result<()> {
     let bucket = &pipeline.stack.output_bucket;
     println!();
     match &set.output_key {
@@ -247,34 +217,19 @@ async fn print_output_set(
 fn print_summary(report: &DrainReport, files: usize, ready: Option<Duration>) {
     println!();
     let failed_events = report.deliveries.iter().filter(|d| !d.succeeded()).count();
-    let mut line = format!(
-        "summary: {files} file(s) uploaded, processed in {:.1} s",
-        report.elapsed.as_secs_f64()
-    );
+    let mut line = format!("summary: {files} file(s) uploaded, processed in {:.1} s", report.elapsed.as_secs_f64());
     if let Some(ready) = ready {
-        line.push_str(&format!(
-            " (after {:.1} s to start moto and provision)",
-            ready.as_secs_f64()
-        ));
+        line.push_str(&format!(" (after {:.1} s to start moto and provision)", ready.as_secs_f64()));
     }
-    line.push_str(&format!(
-        "; {} worker task(s) started so far",
-        report.workers_started
-    ));
+    line.push_str(&format!("; {} worker task(s) started so far", report.workers_started));
     if failed_events > 0 {
         line.push_str(&format!("; {failed_events} event(s) the trigger failed on"));
     }
     if report.dead_lettered_events > 0 {
-        line.push_str(&format!(
-            "; {} event(s) in the trigger's dead-letter queue",
-            report.dead_lettered_events
-        ));
+        line.push_str(&format!("; {} event(s) in the trigger's dead-letter queue", report.dead_lettered_events));
     }
     if report.dead_lettered_jobs > 0 {
-        line.push_str(&format!(
-            "; {} job(s) in the dead-letter queue",
-            report.dead_lettered_jobs
-        ));
+        line.push_str(&format!("; {} job(s) in the dead-letter queue", report.dead_lettered_jobs));
     }
     println!("{line}");
 }

@@ -39,18 +39,11 @@ impl MotoServer {
         };
         let mut command = process::new_group_command(&moto_server);
         command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", moto_server.display()))?;
+        let mut child = command.spawn().with_context(|| format!("cannot start {}", moto_server.display()))?;
         let output = OutputTail::default();
         process::capture_output(&mut child, "moto", &output);
         let pid = child.id();
-        let mut server = Self {
-            child,
-            pid,
-            port,
-            output,
-        };
+        let mut server = Self { child, pid, port, output };
         server.wait_until_ready().await?;
         tracing::info!(endpoint = %server.endpoint(), "moto is up");
         Ok(server)
@@ -81,15 +74,8 @@ impl MotoServer {
     async fn wait_until_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            if let Some(status) = self
-                .child
-                .try_wait()
-                .context("cannot check on moto_server")?
-            {
-                bail!(
-                    "moto_server exited during start-up ({status}); its last output:\n{}",
-                    self.output.text()
-                );
+            if let Some(status) = self.child.try_wait().context("cannot check on moto_server")? {
+                bail!("moto_server exited during start-up ({status}); its last output:\n{}", self.output.text());
             }
             if answers_http(self.port).await {
                 return Ok(());
@@ -123,12 +109,8 @@ impl Drop for MotoServer {
 
 /// A port on 127.0.0.1 that nothing listens on right now.
 pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .context("cannot find a free port on 127.0.0.1")?;
-    Ok(listener
-        .local_addr()
-        .context("cannot read the bound address")?
-        .port())
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free port on 127.0.0.1")?;
+    Ok(listener.local_addr().context("cannot read the bound address")?.port())
 }
 
 fn ensure_port_free(port: u16) -> Result<()> {
@@ -145,9 +127,7 @@ fn ensure_port_free(port: u16) -> Result<()> {
 async fn answers_http(port: u16) -> bool {
     let attempt = async {
         let mut stream = TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
-        stream
-            .write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .await?;
+        stream.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await?;
         let mut head = [0u8; 12];
         stream.read_exact(&mut head).await?;
         Ok::<bool, std::io::Error>(head.starts_with(b"HTTP/"))

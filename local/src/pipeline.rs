@@ -18,9 +18,7 @@ use tokio::time::{Instant, sleep};
 use crate::environment::TriggerSettings;
 use crate::events::S3EventSource;
 use crate::fargate::{FargateEmulator, FargateOptions, FinishedWorker, WorkerCommand};
-use crate::lambda::{
-    AsyncInvocation, AsyncOutcome, DeadLetterQueue, FunctionConfig, LambdaFunction,
-};
+use crate::lambda::{AsyncInvocation, AsyncOutcome, DeadLetterQueue, FunctionConfig, LambdaFunction};
 use crate::moto::MotoServer;
 use crate::provision::{Stack, StackSettings, ensure_bucket};
 
@@ -179,8 +177,7 @@ impl LocalPipeline {
             max_workers: options.max_workers,
             rust_log: options.trigger_rust_log.clone(),
         };
-        let mut function =
-            FunctionConfig::new(trigger_binary, stack.trigger_environment(&trigger_settings));
+        let mut function = FunctionConfig::new(trigger_binary, stack.trigger_environment(&trigger_settings));
         function.timeout = options.trigger_timeout;
         let trigger = LambdaFunction::start_with(function).await?;
         let fargate = FargateEmulator::start_with(
@@ -194,23 +191,9 @@ impl LocalPipeline {
             events = events.with_prefix(options.input_prefix.clone());
         }
         events.prime().await?;
-        let trigger_dead_letter_queue = DeadLetterQueue {
-            sqs: sqs.clone(),
-            queue_url: stack.trigger_dead_letter_queue_url.clone(),
-        };
-        Ok(Self {
-            config,
-            stack,
-            s3,
-            sqs,
-            ecs,
-            model_uri,
-            trigger_dead_letter_queue,
-            events,
-            fargate,
-            trigger,
-            moto,
-        })
+        let trigger_dead_letter_queue =
+            DeadLetterQueue { sqs: sqs.clone(), queue_url: stack.trigger_dead_letter_queue_url.clone() };
+        Ok(Self { config, stack, s3, sqs, ecs, model_uri, trigger_dead_letter_queue, events, fargate, trigger, moto })
     }
 
     /// moto's endpoint URL.
@@ -236,9 +219,7 @@ impl LocalPipeline {
             Some(key) => key.to_owned(),
             None => file_name(path)?,
         };
-        let body = ByteStream::from_path(path)
-            .await
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let body = ByteStream::from_path(path).await.with_context(|| format!("cannot read {}", path.display()))?;
         self.s3
             .put_object()
             .bucket(&self.stack.input_bucket)
@@ -246,13 +227,7 @@ impl LocalPipeline {
             .body(body)
             .send()
             .await
-            .with_context(|| {
-                format!(
-                    "cannot upload {} to s3://{}/{key}",
-                    path.display(),
-                    self.stack.input_bucket
-                )
-            })?;
+            .with_context(|| format!("cannot upload {} to s3://{}/{key}", path.display(), self.stack.input_bucket))?;
         Ok(key)
     }
 
@@ -274,21 +249,12 @@ impl LocalPipeline {
     pub async fn deliver_new_uploads(&mut self) -> Result<Vec<Delivery>> {
         let mut deliveries = Vec::new();
         for event in self.events.poll().await? {
-            let key = crate::events::decode_key(
-                event["Records"][0]["s3"]["object"]["key"]
-                    .as_str()
-                    .unwrap_or_default(),
-            );
+            let key =
+                crate::events::decode_key(event["Records"][0]["s3"]["object"]["key"].as_str().unwrap_or_default());
             tracing::info!(key = %key, "delivering an S3 event to the trigger");
-            let invocation = self
-                .trigger
-                .invoke_async_like_s3(event.clone(), Some(&self.trigger_dead_letter_queue))
-                .await?;
-            deliveries.push(Delivery {
-                key,
-                event,
-                invocation,
-            });
+            let invocation =
+                self.trigger.invoke_async_like_s3(event.clone(), Some(&self.trigger_dead_letter_queue)).await?;
+            deliveries.push(Delivery { key, event, invocation });
         }
         Ok(deliveries)
     }
@@ -300,18 +266,12 @@ impl LocalPipeline {
 
     /// Messages in the job queue's dead-letter queue.
     pub async fn dead_lettered_jobs(&self) -> Result<u64> {
-        Ok(queue_depth(&self.sqs, &self.stack.dead_letter_queue_url)
-            .await?
-            .total())
+        Ok(queue_depth(&self.sqs, &self.stack.dead_letter_queue_url).await?.total())
     }
 
     /// Events in the trigger's dead-letter queue.
     pub async fn dead_lettered_events(&self) -> Result<u64> {
-        Ok(
-            queue_depth(&self.sqs, &self.stack.trigger_dead_letter_queue_url)
-                .await?
-                .total(),
-        )
+        Ok(queue_depth(&self.sqs, &self.stack.trigger_dead_letter_queue_url).await?.total())
     }
 
     /// Delivers events for new uploads and waits until the job queue is empty, no worker runs and
@@ -329,9 +289,7 @@ impl LocalPipeline {
                 // A task the trigger started may not have been picked up yet: wait for two quiet
                 // polls of the cluster, then look at the queue again.
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                self.fargate
-                    .wait_idle(remaining.max(Duration::from_secs(2)))
-                    .await?;
+                self.fargate.wait_idle(remaining.max(Duration::from_secs(2))).await?;
                 if self.queue_depth().await?.total() == 0 && self.fargate.running().is_empty() {
                     return Ok(DrainReport {
                         elapsed: started.elapsed(),
@@ -351,8 +309,7 @@ impl LocalPipeline {
 
     /// Every output set in the output bucket, by key.
     pub async fn outputs(&self) -> Result<Vec<OutputSet>> {
-        let mut sets: std::collections::BTreeMap<String, OutputSet> =
-            std::collections::BTreeMap::new();
+        let mut sets: std::collections::BTreeMap<String, OutputSet> = std::collections::BTreeMap::new();
         for key in list_keys(&self.s3, &self.stack.output_bucket).await? {
             let (base, kind) = if let Some(base) = key.strip_suffix(REPORT_SUFFIX) {
                 (base, 1)
@@ -404,19 +361,13 @@ impl LocalPipeline {
             return Ok(None);
         };
         let text = self.read_output(key).await?;
-        let report =
-            serde_json::from_str(&text).with_context(|| format!("the report {key} is not JSON"))?;
+        let report = serde_json::from_str(&text).with_context(|| format!("the report {key} is not JSON"))?;
         Ok(Some(report))
     }
 
     /// Stops the event source, the workers, the trigger and moto, in that order.
     pub async fn shutdown(self) {
-        let Self {
-            fargate,
-            trigger,
-            moto,
-            ..
-        } = self;
+        let Self { fargate, trigger, moto, .. } = self;
         fargate.shutdown().await;
         trigger.stop().await;
         moto.stop().await;
@@ -466,9 +417,7 @@ async fn upload_model(s3: &aws_sdk_s3::Client, bucket: &str, model: &Path) -> Re
         files.push((sidecar, format!("{name}.json")));
     }
     for (path, key) in files {
-        let body = ByteStream::from_path(&path)
-            .await
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let body = ByteStream::from_path(&path).await.with_context(|| format!("cannot read {}", path.display()))?;
         s3.put_object()
             .bucket(bucket)
             .key(&key)
@@ -491,11 +440,7 @@ async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<Queue
         .await
         .with_context(|| format!("cannot read the attributes of {queue_url}"))?;
     let count = |name: QueueAttributeName| {
-        attributes
-            .attributes()
-            .and_then(|a| a.get(&name))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
+        attributes.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
     };
     Ok(QueueDepth {
         visible: count(QueueAttributeName::ApproximateNumberOfMessages),
@@ -516,15 +461,9 @@ pub async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<Vec<Stri
             .send()
             .await
             .with_context(|| format!("cannot list bucket {bucket}"))?;
-        keys.extend(
-            page.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
+        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
         match page.next_continuation_token() {
-            Some(token) if page.is_truncated() == Some(true) => {
-                continuation = Some(token.to_owned())
-            }
+            Some(token) if page.is_truncated() == Some(true) => continuation = Some(token.to_owned()),
             _ => return Ok(keys),
         }
     }

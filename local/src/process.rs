@@ -75,21 +75,13 @@ fn run_kill(signal: Signal, target: &str) -> bool {
 /// if its `Child` is dropped, reads nothing from stdin, and has its output piped for forwarding.
 pub fn new_group_command(program: impl Into<OsString>) -> Command {
     let mut command = Command::new(program.into());
-    command
-        .process_group(0)
-        .kill_on_drop(true)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.process_group(0).kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     command
 }
 
 /// Gives the child only `PATH`, `HOME` and `env`, the way a Lambda sandbox or a container sees
 /// just what its configuration declares (no AWS profile or credentials of the developer leak in).
-pub fn set_clean_env<'a>(
-    command: &mut Command,
-    env: impl IntoIterator<Item = (&'a String, &'a String)>,
-) {
+pub fn set_clean_env<'a>(command: &mut Command, env: impl IntoIterator<Item = (&'a String, &'a String)>) {
     command.env_clear();
     for name in ["PATH", "HOME"] {
         if let Some(value) = std::env::var_os(name) {

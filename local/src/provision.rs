@@ -123,10 +123,7 @@ impl Stack {
             &sqs,
             &settings.queue_name,
             &[
-                (
-                    QueueAttributeName::VisibilityTimeout,
-                    visibility_secs.to_string(),
-                ),
+                (QueueAttributeName::VisibilityTimeout, visibility_secs.to_string()),
                 (QueueAttributeName::RedrivePolicy, redrive_policy),
             ],
         )
@@ -176,9 +173,7 @@ impl Stack {
             security_group: network.security_group,
         };
         let environment = stack.worker_environment.clone();
-        stack
-            .register_worker_task_definition(&ecs, &environment)
-            .await?;
+        stack.register_worker_task_definition(&ecs, &environment).await?;
         tracing::info!(
             queue = %stack.queue_url,
             task_definition = %stack.task_definition_arn,
@@ -255,14 +250,8 @@ async fn create_queue(
     for (attribute, value) in attributes {
         request = request.attributes(attribute.clone(), value);
     }
-    let created = request
-        .send()
-        .await
-        .with_context(|| format!("cannot create queue {name}"))?;
-    let url = created
-        .queue_url()
-        .with_context(|| format!("CreateQueue {name} returned no URL"))?
-        .to_owned();
+    let created = request.send().await.with_context(|| format!("cannot create queue {name}"))?;
+    let url = created.queue_url().with_context(|| format!("CreateQueue {name} returned no URL"))?.to_owned();
     let attributes = sqs
         .get_queue_attributes()
         .queue_url(&url)
@@ -324,15 +313,9 @@ pub async fn default_network(endpoint: &str) -> Result<DefaultNetwork> {
     .await?;
     let security_group = group_text.trim();
     if !security_group.starts_with("sg-") {
-        bail!(
-            "moto's EC2 has no default security group in {vpc_id} (describe-security-groups printed {group_text:?})"
-        );
+        bail!("moto's EC2 has no default security group in {vpc_id} (describe-security-groups printed {group_text:?})");
     }
-    Ok(DefaultNetwork {
-        vpc_id,
-        subnets,
-        security_group: security_group.to_owned(),
-    })
+    Ok(DefaultNetwork { vpc_id, subnets, security_group: security_group.to_owned() })
 }
 
 /// Runs the venv's `aws --endpoint-url ENDPOINT ARGS…` with the moto environment and returns
@@ -358,6 +341,5 @@ pub async fn aws_cli(endpoint: &str, args: &[&str]) -> Result<String> {
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    String::from_utf8(output.stdout)
-        .with_context(|| format!("`aws {}` printed non-UTF-8", args.join(" ")))
+    String::from_utf8(output.stdout).with_context(|| format!("`aws {}` printed non-UTF-8", args.join(" ")))
 }

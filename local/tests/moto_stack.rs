@@ -12,11 +12,7 @@ async fn moto() -> MotoServer {
 }
 
 fn short_settings() -> StackSettings {
-    StackSettings {
-        visibility_timeout: Duration::from_secs(5),
-        max_receive_count: 3,
-        ..StackSettings::default()
-    }
+    StackSettings { visibility_timeout: Duration::from_secs(5), max_receive_count: 3, ..StackSettings::default() }
 }
 
 #[tokio::test]
@@ -27,9 +23,7 @@ async fn moto_starts_on_a_free_port_refuses_a_taken_one_and_stops() {
     assert_eq!(moto.endpoint(), format!("http://127.0.0.1:{port}"));
 
     // WHEN another is started on the same port
-    let err = MotoServer::start(Some(port))
-        .await
-        .expect_err("the port is taken");
+    let err = MotoServer::start(Some(port)).await.expect_err("the port is taken");
     // THEN the error says so
     assert!(format!("{err:#}").contains("already in use"), "{err:#}");
 
@@ -47,26 +41,15 @@ async fn provisioning_creates_what_the_template_declares() {
     let settings = short_settings();
 
     // WHEN the stack is provisioned (twice: it must be idempotent)
-    Stack::provision(&config, &settings)
-        .await
-        .expect("first provisioning");
-    let stack = Stack::provision(&config, &settings)
-        .await
-        .expect("second provisioning");
+    Stack::provision(&config, &settings).await.expect("first provisioning");
+    let stack = Stack::provision(&config, &settings).await.expect("second provisioning");
 
     // THEN both buckets exist
     let s3 = sluice_local::aws::s3_client(&config);
     for bucket in [&stack.input_bucket, &stack.output_bucket] {
-        s3.head_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .expect("bucket exists");
+        s3.head_bucket().bucket(bucket).send().await.expect("bucket exists");
     }
-    assert_eq!(
-        (stack.input_bucket.as_str(), stack.output_bucket.as_str()),
-        ("sluice-input", "sluice-output")
-    );
+    assert_eq!((stack.input_bucket.as_str(), stack.output_bucket.as_str()), ("sluice-input", "sluice-output"));
 
     // AND the job queue redrives to the dead-letter queue with the visibility timeout asked for
     let sqs = sluice_local::aws::sqs_client(&config);
@@ -80,16 +63,9 @@ async fn provisioning_creates_what_the_template_declares() {
     let attributes = attributes.attributes().expect("attributes");
     assert_eq!(attributes[&QueueAttributeName::VisibilityTimeout], "5");
     let redrive: serde_json::Value =
-        serde_json::from_str(&attributes[&QueueAttributeName::RedrivePolicy])
-            .expect("redrive policy is JSON");
-    assert_eq!(
-        redrive["deadLetterTargetArn"],
-        stack.dead_letter_queue_arn.as_str()
-    );
-    assert_eq!(
-        redrive["maxReceiveCount"].to_string().trim_matches('"'),
-        "3"
-    );
+        serde_json::from_str(&attributes[&QueueAttributeName::RedrivePolicy]).expect("redrive policy is JSON");
+    assert_eq!(redrive["deadLetterTargetArn"], stack.dead_letter_queue_arn.as_str());
+    assert_eq!(redrive["maxReceiveCount"].to_string().trim_matches('"'), "3");
     assert!(stack.dead_letter_queue_arn.ends_with(":sluice-jobs-dlq"));
     assert!(stack.queue_url.ends_with("/sluice-jobs"));
     sqs.get_queue_attributes()
@@ -100,12 +76,7 @@ async fn provisioning_creates_what_the_template_declares() {
 
     // AND the cluster and the Fargate task definition exist, with the worker's environment
     let ecs = sluice_local::aws::ecs_client(&config);
-    let clusters = ecs
-        .describe_clusters()
-        .clusters("sluice")
-        .send()
-        .await
-        .expect("clusters");
+    let clusters = ecs.describe_clusters().clusters("sluice").send().await.expect("clusters");
     assert_eq!(clusters.clusters().len(), 1);
     let definition = ecs
         .describe_task_definition()
@@ -116,19 +87,13 @@ async fn provisioning_creates_what_the_template_declares() {
     let definition = definition.task_definition().expect("task definition");
     assert_eq!(definition.family(), Some("sluice-worker"));
     assert_eq!(definition.revision(), 2, "provisioned twice");
-    assert_eq!(
-        definition.network_mode().map(|m| m.as_str()),
-        Some("awsvpc")
-    );
+    assert_eq!(definition.network_mode().map(|m| m.as_str()), Some("awsvpc"));
     assert_eq!(definition.cpu(), Some("1024"));
     assert_eq!(definition.memory(), Some("2048"));
     let container = &definition.container_definitions()[0];
     assert_eq!(container.name(), Some("worker"));
-    let env: HashMap<&str, &str> = container
-        .environment()
-        .iter()
-        .filter_map(|kv| Some((kv.name()?, kv.value()?)))
-        .collect();
+    let env: HashMap<&str, &str> =
+        container.environment().iter().filter_map(|kv| Some((kv.name()?, kv.value()?))).collect();
     assert_eq!(env["QUEUE_URL"], stack.queue_url);
     assert_eq!(env["VISIBILITY_TIMEOUT_SECONDS"], "5");
     assert_eq!(env["AWS_ENDPOINT_URL"], moto.endpoint());
@@ -149,30 +114,16 @@ async fn provisioning_creates_what_the_template_declares() {
     assert!(stack.security_group.starts_with("sg-"));
 
     // AND the trigger's environment names all of it
-    let trigger_env =
-        stack.trigger_environment(&TriggerSettings::new("s3://sluice-models/iris_logreg.onnx"));
+    let trigger_env = stack.trigger_environment(&TriggerSettings::new("s3://sluice-models/iris_logreg.onnx"));
     assert_eq!(trigger_env["QUEUE_URL"], stack.queue_url);
     assert_eq!(trigger_env["OUTPUT_BUCKET"], "sluice-output");
     assert_eq!(trigger_env["ECS_CLUSTER"], "sluice");
-    assert_eq!(
-        trigger_env["WORKER_TASK_DEFINITION"],
-        stack.task_definition_arn
-    );
+    assert_eq!(trigger_env["WORKER_TASK_DEFINITION"], stack.task_definition_arn);
     assert_eq!(trigger_env["WORKER_SUBNETS"], stack.subnets.join(","));
     assert_eq!(trigger_env["WORKER_SECURITY_GROUPS"], stack.security_group);
     assert_eq!(trigger_env["WORKER_ASSIGN_PUBLIC_IP"], "ENABLED");
-    assert_eq!(
-        trigger_env["MODEL_URI"],
-        "s3://sluice-models/iris_logreg.onnx"
-    );
-    for name in [
-        "OUTPUT_PREFIX",
-        "INPUT_PREFIX",
-        "MAX_WORKERS",
-        "RUST_LOG",
-        "AWS_ENDPOINT_URL",
-        "AWS_REGION",
-    ] {
+    assert_eq!(trigger_env["MODEL_URI"], "s3://sluice-models/iris_logreg.onnx");
+    for name in ["OUTPUT_PREFIX", "INPUT_PREFIX", "MAX_WORKERS", "RUST_LOG", "AWS_ENDPOINT_URL", "AWS_REGION"] {
         assert!(trigger_env.contains_key(name), "{name} missing");
     }
 }
@@ -183,19 +134,11 @@ async fn event_source_reports_new_and_changed_objects_once() {
     let moto = moto().await;
     let config = sluice_local::aws::sdk_config(&moto.endpoint()).await;
     let s3 = sluice_local::aws::s3_client(&config);
-    sluice_local::provision::ensure_bucket(&s3, "watched")
-        .await
-        .expect("bucket");
+    sluice_local::provision::ensure_bucket(&s3, "watched").await.expect("bucket");
     let put = |key: &'static str, body: &'static str| {
         let s3 = s3.clone();
         async move {
-            s3.put_object()
-                .bucket("watched")
-                .key(key)
-                .body(body.as_bytes().to_vec().into())
-                .send()
-                .await
-                .expect("put");
+            s3.put_object().bucket("watched").key(key).body(body.as_bytes().to_vec().into()).send().await.expect("put");
         }
     };
     put("old.csv", "a\n").await;

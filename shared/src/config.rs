@@ -19,23 +19,11 @@ pub struct EnvVar {
 
 impl EnvVar {
     pub const fn required(name: &'static str, expected: &'static str) -> Self {
-        Self {
-            name,
-            expected,
-            default: None,
-        }
+        Self { name, expected, default: None }
     }
 
-    pub const fn optional(
-        name: &'static str,
-        expected: &'static str,
-        default: &'static str,
-    ) -> Self {
-        Self {
-            name,
-            expected,
-            default: Some(default),
-        }
+    pub const fn optional(name: &'static str, expected: &'static str, default: &'static str) -> Self {
+        Self { name, expected, default: Some(default) }
     }
 
     pub fn is_required(&self) -> bool {
@@ -54,11 +42,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn invalid(var: &EnvVar, problem: impl Into<String>) -> Self {
-        Self {
-            name: var.name,
-            expected: var.expected,
-            problem: problem.into(),
-        }
+        Self { name: var.name, expected: var.expected, problem: problem.into() }
     }
 }
 
@@ -69,9 +53,7 @@ pub struct Environment<F> {
 
 /// The process environment.
 pub fn process_environment() -> Environment<impl Fn(&str) -> Option<String>> {
-    Environment::from_fn(|name: &str| {
-        std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
-    })
+    Environment::from_fn(|name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
 }
 
 impl<F: Fn(&str) -> Option<String>> Environment<F> {
@@ -83,10 +65,7 @@ impl<F: Fn(&str) -> Option<String>> Environment<F> {
     pub fn string(&self, var: &EnvVar) -> Result<String, ConfigError> {
         match (self.lookup)(var.name).filter(|v| !v.trim().is_empty()) {
             Some(value) => Ok(value.trim().to_owned()),
-            None => var
-                .default
-                .map(str::to_owned)
-                .ok_or_else(|| ConfigError::invalid(var, "is not set")),
+            None => var.default.map(str::to_owned).ok_or_else(|| ConfigError::invalid(var, "is not set")),
         }
     }
 
@@ -97,16 +76,11 @@ impl<F: Fn(&str) -> Option<String>> Environment<F> {
         T::Err: Display,
     {
         let raw = self.string(var)?;
-        raw.parse()
-            .map_err(|e| ConfigError::invalid(var, format!("is {raw:?} ({e})")))
+        raw.parse().map_err(|e| ConfigError::invalid(var, format!("is {raw:?} ({e})")))
     }
 
     /// The value parsed as `T` and checked to lie in `range`.
-    pub fn parse_in<T>(
-        &self,
-        var: &EnvVar,
-        range: std::ops::RangeInclusive<T>,
-    ) -> Result<T, ConfigError>
+    pub fn parse_in<T>(&self, var: &EnvVar, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
     where
         T: FromStr + PartialOrd + Display,
         T::Err: Display,
@@ -115,33 +89,20 @@ impl<F: Fn(&str) -> Option<String>> Environment<F> {
         if range.contains(&value) {
             Ok(value)
         } else {
-            Err(ConfigError::invalid(
-                var,
-                format!("is {value}, outside {}..={}", range.start(), range.end()),
-            ))
+            Err(ConfigError::invalid(var, format!("is {value}, outside {}..={}", range.start(), range.end())))
         }
     }
 
     /// A comma-separated list; blanks between commas are ignored.
     pub fn list(&self, var: &EnvVar) -> Result<Vec<String>, ConfigError> {
-        Ok(self
-            .string(var)?
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .map(str::to_owned)
-            .collect())
+        Ok(self.string(var)?.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect())
     }
 }
 
 #[cfg(test)]
-pub(crate) fn map_environment(
-    pairs: &[(&str, &str)],
-) -> Environment<impl Fn(&str) -> Option<String>> {
-    let map: std::collections::HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+pub(crate) fn map_environment(pairs: &[(&str, &str)]) -> Environment<impl Fn(&str) -> Option<String>> {
+    let map: std::collections::HashMap<String, String> =
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     Environment::from_fn(move |name: &str| map.get(name).cloned())
 }
 
@@ -150,35 +111,19 @@ mod tests {
     use super::*;
 
     const QUEUE: EnvVar = EnvVar::required("QUEUE_URL", "the URL of the job queue");
-    const WAIT: EnvVar = EnvVar::optional(
-        "POLL_WAIT_SECONDS",
-        "a number of seconds from 0 to 20",
-        "20",
-    );
+    const WAIT: EnvVar = EnvVar::optional("POLL_WAIT_SECONDS", "a number of seconds from 0 to 20", "20");
     const SUBNETS: EnvVar = EnvVar::optional("WORKER_SUBNETS", "comma-separated subnet ids", "");
 
     #[test]
     fn missing_required_variable_names_itself() {
         let err = map_environment(&[]).string(&QUEUE).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "environment variable QUEUE_URL is not set; expected the URL of the job queue"
-        );
+        assert_eq!(err.to_string(), "environment variable QUEUE_URL is not set; expected the URL of the job queue");
     }
 
     #[test]
     fn empty_counts_as_unset() {
-        assert!(
-            map_environment(&[("QUEUE_URL", "  ")])
-                .string(&QUEUE)
-                .is_err()
-        );
-        assert_eq!(
-            map_environment(&[("POLL_WAIT_SECONDS", "")])
-                .parse::<u32>(&WAIT)
-                .unwrap(),
-            20
-        );
+        assert!(map_environment(&[("QUEUE_URL", "  ")]).string(&QUEUE).is_err());
+        assert_eq!(map_environment(&[("POLL_WAIT_SECONDS", "")]).parse::<u32>(&WAIT).unwrap(), 20);
     }
 
     #[test]
@@ -187,17 +132,10 @@ mod tests {
         assert_eq!(env.parse_in(&WAIT, 0..=20u32).unwrap(), 5);
         let env = map_environment(&[("POLL_WAIT_SECONDS", "25")]);
         let err = env.parse_in(&WAIT, 0..=20u32).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("POLL_WAIT_SECONDS is 25, outside 0..=20"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("POLL_WAIT_SECONDS is 25, outside 0..=20"), "{err}");
         let env = map_environment(&[("POLL_WAIT_SECONDS", "soon")]);
         let err = env.parse::<u32>(&WAIT).unwrap_err();
-        assert!(
-            err.to_string().contains("POLL_WAIT_SECONDS is \"soon\""),
-            "{err}"
-        );
+        assert!(err.to_string().contains("POLL_WAIT_SECONDS is \"soon\""), "{err}");
     }
 
     #[test]

@@ -49,9 +49,7 @@ pub struct OutputLocation {
 pub enum JobMessageError {
     #[error("job message is not valid JSON for version {JOB_MESSAGE_VERSION}: {0}")]
     Malformed(#[source] serde_json::Error),
-    #[error(
-        "job message has version {found}, this worker understands version {JOB_MESSAGE_VERSION}"
-    )]
+    #[error("job message has version {found}, this worker understands version {JOB_MESSAGE_VERSION}")]
     UnknownVersion { found: u64 },
     #[error("job message has no numeric \"version\" field")]
     MissingVersion,
@@ -64,20 +62,13 @@ impl JobMessage {
         model_uri: impl Into<String>,
         event_time: DateTime<Utc>,
     ) -> Self {
-        Self {
-            version: JOB_MESSAGE_VERSION,
-            input,
-            output,
-            model_uri: model_uri.into(),
-            event_time,
-        }
+        Self { version: JOB_MESSAGE_VERSION, input, output, model_uri: model_uri.into(), event_time }
     }
 
     /// Parses a queue message body, checking the version before the shape so that a message
     /// from a newer trigger is reported as such rather than as "malformed".
     pub fn from_json(body: &str) -> Result<Self, JobMessageError> {
-        let value: serde_json::Value =
-            serde_json::from_str(body).map_err(JobMessageError::Malformed)?;
+        let value: serde_json::Value = serde_json::from_str(body).map_err(JobMessageError::Malformed)?;
         match value.get("version").and_then(serde_json::Value::as_u64) {
             Some(v) if v == u64::from(JOB_MESSAGE_VERSION) => {}
             Some(found) => return Err(JobMessageError::UnknownVersion { found }),
@@ -97,10 +88,7 @@ impl JobMessage {
 
     /// A stable identity of the input object version, for logs and de-duplication.
     pub fn describe_input(&self) -> String {
-        format!(
-            "s3://{}/{} (etag {})",
-            self.input.bucket, self.input.key, self.input.etag
-        )
+        format!("s3://{}/{} (etag {})", self.input.bucket, self.input.key, self.input.etag)
     }
 }
 
@@ -117,10 +105,7 @@ mod tests {
                 etag: "9b2cf535f27731c974343645a3985328".into(),
                 version_id: Some("3HL4kqtJlcpXroDTDmjVBH40Nrjfkd".into()),
             },
-            OutputLocation {
-                bucket: "out".into(),
-                prefix: "results/".into(),
-            },
+            OutputLocation { bucket: "out".into(), prefix: "results/".into() },
             "s3://models/iris.onnx",
             "2026-11-21T08:00:00.123Z".parse().unwrap(),
         )
@@ -157,26 +142,14 @@ mod tests {
         let mut value: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
         value["version"] = 2.into();
         let err = JobMessage::from_json(&value.to_string()).unwrap_err();
-        assert!(
-            matches!(err, JobMessageError::UnknownVersion { found: 2 }),
-            "{err}"
-        );
+        assert!(matches!(err, JobMessageError::UnknownVersion { found: 2 }), "{err}");
         assert!(err.to_string().contains("version 2"));
     }
 
     #[test]
     fn rejects_missing_version_and_garbage() {
-        assert!(matches!(
-            JobMessage::from_json(r#"{"input": {}}"#),
-            Err(JobMessageError::MissingVersion)
-        ));
-        assert!(matches!(
-            JobMessage::from_json("not json"),
-            Err(JobMessageError::Malformed(_))
-        ));
-        assert!(matches!(
-            JobMessage::from_json(r#"{"version": 1, "input": 3}"#),
-            Err(JobMessageError::Malformed(_))
-        ));
+        assert!(matches!(JobMessage::from_json(r#"{"input": {}}"#), Err(JobMessageError::MissingVersion)));
+        assert!(matches!(JobMessage::from_json("not json"), Err(JobMessageError::Malformed(_))));
+        assert!(matches!(JobMessage::from_json(r#"{"version": 1, "input": 3}"#), Err(JobMessageError::Malformed(_))));
     }
 }

@@ -21,9 +21,7 @@ pub fn decode_event_key(raw: &str) -> Result<String, KeyDecodeError> {
     percent_decode_str(&spaced)
         .decode_utf8()
         .map(|key| key.into_owned())
-        .map_err(|_| KeyDecodeError {
-            raw: raw.to_owned(),
-        })
+        .map_err(|_| KeyDecodeError { raw: raw.to_owned() })
 }
 
 /// The keys of everything written for one input.
@@ -53,10 +51,7 @@ mod tests {
 
     #[test]
     fn plus_is_a_space_and_percent_2b_a_plus() {
-        assert_eq!(
-            decode_event_key("my+file%2B1.csv").unwrap(),
-            "my file+1.csv"
-        );
+        assert_eq!(decode_event_key("my+file%2B1.csv").unwrap(), "my file+1.csv");
     }
 
     #[test]
@@ -66,10 +61,7 @@ mod tests {
 
     #[test]
     fn non_ascii_keys_decode_from_utf8_bytes() {
-        assert_eq!(
-            decode_event_key("donn%C3%A9es/%E6%97%A5%E6%9C%AC.csv").unwrap(),
-            "données/日本.csv"
-        );
+        assert_eq!(decode_event_key("donn%C3%A9es/%E6%97%A5%E6%9C%AC.csv").unwrap(), "données/日本.csv");
     }
 
     #[test]

@@ -26,28 +26,20 @@ pub struct LocationError {
 
 impl Location {
     pub fn parse(uri: &str) -> Result<Self, LocationError> {
-        let err = |reason| LocationError {
-            uri: uri.to_owned(),
-            reason,
-        };
+        let err = |reason| LocationError { uri: uri.to_owned(), reason };
         if uri.trim().is_empty() {
             return Err(err("it is empty"));
         }
         match uri.strip_prefix("s3://") {
             Some(rest) => {
-                let (bucket, key) = rest
-                    .split_once('/')
-                    .ok_or_else(|| err("it has no key after the bucket"))?;
+                let (bucket, key) = rest.split_once('/').ok_or_else(|| err("it has no key after the bucket"))?;
                 if bucket.is_empty() {
                     return Err(err("the bucket name is empty"));
                 }
                 if key.is_empty() {
                     return Err(err("the key is empty"));
                 }
-                Ok(Location::S3(S3Uri {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                }))
+                Ok(Location::S3(S3Uri { bucket: bucket.to_owned(), key: key.to_owned() }))
             }
             None if uri.contains("://") => Err(err("only s3:// URIs are supported")),
             None => Ok(Location::Local(PathBuf::from(uri))),
@@ -58,10 +50,7 @@ impl Location {
     /// configuration is `<model>.json`).
     pub fn with_suffix(&self, suffix: &str) -> Location {
         match self {
-            Location::S3(s3) => Location::S3(S3Uri {
-                bucket: s3.bucket.clone(),
-                key: format!("{}{suffix}", s3.key),
-            }),
+            Location::S3(s3) => Location::S3(S3Uri { bucket: s3.bucket.clone(), key: format!("{}{suffix}", s3.key) }),
             Location::Local(path) => {
                 let mut name = path.clone().into_os_string();
                 name.push(suffix);
@@ -93,34 +82,18 @@ mod tests {
     #[test]
     fn parses_s3_uris_with_nested_keys() {
         let loc = Location::parse("s3://models/team/iris.onnx").unwrap();
-        assert_eq!(
-            loc,
-            Location::S3(S3Uri {
-                bucket: "models".into(),
-                key: "team/iris.onnx".into()
-            })
-        );
+        assert_eq!(loc, Location::S3(S3Uri { bucket: "models".into(), key: "team/iris.onnx".into() }));
         assert_eq!(loc.to_string(), "s3://models/team/iris.onnx");
     }
 
     #[test]
     fn anything_else_is_a_local_path() {
-        assert_eq!(
-            Location::parse("models/iris.onnx").unwrap(),
-            Location::Local("models/iris.onnx".into())
-        );
+        assert_eq!(Location::parse("models/iris.onnx").unwrap(), Location::Local("models/iris.onnx".into()));
     }
 
     #[test]
     fn rejects_incomplete_and_foreign_uris() {
-        for bad in [
-            "",
-            "s3://",
-            "s3://bucket",
-            "s3://bucket/",
-            "s3:///key",
-            "https://x/y",
-        ] {
+        for bad in ["", "s3://", "s3://bucket", "s3://bucket/", "s3:///key", "https://x/y"] {
             assert!(Location::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -130,9 +103,6 @@ mod tests {
         let s3 = Location::parse("s3://m/iris.onnx").unwrap();
         assert_eq!(s3.with_suffix(".json").to_string(), "s3://m/iris.onnx.json");
         let local = Location::parse("models/iris.onnx").unwrap();
-        assert_eq!(
-            local.with_suffix(".json").to_string(),
-            "models/iris.onnx.json"
-        );
+        assert_eq!(local.with_suffix(".json").to_string(), "models/iris.onnx.json");
     }
 }

@@ -7,26 +7,13 @@ use shared::config::{ConfigError, EnvVar, Environment};
 use crate::engine::TransformOptions;
 
 pub const QUEUE_URL: EnvVar = EnvVar::required("QUEUE_URL", "the URL of the job queue");
-pub const POLL_WAIT_SECONDS: EnvVar = EnvVar::optional(
-    "POLL_WAIT_SECONDS",
-    "seconds each receive waits for messages, from 0 to 20",
-    "20",
-);
-pub const EMPTY_POLLS_BEFORE_EXIT: EnvVar = EnvVar::optional(
-    "EMPTY_POLLS_BEFORE_EXIT",
-    "how many empty receives in a row end the worker, from 1 to 1000",
-    "3",
-);
-pub const BATCH_SIZE: EnvVar = EnvVar::optional(
-    "BATCH_SIZE",
-    "rows per model run, from 1 to 1048576",
-    "1024",
-);
-pub const MAX_BAD_ROW_RATIO: EnvVar = EnvVar::optional(
-    "MAX_BAD_ROW_RATIO",
-    "the share of bad rows above which a file fails, from 0 to 1",
-    "0.1",
-);
+pub const POLL_WAIT_SECONDS: EnvVar =
+    EnvVar::optional("POLL_WAIT_SECONDS", "seconds each receive waits for messages, from 0 to 20", "20");
+pub const EMPTY_POLLS_BEFORE_EXIT: EnvVar =
+    EnvVar::optional("EMPTY_POLLS_BEFORE_EXIT", "how many empty receives in a row end the worker, from 1 to 1000", "3");
+pub const BATCH_SIZE: EnvVar = EnvVar::optional("BATCH_SIZE", "rows per model run, from 1 to 1048576", "1024");
+pub const MAX_BAD_ROW_RATIO: EnvVar =
+    EnvVar::optional("MAX_BAD_ROW_RATIO", "the share of bad rows above which a file fails, from 0 to 1", "0.1");
 pub const VISIBILITY_TIMEOUT_SECONDS: EnvVar = EnvVar::optional(
     "VISIBILITY_TIMEOUT_SECONDS",
     "seconds each heartbeat hides the message in hand, from 2 to 43200",
@@ -37,11 +24,8 @@ pub const SHUTDOWN_GRACE_SECONDS: EnvVar = EnvVar::optional(
     "seconds to finish the job in hand after SIGTERM, from 0 to 600 (below the task's stop timeout)",
     "25",
 );
-pub const MAX_INPUT_BYTES: EnvVar = EnvVar::optional(
-    "MAX_INPUT_BYTES",
-    "the largest input file in bytes; larger ones fail",
-    "107374182400",
-);
+pub const MAX_INPUT_BYTES: EnvVar =
+    EnvVar::optional("MAX_INPUT_BYTES", "the largest input file in bytes; larger ones fail", "107374182400");
 
 /// Every variable the worker reads.
 pub const VARS: &[EnvVar] = &[
@@ -67,16 +51,12 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    pub fn from_env<F: Fn(&str) -> Option<String>>(
-        env: &Environment<F>,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<Self, ConfigError> {
         Ok(Self {
             queue_url: env.string(&QUEUE_URL)?,
             poll_wait: Duration::from_secs(env.parse_in(&POLL_WAIT_SECONDS, 0..=20)?),
             empty_polls_before_exit: env.parse_in(&EMPTY_POLLS_BEFORE_EXIT, 1..=1000)?,
-            visibility_timeout: Duration::from_secs(
-                env.parse_in(&VISIBILITY_TIMEOUT_SECONDS, 2..=43_200)?,
-            ),
+            visibility_timeout: Duration::from_secs(env.parse_in(&VISIBILITY_TIMEOUT_SECONDS, 2..=43_200)?),
             shutdown_grace: Duration::from_secs(env.parse_in(&SHUTDOWN_GRACE_SECONDS, 0..=600)?),
             max_input_bytes: env.parse_in(&MAX_INPUT_BYTES, 1..=u64::MAX)?,
             transform: transform_options(env)?,
@@ -85,9 +65,7 @@ impl WorkerConfig {
 }
 
 /// The settings of the transform itself, shared by queue mode and `worker transform`.
-pub fn transform_options<F: Fn(&str) -> Option<String>>(
-    env: &Environment<F>,
-) -> Result<TransformOptions, ConfigError> {
+pub fn transform_options<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<TransformOptions, ConfigError> {
     Ok(TransformOptions {
         batch_size: env.parse_in(&BATCH_SIZE, 1..=1 << 20)?,
         max_bad_row_ratio: env.parse_in(&MAX_BAD_ROW_RATIO, 0.0..=1.0)?,
@@ -100,10 +78,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Environment<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         Environment::from_fn(move |name: &str| map.get(name).cloned())
     }
 
@@ -112,13 +87,7 @@ mod tests {
         let config = WorkerConfig::from_env(&env(&[("QUEUE_URL", "q")])).unwrap();
         assert_eq!(config.poll_wait, Duration::from_secs(20));
         assert_eq!(config.empty_polls_before_exit, 3);
-        assert_eq!(
-            config.transform,
-            TransformOptions {
-                batch_size: 1024,
-                max_bad_row_ratio: 0.1
-            }
-        );
+        assert_eq!(config.transform, TransformOptions { batch_size: 1024, max_bad_row_ratio: 0.1 });
     }
 
     #[test]
@@ -131,13 +100,9 @@ mod tests {
             ("VISIBILITY_TIMEOUT_SECONDS", "1"),
             ("SHUTDOWN_GRACE_SECONDS", "-1"),
         ] {
-            let err =
-                WorkerConfig::from_env(&env(&[("QUEUE_URL", "q"), (name, value)])).unwrap_err();
+            let err = WorkerConfig::from_env(&env(&[("QUEUE_URL", "q"), (name, value)])).unwrap_err();
             assert_eq!(err.name, name, "{err}");
         }
-        assert_eq!(
-            WorkerConfig::from_env(&env(&[])).unwrap_err().name,
-            "QUEUE_URL"
-        );
+        assert_eq!(WorkerConfig::from_env(&env(&[])).unwrap_err().name, "QUEUE_URL");
     }
 }

@@ -33,10 +33,7 @@ type SqsResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 impl WorkQueue {
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
-        Self {
-            client,
-            url: url.into(),
-        }
+        Self { client, url: url.into() }
     }
 
     pub async fn receive(&self, wait: Duration) -> SqsResult<Vec<Delivery>> {
@@ -71,12 +68,7 @@ impl WorkQueue {
     }
 
     pub async fn delete(&self, receipt: &str) -> SqsResult<()> {
-        self.client
-            .delete_message()
-            .queue_url(&self.url)
-            .receipt_handle(receipt)
-            .send()
-            .await?;
+        self.client.delete_message().queue_url(&self.url).receipt_handle(receipt).send().await?;
         Ok(())
     }
 
@@ -125,11 +117,7 @@ impl Drop for Heartbeat {
 }
 
 /// Runs until the queue stays empty for the configured number of receives, or `shutdown`.
-pub async fn drain(
-    queue: &WorkQueue,
-    runner: &JobRunner,
-    shutdown: Shutdown,
-) -> anyhow::Result<DrainSummary> {
+pub async fn drain(queue: &WorkQueue, runner: &JobRunner, shutdown: Shutdown) -> anyhow::Result<DrainSummary> {
     let config = &runner.config;
     let mut summary = DrainSummary::default();
     let mut empty_polls = 0;
@@ -147,9 +135,7 @@ pub async fn drain(
             Err(error) => {
                 receive_failures += 1;
                 if receive_failures >= MAX_RECEIVE_FAILURES {
-                    anyhow::bail!(
-                        "receiving from the job queue failed {receive_failures} times in a row: {error}"
-                    );
+                    anyhow::bail!("receiving from the job queue failed {receive_failures} times in a row: {error}");
                 }
                 tracing::warn!(%error, "receiving from the job queue failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1 << receive_failures.min(5))).await;
@@ -171,11 +157,7 @@ pub async fn drain(
                 release_all(queue, &deliveries[index..]).await;
                 break 'receiving;
             }
-            let heartbeat = Heartbeat::start(
-                queue.clone(),
-                delivery.receipt.clone(),
-                config.visibility_timeout,
-            );
+            let heartbeat = Heartbeat::start(queue.clone(), delivery.receipt.clone(), config.visibility_timeout);
             let job = handle_delivery(queue, runner, delivery, &mut summary);
             tokio::pin!(job);
             let finished = tokio::select! {
@@ -197,29 +179,18 @@ pub async fn drain(
 
 async fn grace_after(shutdown: &Shutdown, grace: Duration) {
     shutdown.wait().await;
-    tracing::info!(
-        grace_seconds = grace.as_secs(),
-        "finishing the job in hand before stopping"
-    );
+    tracing::info!(grace_seconds = grace.as_secs(), "finishing the job in hand before stopping");
     tokio::time::sleep(grace).await;
 }
 
-async fn handle_delivery(
-    queue: &WorkQueue,
-    runner: &JobRunner,
-    delivery: &Delivery,
-    summary: &mut DrainSummary,
-) {
+async fn handle_delivery(queue: &WorkQueue, runner: &JobRunner, delivery: &Delivery, summary: &mut DrainSummary) {
     let job = match JobMessage::from_json(&delivery.body) {
         Ok(job) => job,
         Err(error) => {
             // No input to report on: let redelivery take it to the dead-letter queue.
             tracing::error!(message = %delivery.message_id, attempt = delivery.attempt, %error,
                 "not a job this worker can run; returning it so that it reaches the dead-letter queue");
-            if let Err(e) = queue
-                .set_visibility(&delivery.receipt, Duration::ZERO)
-                .await
-            {
+            if let Err(e) = queue.set_visibility(&delivery.receipt, Duration::ZERO).await {
                 tracing::warn!(error = %e, "could not return the message");
             }
             summary.left_for_retry += 1;
@@ -257,10 +228,7 @@ async fn handle_delivery(
 
 async fn release_all(queue: &WorkQueue, deliveries: &[Delivery]) {
     for delivery in deliveries {
-        if let Err(e) = queue
-            .set_visibility(&delivery.receipt, Duration::ZERO)
-            .await
-        {
+        if let Err(e) = queue.set_visibility(&delivery.receipt, Duration::ZERO).await {
             tracing::warn!(message = %delivery.message_id, error = %e, "could not return the message to the queue");
         }
     }

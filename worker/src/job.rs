@@ -46,11 +46,7 @@ struct Permanent {
 
 impl Permanent {
     fn new(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-            summary: TransformSummary::default(),
-            errors_written: false,
-        }
+        Self { reason: reason.into(), summary: TransformSummary::default(), errors_written: false }
     }
 }
 
@@ -80,21 +76,9 @@ impl JobRunner {
         let (status, reason, summary, errors_written, model_sha) = match result {
             Ok((summary, sha)) => {
                 let errors_written = summary.bad_rows > 0;
-                (
-                    JobStatus::Succeeded,
-                    None,
-                    summary,
-                    errors_written,
-                    Some(sha),
-                )
+                (JobStatus::Succeeded, None, summary, errors_written, Some(sha))
             }
-            Err((Failure::Permanent(p), sha)) => (
-                JobStatus::Failed,
-                Some(p.reason),
-                p.summary,
-                p.errors_written,
-                sha,
-            ),
+            Err((Failure::Permanent(p), sha)) => (JobStatus::Failed, Some(p.reason), p.summary, p.errors_written, sha),
             Err((Failure::Transient(reason), _)) => return Err(TransientError(reason)),
             Err((Failure::Superseded, _)) => return Ok(JobOutcome::Superseded),
         };
@@ -107,16 +91,10 @@ impl JobRunner {
             JobStatus::Succeeded => None,
         };
         if let Some(stale) = stale {
-            self.storage
-                .delete(out, stale)
-                .await
-                .map_err(|e| TransientError(e.to_string()))?;
+            self.storage.delete(out, stale).await.map_err(|e| TransientError(e.to_string()))?;
         }
         if !errors_written && status == JobStatus::Failed {
-            self.storage
-                .delete(out, &keys.errors)
-                .await
-                .map_err(|e| TransientError(e.to_string()))?;
+            self.storage.delete(out, &keys.errors).await.map_err(|e| TransientError(e.to_string()))?;
         }
 
         let report = JobReport {
@@ -127,15 +105,8 @@ impl JobRunner {
                 data: (status == JobStatus::Succeeded).then(|| format!("s3://{out}/{}", keys.data)),
                 errors: errors_written.then(|| format!("s3://{out}/{}", keys.errors)),
             },
-            rows: RowCounts {
-                input: summary.rows_in,
-                output: summary.rows_out,
-                bad: summary.bad_rows,
-            },
-            model: ModelInfo {
-                uri: job.model_uri.clone(),
-                sha256: model_sha,
-            },
+            rows: RowCounts { input: summary.rows_in, output: summary.rows_out, bad: summary.bad_rows },
+            model: ModelInfo { uri: job.model_uri.clone(), sha256: model_sha },
             started_at,
             finished_at: Utc::now(),
             duration_seconds: clock.elapsed().as_secs_f64(),
@@ -166,11 +137,7 @@ impl JobRunner {
             Err(e) => return Err((Failure::Permanent(Permanent::new(e.to_string())), None)),
         };
         let sha = Some(model.model.sha256.clone());
-        let body = self
-            .storage
-            .open_input(&job.input)
-            .await
-            .map_err(|e| (e.into(), sha.clone()))?;
+        let body = self.storage.open_input(&job.input).await.map_err(|e| (e.into(), sha.clone()))?;
 
         let input_uri = format!("s3://{}/{}", job.input.bucket, job.input.key);
         let (chunks, reader) = input_channel();
@@ -205,8 +172,7 @@ impl JobRunner {
         let (downloaded, data_upload, errors_upload, engine) = tokio::join!(
             S3Storage::pump(&input_uri, body, chunks),
             self.storage.upload(out, &keys.data, "text/csv", data_parts),
-            self.storage
-                .upload(out, &keys.errors, "text/csv", errors_parts),
+            self.storage.upload(out, &keys.errors, "text/csv", errors_parts),
             engine,
         );
 
@@ -215,16 +181,10 @@ impl JobRunner {
         let (result, errors_complete) = match engine {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(io)) => {
-                return Err((
-                    Failure::Transient(format!("writing the output failed: {io}")),
-                    sha,
-                ));
+                return Err((Failure::Transient(format!("writing the output failed: {io}")), sha));
             }
             Err(join) => {
-                return Err((
-                    Failure::Transient(format!("the transform stopped unexpectedly: {join}")),
-                    sha,
-                ));
+                return Err((Failure::Transient(format!("the transform stopped unexpectedly: {join}")), sha));
             }
         };
         let errors_written = errors_complete && errors_upload.is_ok();
@@ -238,24 +198,14 @@ impl JobRunner {
                     bad = summary.bad_rows, "transform complete");
                 Ok((summary, model.model.sha256.clone()))
             }
-            Err(TransformError::Io(io)) => Err((
-                Failure::Transient(format!("reading or writing failed: {io}")),
-                sha,
-            )),
+            Err(TransformError::Io(io)) => Err((Failure::Transient(format!("reading or writing failed: {io}")), sha)),
             Err(error) => {
                 let summary = match &error {
                     TransformError::TooManyBadRows { summary, .. } => summary.clone(),
                     _ => TransformSummary::default(),
                 };
                 let reason = format!("{input_uri}: {error}");
-                Err((
-                    Failure::Permanent(Permanent {
-                        reason,
-                        summary,
-                        errors_written,
-                    }),
-                    sha,
-                ))
+                Err((Failure::Permanent(Permanent { reason, summary, errors_written }), sha))
             }
         }
     }

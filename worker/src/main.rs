@@ -53,9 +53,7 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -69,18 +67,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Drain) {
             Command::Drain => run_queue().await,
-            Command::Transform {
-                model,
-                input,
-                output,
-                errors,
-                batch_size,
-                max_bad_row_ratio,
-            } => {
-                let options = TransformOptions {
-                    batch_size,
-                    max_bad_row_ratio,
-                };
+            Command::Transform { model, input, output, errors, batch_size, max_bad_row_ratio } => {
+                let options = TransformOptions { batch_size, max_bad_row_ratio };
                 run_transform(model, input, output, errors, options).await
             }
         }
@@ -104,18 +92,9 @@ async fn run_queue() -> anyhow::Result<()> {
     }
     let storage = S3Storage::new(aws_sdk_s3::Client::from_conf(s3.build()));
     let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&sdk), &config.queue_url);
-    let worker_id = format!(
-        "{}-{}",
-        std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
-        std::process::id()
-    );
+    let worker_id = format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()), std::process::id());
     tracing::info!(%worker_id, queue = %config.queue_url, "worker started");
-    let runner = JobRunner {
-        models: ModelCache::new(storage.clone()),
-        storage,
-        config,
-        worker_id,
-    };
+    let runner = JobRunner { models: ModelCache::new(storage.clone()), storage, config, worker_id };
     let shutdown = shutdown::on_signals().context("cannot listen for stop signals")?;
     let summary = drain(&queue, &runner, shutdown).await?;
     tracing::info!(?summary, "worker finished");
@@ -133,27 +112,19 @@ async fn run_transform(
     let errors = errors.unwrap_or_else(|| with_suffix(&output, ".errors.csv"));
     let started = Instant::now();
     let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let reader = std::fs::File::open(&input)
-            .with_context(|| format!("cannot open {}", input.display()))?;
+        let reader = std::fs::File::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
         // Written beside the destination and renamed at the end, so a partial output never shows.
         let partial = with_suffix(&output, ".partial");
         let partial_errors = with_suffix(&errors, ".partial");
         let mut out = std::io::BufWriter::new(
-            std::fs::File::create(&partial)
-                .with_context(|| format!("cannot create {}", partial.display()))?,
+            std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?,
         );
         let mut err = std::io::BufWriter::new(
             std::fs::File::create(&partial_errors)
                 .with_context(|| format!("cannot create {}", partial_errors.display()))?,
         );
-        let result = transform_csv(
-            std::io::BufReader::new(reader),
-            &mut out,
-            &mut err,
-            &loaded.model,
-            &loaded.config,
-            &options,
-        );
+        let result =
+            transform_csv(std::io::BufReader::new(reader), &mut out, &mut err, &loaded.model, &loaded.config, &options);
         drop((out, err));
         let summary = match result {
             Ok(summary) => summary,

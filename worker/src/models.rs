@@ -26,15 +26,9 @@ pub enum ModelLoadError {
     #[error("cannot read the model: {0}")]
     Storage(#[from] StorageError),
     #[error("cannot read local model file {path}: {source}")]
-    Local {
-        path: String,
-        source: std::io::Error,
-    },
+    Local { path: String, source: std::io::Error },
     #[error("{uri}: {source}")]
-    Config {
-        uri: String,
-        source: ModelConfigError,
-    },
+    Config { uri: String, source: ModelConfigError },
     #[error("{uri}: {source}")]
     Model { uri: String, source: ModelError },
 }
@@ -46,22 +40,15 @@ impl ModelLoadError {
 }
 
 /// Reads a model and its optional sidecar, and prepares the model to run.
-pub async fn load_model(
-    storage: Option<&S3Storage>,
-    uri: &str,
-) -> Result<LoadedModel, ModelLoadError> {
+pub async fn load_model(storage: Option<&S3Storage>, uri: &str) -> Result<LoadedModel, ModelLoadError> {
     let location = Location::parse(uri)?;
     let sidecar = location.with_suffix(SIDECAR_SUFFIX);
     let (bytes, config_bytes) = match (&location, &sidecar, storage) {
-        (Location::S3(model), Location::S3(sidecar), Some(storage)) => (
-            storage.read_all(model).await?,
-            storage.read_optional(sidecar).await?,
-        ),
+        (Location::S3(model), Location::S3(sidecar), Some(storage)) => {
+            (storage.read_all(model).await?, storage.read_optional(sidecar).await?)
+        }
         (Location::Local(path), Location::Local(sidecar), _) => {
-            let local = |source| ModelLoadError::Local {
-                path: path.display().to_string(),
-                source,
-            };
+            let local = |source| ModelLoadError::Local { path: path.display().to_string(), source };
             let bytes = tokio::fs::read(path).await.map_err(local)?;
             let config = match tokio::fs::read(sidecar).await {
                 Ok(bytes) => Some(bytes),
@@ -78,29 +65,17 @@ pub async fn load_model(
         }
     };
     let config = match config_bytes {
-        Some(bytes) => ModelConfig::from_json(&bytes).map_err(|source| ModelLoadError::Config {
-            uri: sidecar.to_string(),
-            source,
-        })?,
+        Some(bytes) => ModelConfig::from_json(&bytes)
+            .map_err(|source| ModelLoadError::Config { uri: sidecar.to_string(), source })?,
         None => ModelConfig::default(),
     };
     let classes = config.classes.clone();
     // Optimising a model is CPU work: keep it off the async threads.
     let model = tokio::task::spawn_blocking(move || Model::load(&bytes, classes.as_deref()))
         .await
-        .map_err(|e| ModelLoadError::Model {
-            uri: uri.to_owned(),
-            source: ModelError::Unsupported(e.to_string()),
-        })?
-        .map_err(|source| ModelLoadError::Model {
-            uri: uri.to_owned(),
-            source,
-        })?;
-    Ok(LoadedModel {
-        uri: uri.to_owned(),
-        model,
-        config,
-    })
+        .map_err(|e| ModelLoadError::Model { uri: uri.to_owned(), source: ModelError::Unsupported(e.to_string()) })?
+        .map_err(|source| ModelLoadError::Model { uri: uri.to_owned(), source })?;
+    Ok(LoadedModel { uri: uri.to_owned(), model, config })
 }
 
 /// Keeps the last model loaded: jobs name their model, and in steady state they all name the
@@ -112,10 +87,7 @@ pub struct ModelCache {
 
 impl ModelCache {
     pub fn new(storage: S3Storage) -> Self {
-        Self {
-            storage,
-            current: Mutex::new(None),
-        }
+        Self { storage, current: Mutex::new(None) }
     }
 
     pub async fn get(&self, uri: &str) -> Result<Arc<LoadedModel>, ModelLoadError> {

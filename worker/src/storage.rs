@@ -59,18 +59,12 @@ impl StorageError {
             _ => None,
         };
         match (status, error.code()) {
-            (Some(404), _) | (_, Some("NoSuchKey" | "NotFound" | "NoSuchBucket")) => {
-                StorageError::NotFound { uri }
+            (Some(404), _) | (_, Some("NoSuchKey" | "NotFound" | "NoSuchBucket")) => StorageError::NotFound { uri },
+            (Some(403), _) | (_, Some("AccessDenied")) => {
+                StorageError::AccessDenied { uri, message: error.message().unwrap_or("403").to_owned() }
             }
-            (Some(403), _) | (_, Some("AccessDenied")) => StorageError::AccessDenied {
-                uri,
-                message: error.message().unwrap_or("403").to_owned(),
-            },
             (Some(412), _) | (_, Some("PreconditionFailed")) => StorageError::Changed { uri },
-            _ => StorageError::Request {
-                uri,
-                source: Box::new(error),
-            },
+            _ => StorageError::Request { uri, source: Box::new(error) },
         }
     }
 }
@@ -98,10 +92,7 @@ pub enum OutputPart {
 
 impl S3Storage {
     pub fn new(client: aws_sdk_s3::Client) -> Self {
-        Self {
-            client,
-            cleanups: Arc::default(),
-        }
+        Self { client, cleanups: Arc::default() }
     }
 
     /// A whole (small) object, such as a model.
@@ -118,10 +109,7 @@ impl S3Storage {
             .body
             .collect()
             .await
-            .map_err(|e| StorageError::Request {
-                uri: uri.to_string(),
-                source: e.into(),
-            })?;
+            .map_err(|e| StorageError::Request { uri: uri.to_string(), source: e.into() })?;
         Ok(body.into_bytes().to_vec())
     }
 
@@ -137,20 +125,12 @@ impl S3Storage {
     /// Opens the exact object version the event announced.
     pub async fn open_input(&self, input: &InputObject) -> Result<ByteStream, StorageError> {
         let uri = format!("s3://{}/{}", input.bucket, input.key);
-        let request = self
-            .client
-            .get_object()
-            .bucket(&input.bucket)
-            .key(&input.key);
+        let request = self.client.get_object().bucket(&input.bucket).key(&input.key);
         let request = match &input.version_id {
             Some(version) => request.version_id(version),
             None => request.if_match(&input.etag),
         };
-        Ok(request
-            .send()
-            .await
-            .map_err(|e| StorageError::from_sdk(uri, e))?
-            .body)
+        Ok(request.send().await.map_err(|e| StorageError::from_sdk(uri, e))?.body)
     }
 
     /// Copies `body` into `sink` chunk by chunk; the reader sees an error if the download fails.
@@ -173,22 +153,13 @@ impl S3Storage {
                 Err(e) => {
                     let message = format!("download of {uri} failed: {e}");
                     let _ = sink.send(Err(io::Error::other(message))).await;
-                    return Err(StorageError::Request {
-                        uri: uri.to_owned(),
-                        source: e.into(),
-                    });
+                    return Err(StorageError::Request { uri: uri.to_owned(), source: e.into() });
                 }
             }
         }
     }
 
-    pub async fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: Vec<u8>,
-        content_type: &str,
-    ) -> Result<(), StorageError> {
+    pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StorageError> {
         self.client
             .put_object()
             .bucket(bucket)
@@ -246,10 +217,9 @@ impl S3Storage {
             .send()
             .await
             .map_err(|e| StorageError::from_sdk(&uri, e))?;
-        let upload_id = created.upload_id.ok_or_else(|| StorageError::Request {
-            uri: uri.clone(),
-            source: "S3 returned no upload id".into(),
-        })?;
+        let upload_id = created
+            .upload_id
+            .ok_or_else(|| StorageError::Request { uri: uri.clone(), source: "S3 returned no upload id".into() })?;
         let mut guard = AbortOnDrop {
             storage: self.clone(),
             bucket: bucket.into(),
@@ -276,12 +246,7 @@ impl S3Storage {
                 .send()
                 .await
                 .map_err(|e| StorageError::from_sdk(&uri, e))?;
-            completed.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(part.e_tag)
-                    .build(),
-            );
+            completed.push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag).build());
             next = match after.take() {
                 Some(data) => Some(data),
                 None => match parts.recv().await.ok_or_else(abandoned)? {
@@ -295,25 +260,17 @@ impl S3Storage {
             .bucket(bucket)
             .key(key)
             .upload_id(&upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed.clone()))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed.clone())).build())
             .send()
             .await
             .map_err(|e| StorageError::from_sdk(&uri, e))?;
         guard.upload_id = None;
-        Ok(Uploaded {
-            bytes,
-            parts: completed.len(),
-        })
+        Ok(Uploaded { bytes, parts: completed.len() })
     }
 
     /// Waits for the aborts of abandoned uploads (before the process exits).
     pub async fn finish_cleanups(&self) {
-        let handles: Vec<_> =
-            std::mem::take(&mut *self.cleanups.lock().unwrap_or_else(|e| e.into_inner()));
+        let handles: Vec<_> = std::mem::take(&mut *self.cleanups.lock().unwrap_or_else(|e| e.into_inner()));
         for handle in handles {
             let _ = handle.await;
         }
@@ -336,11 +293,7 @@ impl Drop for AbortOnDrop {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (client, bucket, key) = (
-            self.storage.client.clone(),
-            self.bucket.clone(),
-            self.key.clone(),
-        );
+        let (client, bucket, key) = (self.storage.client.clone(), self.bucket.clone(), self.key.clone());
         let handle = runtime.spawn(async move {
             let result = client.abort_multipart_upload().bucket(&bucket).key(&key).upload_id(&upload_id).send().await;
             match result {
@@ -348,11 +301,7 @@ impl Drop for AbortOnDrop {
                 Err(e) => tracing::warn!(%bucket, %key, error = %e, "could not abort unfinished multipart upload; the bucket's lifecycle rule will"),
             }
         });
-        self.storage
-            .cleanups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(handle);
+        self.storage.cleanups.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
     }
 }
 
@@ -365,13 +314,7 @@ pub struct ChannelReader {
 /// A channel for streaming an input into a [`ChannelReader`].
 pub fn input_channel() -> (mpsc::Sender<io::Result<Bytes>>, ChannelReader) {
     let (tx, rx) = mpsc::channel(INPUT_CHUNKS_IN_FLIGHT);
-    (
-        tx,
-        ChannelReader {
-            chunks: rx,
-            current: Bytes::new(),
-        },
-    )
+    (tx, ChannelReader { chunks: rx, current: Bytes::new() })
 }
 
 impl Read for ChannelReader {
@@ -399,24 +342,14 @@ pub struct PartWriter {
 /// A channel from a [`PartWriter`] to [`S3Storage::upload`].
 pub fn output_channel(part_size: usize) -> (PartWriter, mpsc::Receiver<OutputPart>) {
     let (tx, rx) = mpsc::channel(PARTS_IN_FLIGHT);
-    (
-        PartWriter {
-            parts: tx,
-            buffer: Vec::with_capacity(part_size),
-            part_size,
-        },
-        rx,
-    )
+    (PartWriter { parts: tx, buffer: Vec::with_capacity(part_size), part_size }, rx)
 }
 
 impl PartWriter {
     fn send(&self, part: OutputPart) -> io::Result<()> {
-        self.parts.blocking_send(part).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the upload stopped before the output was complete",
-            )
-        })
+        self.parts
+            .blocking_send(part)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped before the output was complete"))
     }
 
     /// Sends what is left and marks the output complete.

@@ -71,19 +71,11 @@ impl RuntimeApi {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .context("cannot listen on 127.0.0.1 for the Lambda Runtime API")?;
-        let address = listener
-            .local_addr()
-            .context("cannot read the Runtime API's address")?;
+        let address = listener.local_addr().context("cannot read the Runtime API's address")?;
         let router = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
-            .route(
-                "/2018-06-01/runtime/invocation/{request_id}/response",
-                post(invocation_response),
-            )
-            .route(
-                "/2018-06-01/runtime/invocation/{request_id}/error",
-                post(invocation_error),
-            )
+            .route("/2018-06-01/runtime/invocation/{request_id}/response", post(invocation_response))
+            .route("/2018-06-01/runtime/invocation/{request_id}/error", post(invocation_error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
             // Lambda's payload limit for synchronous invocations (axum's default is 2 MB).
             .layer(axum::extract::DefaultBodyLimit::max(6 * 1024 * 1024))
@@ -93,11 +85,7 @@ impl RuntimeApi {
                 tracing::error!("the Lambda Runtime API server stopped: {err}");
             }
         });
-        Ok(Self {
-            address,
-            state,
-            server,
-        })
+        Ok(Self { address, state, server })
     }
 
     /// `127.0.0.1:PORT`, the value of `AWS_LAMBDA_RUNTIME_API`.
@@ -106,19 +94,11 @@ impl RuntimeApi {
     }
 
     /// Queues an invocation; the receiver gets the function's result.
-    pub fn enqueue(
-        &self,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> (String, oneshot::Receiver<InvocationResult>) {
+    pub fn enqueue(&self, payload: Bytes, timeout: Duration) -> (String, oneshot::Receiver<InvocationResult>) {
         let request_id = uuid::Uuid::new_v4().to_string();
         let (sender, receiver) = oneshot::channel();
         lock(&self.state.waiting).insert(request_id.clone(), sender);
-        let invocation = Invocation {
-            request_id: request_id.clone(),
-            payload,
-            deadline: SystemTime::now() + timeout,
-        };
+        let invocation = Invocation { request_id: request_id.clone(), payload, deadline: SystemTime::now() + timeout };
         // The receiver lives in `state`, which `self` keeps alive, so sending cannot fail.
         let _ = self.state.queue_sender.send(invocation);
         (request_id, receiver)
@@ -139,9 +119,7 @@ impl Drop for RuntimeApi {
 /// Locks a std mutex, recovering from a poisoned one (the data stays consistent: every critical
 /// section is a single insert or remove).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn next_invocation(State(state): State<Arc<ApiState>>) -> Response {
@@ -156,9 +134,7 @@ async fn next_invocation(State(state): State<Arc<ApiState>>) -> Response {
         };
         let still_wanted = {
             let mut waiting = lock(&state.waiting);
-            let wanted = waiting
-                .get(&invocation.request_id)
-                .is_some_and(|sender| !sender.is_closed());
+            let wanted = waiting.get(&invocation.request_id).is_some_and(|sender| !sender.is_closed());
             if !wanted {
                 waiting.remove(&invocation.request_id);
             }
@@ -168,27 +144,11 @@ async fn next_invocation(State(state): State<Arc<ApiState>>) -> Response {
             continue; // the caller stopped waiting while the event was queued
         }
         tracing::debug!(request_id = %invocation.request_id, "handing out an invocation");
-        let deadline_ms = invocation
-            .deadline
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default();
+        let deadline_ms = invocation.deadline.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
         let mut headers = HeaderMap::new();
-        insert_header(
-            &mut headers,
-            "lambda-runtime-aws-request-id",
-            &invocation.request_id,
-        );
-        insert_header(
-            &mut headers,
-            "lambda-runtime-deadline-ms",
-            &deadline_ms.to_string(),
-        );
-        insert_header(
-            &mut headers,
-            "lambda-runtime-invoked-function-arn",
-            &state.function_arn,
-        );
+        insert_header(&mut headers, "lambda-runtime-aws-request-id", &invocation.request_id);
+        insert_header(&mut headers, "lambda-runtime-deadline-ms", &deadline_ms.to_string());
+        insert_header(&mut headers, "lambda-runtime-invoked-function-arn", &state.function_arn);
         insert_header(&mut headers, "lambda-runtime-trace-id", &trace_id());
         insert_header(&mut headers, "content-type", "application/json");
         return (StatusCode::OK, headers, invocation.payload).into_response();
@@ -213,11 +173,7 @@ async fn invocation_error(
     deliver(&state, &request_id, InvocationResult::Error(error))
 }
 
-async fn init_error(
-    State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn init_error(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
     let error = parse_function_error(&headers, &body);
     tracing::warn!(error_type = %error.error_type, "the function failed to initialise: {}", error.error_message);
     *lock(&state.init_error) = Some(error);
@@ -241,23 +197,12 @@ fn deliver(state: &ApiState, request_id: &str, result: InvocationResult) -> Resp
 /// `Lambda-Runtime-Function-Error-Type` header and the raw body.
 fn parse_function_error(headers: &HeaderMap, body: &[u8]) -> FunctionError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let field = |name: &str| {
-        parsed
-            .as_ref()
-            .and_then(|v| v.get(name))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let header_type = headers
-        .get("lambda-runtime-function-error-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name)).and_then(Value::as_str).map(str::to_owned);
+    let header_type =
+        headers.get("lambda-runtime-function-error-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
     FunctionError {
-        error_type: field("errorType")
-            .or(header_type)
-            .unwrap_or_else(|| "Unhandled".to_owned()),
-        error_message: field("errorMessage")
-            .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned()),
+        error_type: field("errorType").or(header_type).unwrap_or_else(|| "Unhandled".to_owned()),
+        error_message: field("errorMessage").unwrap_or_else(|| String::from_utf8_lossy(body).into_owned()),
     }
 }
 
@@ -266,11 +211,7 @@ fn accepted() -> Response {
 }
 
 fn error_response(status: StatusCode, error_type: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({ "errorType": error_type, "errorMessage": message })),
-    )
-        .into_response()
+    (status, axum::Json(json!({ "errorType": error_type, "errorMessage": message }))).into_response()
 }
 
 fn insert_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
@@ -281,14 +222,7 @@ fn insert_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
 
 /// An X-Ray trace header: `Root=1-<epoch hex>-<24 hex>;Parent=<16 hex>;Sampled=0`.
 fn trace_id() -> String {
-    let epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
     let random = uuid::Uuid::new_v4().simple().to_string();
-    format!(
-        "Root=1-{epoch:08x}-{};Parent={};Sampled=0",
-        &random[..24],
-        &random[16..]
-    )
+    format!("Root=1-{epoch:08x}-{};Parent={};Sampled=0", &random[..24], &random[16..])
 }

@@ -9,12 +9,12 @@ use std::io::{self, Read, Write};
 use csv::{ByteRecord, ReaderBuilder, Writer, WriterBuilder};
 use shared::report::{REPORTED_ROW_ERRORS, RowError};
 
-use super::model::{Model, ModelError, OutputKind, OutputValues};
+use super::model::{Model, ModelError, OutputKind, OutputValues, RUN_ROW_MULTIPLE};
 use super::model_config::{ColumnRef, ModelConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TransformOptions {
-    /// Rows per model run.
+    /// Rows per model run (rounded up to a multiple of 16).
     pub batch_size: usize,
     /// Above this share of bad rows the whole file fails.
     pub max_bad_row_ratio: f64,
@@ -22,10 +22,7 @@ pub struct TransformOptions {
 
 impl Default for TransformOptions {
     fn default() -> Self {
-        Self {
-            batch_size: 1024,
-            max_bad_row_ratio: 0.1,
-        }
+        Self { batch_size: 1024, max_bad_row_ratio: 0.1 }
     }
 }
 
@@ -52,10 +49,7 @@ pub enum TransformError {
     #[error("the file's columns do not fit the model: {0}")]
     Columns(String),
     #[error("{} of {} rows are bad, more than the allowed {:.1}%; the first: {}", summary.bad_rows, summary.rows_in, limit * 100.0, first_error(summary))]
-    TooManyBadRows {
-        summary: TransformSummary,
-        limit: f64,
-    },
+    TooManyBadRows { summary: TransformSummary, limit: f64 },
     #[error("the CSV file cannot be read at line {line}: {message}")]
     Malformed { line: u64, message: String },
     #[error(transparent)]
@@ -67,10 +61,7 @@ impl From<csv::Error> for TransformError {
         let line = error.position().map_or(0, csv::Position::line);
         match error.into_kind() {
             csv::ErrorKind::Io(io) => TransformError::Io(io),
-            other => TransformError::Malformed {
-                line,
-                message: format!("{other:?}"),
-            },
+            other => TransformError::Malformed { line, message: format!("{other:?}") },
         }
     }
 }
@@ -84,11 +75,7 @@ struct ColumnPlan {
 }
 
 impl ColumnPlan {
-    fn new(
-        header: Vec<String>,
-        config: &ModelConfig,
-        n_features: usize,
-    ) -> Result<Self, TransformError> {
+    fn new(header: Vec<String>, config: &ModelConfig, n_features: usize) -> Result<Self, TransformError> {
         let resolve = |col: &ColumnRef| -> Result<usize, TransformError> {
             match col {
                 ColumnRef::Position(i) if *i < header.len() => Ok(*i),
@@ -103,33 +90,19 @@ impl ColumnPlan {
                 ))),
             }
         };
-        let passthrough = config
-            .passthrough
-            .iter()
-            .map(resolve)
-            .collect::<Result<Vec<_>, _>>()?;
+        let passthrough = config.passthrough.iter().map(resolve).collect::<Result<Vec<_>, _>>()?;
         let features = match &config.features {
             Some(cols) => cols.iter().map(resolve).collect::<Result<Vec<_>, _>>()?,
-            None => (0..header.len())
-                .filter(|i| !passthrough.contains(i))
-                .collect(),
+            None => (0..header.len()).filter(|i| !passthrough.contains(i)).collect(),
         };
         if features.len() != n_features {
             return Err(TransformError::Columns(format!(
                 "the model takes {n_features} features but {} columns are features ({}); name the feature columns in the model configuration (<model>.json)",
                 features.len(),
-                features
-                    .iter()
-                    .map(|&i| header[i].as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                features.iter().map(|&i| header[i].as_str()).collect::<Vec<_>>().join(", ")
             )));
         }
-        Ok(Self {
-            names: header,
-            features,
-            passthrough,
-        })
+        Ok(Self { names: header, features, passthrough })
     }
 }
 
@@ -152,11 +125,7 @@ impl Batch {
     /// Adds a row, or says why it cannot be used (the batch is unchanged then).
     fn push(&mut self, record: &ByteRecord, plan: &ColumnPlan) -> Result<(), String> {
         if record.len() != plan.names.len() {
-            return Err(format!(
-                "expected {} fields, found {}",
-                plan.names.len(),
-                record.len()
-            ));
+            return Err(format!("expected {} fields, found {}", plan.names.len(), record.len()));
         }
         let start = self.features.len();
         for &i in &plan.features {
@@ -188,9 +157,7 @@ impl Batch {
 }
 
 fn parse_feature(field: &[u8]) -> Result<f32, String> {
-    let text = std::str::from_utf8(field)
-        .map_err(|_| "is not UTF-8 text".to_owned())?
-        .trim();
+    let text = std::str::from_utf8(field).map_err(|_| "is not UTF-8 text".to_owned())?.trim();
     if text.is_empty() {
         return Err("is empty".into());
     }
@@ -218,18 +185,13 @@ impl<W: Write> PredictionWriter<W> {
                 let width = spec.width();
                 for col in row * width..(row + 1) * width {
                     match (values, &spec.kind) {
-                        (
-                            OutputValues::Int(v),
-                            OutputKind::Label {
-                                classes: Some(names),
-                            },
-                        ) => match usize::try_from(v[col]).ok().and_then(|i| names.get(i)) {
-                            Some(name) => self.csv.write_field(name)?,
-                            None => self.csv.write_field(itoa::Buffer::new().format(v[col]))?,
-                        },
-                        (OutputValues::Int(v), _) => {
-                            self.csv.write_field(itoa::Buffer::new().format(v[col]))?
+                        (OutputValues::Int(v), OutputKind::Label { classes: Some(names) }) => {
+                            match usize::try_from(v[col]).ok().and_then(|i| names.get(i)) {
+                                Some(name) => self.csv.write_field(name)?,
+                                None => self.csv.write_field(itoa::Buffer::new().format(v[col]))?,
+                            }
                         }
+                        (OutputValues::Int(v), _) => self.csv.write_field(itoa::Buffer::new().format(v[col]))?,
                         (OutputValues::Text(v), _) => self.csv.write_field(&v[col])?,
                         (OutputValues::Float(v), _) => {
                             self.number.clear();
@@ -253,30 +215,17 @@ struct ErrorWriter<E: Write> {
 }
 
 impl<E: Write> ErrorWriter<E> {
-    fn write(
-        &mut self,
-        line: u64,
-        reason: String,
-        record: &ByteRecord,
-    ) -> Result<(), TransformError> {
+    fn write(&mut self, line: u64, reason: String, record: &ByteRecord) -> Result<(), TransformError> {
         if self.count == 0 {
             self.csv.write_record(["line", "reason", "row"])?;
         }
         self.count += 1;
         // The row as it was, re-quoted: one field of the errors file.
-        let mut raw = WriterBuilder::new()
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(Vec::new());
+        let mut raw = WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
         raw.write_byte_record(record)?;
-        let raw = raw
-            .into_inner()
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let raw = raw.into_inner().map_err(|e| io::Error::other(e.to_string()))?;
         let row = String::from_utf8_lossy(&raw);
-        self.csv.write_record([
-            itoa::Buffer::new().format(line),
-            reason.as_str(),
-            row.trim_end_matches('\n'),
-        ])?;
+        self.csv.write_record([itoa::Buffer::new().format(line), reason.as_str(), row.trim_end_matches('\n')])?;
         if self.first.len() < REPORTED_ROW_ERRORS {
             self.first.push(RowError { line, reason });
         }
@@ -294,10 +243,7 @@ pub fn transform_csv(
     config: &ModelConfig,
     options: &TransformOptions,
 ) -> Result<TransformSummary, TransformError> {
-    let mut reader = ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(input);
+    let mut reader = ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
     let mut record = ByteRecord::new();
     if !reader.read_byte_record(&mut record)? {
         return Err(TransformError::Empty);
@@ -305,31 +251,18 @@ pub fn transform_csv(
     let header = header_names(&record)?;
     let plan = ColumnPlan::new(header, config, model.n_features)?;
 
-    let mut predictions = PredictionWriter {
-        csv: WriterBuilder::new().from_writer(output),
-        number: String::new(),
-    };
-    let header_out: Vec<&str> = plan
-        .passthrough
-        .iter()
-        .map(|&i| plan.names[i].as_str())
-        .chain(model.column_names())
-        .collect();
+    let mut predictions = PredictionWriter { csv: WriterBuilder::new().from_writer(output), number: String::new() };
+    let header_out: Vec<&str> =
+        plan.passthrough.iter().map(|&i| plan.names[i].as_str()).chain(model.column_names()).collect();
     predictions.csv.write_record(&header_out)?;
-    let mut errors = ErrorWriter {
-        csv: WriterBuilder::new().from_writer(errors),
-        first: Vec::new(),
-        count: 0,
-    };
+    let mut errors = ErrorWriter { csv: WriterBuilder::new().from_writer(errors), first: Vec::new(), count: 0 };
 
-    let batch_size = options.batch_size.max(1);
+    let batch_size = options.batch_size.max(1).next_multiple_of(RUN_ROW_MULTIPLE);
     let mut batch = Batch::new(batch_size, model.n_features);
     let mut summary = TransformSummary::default();
     while reader.read_byte_record(&mut record)? {
         summary.rows_in += 1;
-        let line = record
-            .position()
-            .map_or(summary.rows_in + 1, csv::Position::line);
+        let line = record.position().map_or(summary.rows_in + 1, csv::Position::line);
         if let Err(reason) = batch.push(&record, &plan) {
             errors.write(line, reason, &record)?;
             continue;
@@ -354,20 +287,13 @@ pub fn transform_csv(
     }
     if summary.bad_rows as f64 > options.max_bad_row_ratio * summary.rows_in as f64 {
         summary.rows_out = 0;
-        return Err(TransformError::TooManyBadRows {
-            summary,
-            limit: options.max_bad_row_ratio,
-        });
+        return Err(TransformError::TooManyBadRows { summary, limit: options.max_bad_row_ratio });
     }
     Ok(summary)
 }
 
 fn first_error(summary: &TransformSummary) -> String {
-    summary
-        .first_errors
-        .first()
-        .map(|e| format!("line {}: {}", e.line, e.reason))
-        .unwrap_or_default()
+    summary.first_errors.first().map(|e| format!("line {}: {}", e.line, e.reason)).unwrap_or_default()
 }
 
 fn header_names(record: &ByteRecord) -> Result<Vec<String>, TransformError> {
@@ -375,11 +301,7 @@ fn header_names(record: &ByteRecord) -> Result<Vec<String>, TransformError> {
         .iter()
         .enumerate()
         .map(|(i, field)| {
-            let field = if i == 0 {
-                field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
-            } else {
-                field
-            };
+            let field = if i == 0 { field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field) } else { field };
             match std::str::from_utf8(field) {
                 Ok(name) if !name.contains('\0') => Ok(name.trim().to_owned()),
                 _ => Err(TransformError::NotText),

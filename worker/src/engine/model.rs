@@ -13,6 +13,13 @@ use tract_onnx::tract_core::dims;
 
 type Plan = Arc<TypedRunnableModel>;
 
+/// Model runs hold a multiple of this many rows, and start at a multiple of it. tract's
+/// vectorised kernels give a row's floats last-bit differences depending on its place within a
+/// register-sized group and on whether it is left over after the last full group; keeping runs
+/// aligned (batch sizes are rounded up, the last run is padded) keeps every row in the same place
+/// whatever the batch size, so predictions are identical for any batch size.
+pub const RUN_ROW_MULTIPLE: usize = 16;
+
 /// A model ready to run: the optimised plan and what its inputs and outputs look like.
 pub struct Model {
     plan: Plan,
@@ -61,18 +68,11 @@ impl Model {
     /// Parses, checks and optimises a model. `classes` names the labels of a classifier.
     pub fn load(bytes: &[u8], classes: Option<&[String]>) -> Result<Self, ModelError> {
         let onnx = tract_onnx::onnx();
-        let proto = onnx
-            .proto_model_for_read(&mut &bytes[..])
-            .map_err(|e| ModelError::Unreadable(format!("{e:#}")))?;
-        let graph = proto
-            .graph
-            .as_ref()
-            .ok_or_else(|| ModelError::Unreadable("it has no graph".into()))?;
+        let proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(|e| ModelError::Unreadable(format!("{e:#}")))?;
+        let graph = proto.graph.as_ref().ok_or_else(|| ModelError::Unreadable("it has no graph".into()))?;
         let n_features = feature_count(graph)?;
 
-        let model = onnx
-            .model_for_proto_model(&proto)
-            .map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
+        let model = onnx.model_for_proto_model(&proto).map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
         let batch = model.sym("N");
         let typed = model
             .with_input_fact(0, f32::fact(dims!(batch, n_features)).into())
@@ -84,52 +84,44 @@ impl Model {
             .iter()
             .enumerate()
             .map(|(ix, info)| {
-                let fact = typed
-                    .output_fact(ix)
-                    .map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
+                let fact = typed.output_fact(ix).map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
                 output_spec(&info.name, fact, classes)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let plan = typed
-            .into_runnable()
-            .map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
-        Ok(Self {
-            plan,
-            n_features,
-            outputs,
-            sha256: hex::encode(Sha256::digest(bytes)),
-        })
+        let plan = typed.into_runnable().map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
+        Ok(Self { plan, n_features, outputs, sha256: hex::encode(Sha256::digest(bytes)) })
     }
 
     /// Every output column name, in order.
     pub fn column_names(&self) -> impl Iterator<Item = &str> {
-        self.outputs
-            .iter()
-            .flat_map(|o| o.columns.iter().map(String::as_str))
+        self.outputs.iter().flat_map(|o| o.columns.iter().map(String::as_str))
     }
 
     /// Runs one mini-batch: `features` holds `rows * n_features` values, row-major.
     pub fn predict(&self, features: &[f32], rows: usize) -> Result<Vec<OutputValues>, ModelError> {
-        let failed = |e: TractError| ModelError::Inference {
-            rows,
-            message: format!("{e:#}"),
-        };
-        let input = Tensor::from_shape(&[rows, self.n_features], features).map_err(failed)?;
+        let failed = |e: TractError| ModelError::Inference { rows, message: format!("{e:#}") };
+        let padded_rows = rows.div_ceil(RUN_ROW_MULTIPLE) * RUN_ROW_MULTIPLE;
+        let input = if padded_rows == rows {
+            Tensor::from_shape(&[rows, self.n_features], features)
+        } else {
+            let mut padded = Vec::with_capacity(padded_rows * self.n_features);
+            padded.extend_from_slice(features);
+            padded.resize(padded_rows * self.n_features, 0.0);
+            Tensor::from_shape(&[padded_rows, self.n_features], &padded)
+        }
+        .map_err(failed)?;
         let results = self.plan.run(tvec!(input.into())).map_err(failed)?;
         results
             .iter()
             .zip(&self.outputs)
             .map(|(tensor, spec)| {
-                let values = tensor_values(tensor).map_err(failed)?;
+                let mut values = tensor_values(tensor).map_err(failed)?;
                 let expected = rows * spec.width();
+                values.truncate(expected);
                 if values.len() != expected {
                     return Err(ModelError::Inference {
                         rows,
-                        message: format!(
-                            "output {:?} has {} values, expected {expected}",
-                            spec.name,
-                            values.len()
-                        ),
+                        message: format!("output {:?} has {} values, expected {expected}", spec.name, values.len()),
                     });
                 }
                 Ok(values)
@@ -148,6 +140,14 @@ impl OutputSpec {
 }
 
 impl OutputValues {
+    fn truncate(&mut self, len: usize) {
+        match self {
+            OutputValues::Int(v) => v.truncate(len),
+            OutputValues::Text(v) => v.truncate(len),
+            OutputValues::Float(v) => v.truncate(len),
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             OutputValues::Int(v) => v.len(),
@@ -166,11 +166,8 @@ fn feature_count(graph: &pb::GraphProto) -> Result<usize, ModelError> {
     use pb::tensor_shape_proto::dimension::Value;
     use pb::type_proto::Value as Type;
     let initializers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&pb::ValueInfoProto> = graph
-        .input
-        .iter()
-        .filter(|i| !initializers.contains(&i.name.as_str()))
-        .collect();
+    let inputs: Vec<&pb::ValueInfoProto> =
+        graph.input.iter().filter(|i| !initializers.contains(&i.name.as_str())).collect();
     let [input] = inputs[..] else {
         return Err(ModelError::Unsupported(format!(
             "it has {} inputs; sluice feeds one [batch, features] input",
@@ -178,16 +175,9 @@ fn feature_count(graph: &pb::GraphProto) -> Result<usize, ModelError> {
         )));
     };
     let dims = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(Type::TensorType(tensor)) => tensor
-            .shape
-            .as_ref()
-            .map(|s| s.dim.clone())
-            .unwrap_or_default(),
+        Some(Type::TensorType(tensor)) => tensor.shape.as_ref().map(|s| s.dim.clone()).unwrap_or_default(),
         _ => {
-            return Err(ModelError::Unsupported(format!(
-                "input {:?} is not a tensor",
-                input.name
-            )));
+            return Err(ModelError::Unsupported(format!("input {:?} is not a tensor", input.name)));
         }
     };
     match dims.get(1).and_then(|d| d.value.as_ref()) {
@@ -199,11 +189,7 @@ fn feature_count(graph: &pb::GraphProto) -> Result<usize, ModelError> {
     }
 }
 
-fn output_spec(
-    name: &str,
-    fact: &TypedFact,
-    classes: Option<&[String]>,
-) -> Result<OutputSpec, ModelError> {
+fn output_spec(name: &str, fact: &TypedFact, classes: Option<&[String]>) -> Result<OutputSpec, ModelError> {
     let unsupported = |why: &str| ModelError::Unsupported(format!("output {name:?} {why}"));
     let rank = fact.rank();
     let width = match rank {
@@ -214,14 +200,11 @@ fn output_spec(
             .and_then(|w| usize::try_from(w).ok())
             .ok_or_else(|| unsupported("has no fixed width"))?,
         _ => {
-            return Err(unsupported(&format!(
-                "has rank {rank}; outputs must be [batch] or [batch, width]"
-            )));
+            return Err(unsupported(&format!("has rank {rank}; outputs must be [batch] or [batch, width]")));
         }
     };
     let dt = fact.datum_type;
-    let is_label =
-        rank == 1 && (dt.is_integer() || dt == DatumType::TDim || dt == DatumType::String);
+    let is_label = rank == 1 && (dt.is_integer() || dt == DatumType::TDim || dt == DatumType::String);
     if is_label {
         let classes = classes.map(<[String]>::to_vec);
         return Ok(OutputSpec {
@@ -235,16 +218,10 @@ fn output_spec(
     }
     let columns = match classes {
         _ if width == 1 => vec![name.to_owned()],
-        Some(classes) if classes.len() == width => {
-            classes.iter().map(|c| format!("{name}_{c}")).collect()
-        }
+        Some(classes) if classes.len() == width => classes.iter().map(|c| format!("{name}_{c}")).collect(),
         _ => (0..width).map(|i| format!("{name}_{i}")).collect(),
     };
-    Ok(OutputSpec {
-        name: name.to_owned(),
-        kind: OutputKind::Values { width },
-        columns,
-    })
+    Ok(OutputSpec { name: name.to_owned(), kind: OutputKind::Values { width }, columns })
 }
 
 fn tensor_values(tensor: &Tensor) -> TractResult<OutputValues> {
@@ -252,20 +229,8 @@ fn tensor_values(tensor: &Tensor) -> TractResult<OutputValues> {
     Ok(if dt == DatumType::String {
         OutputValues::Text(tensor.try_as_plain_ram()?.as_slice::<String>()?.to_vec())
     } else if dt.is_integer() || dt == DatumType::TDim {
-        OutputValues::Int(
-            tensor
-                .cast_to::<i64>()?
-                .try_as_plain_ram()?
-                .as_slice::<i64>()?
-                .to_vec(),
-        )
+        OutputValues::Int(tensor.cast_to::<i64>()?.try_as_plain_ram()?.as_slice::<i64>()?.to_vec())
     } else {
-        OutputValues::Float(
-            tensor
-                .cast_to::<f32>()?
-                .try_as_plain_ram()?
-                .as_slice::<f32>()?
-                .to_vec(),
-        )
+        OutputValues::Float(tensor.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
     })
 }

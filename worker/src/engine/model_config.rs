@@ -53,27 +53,16 @@ mod tests {
 
     #[test]
     fn reads_names_and_positions() {
-        let config = ModelConfig::from_json(
-            br#"{"features": ["a", 2], "passthrough": ["id"], "classes": ["x", "y"]}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            config.features,
-            Some(vec![ColumnRef::Name("a".into()), ColumnRef::Position(2)])
-        );
+        let config =
+            ModelConfig::from_json(br#"{"features": ["a", 2], "passthrough": ["id"], "classes": ["x", "y"]}"#).unwrap();
+        assert_eq!(config.features, Some(vec![ColumnRef::Name("a".into()), ColumnRef::Position(2)]));
         assert_eq!(config.passthrough, vec![ColumnRef::Name("id".into())]);
-        assert_eq!(
-            config.classes.as_deref(),
-            Some(&["x".to_owned(), "y".to_owned()][..])
-        );
+        assert_eq!(config.classes.as_deref(), Some(&["x".to_owned(), "y".to_owned()][..]));
     }
 
     #[test]
     fn everything_is_optional() {
-        assert_eq!(
-            ModelConfig::from_json(b"{}").unwrap(),
-            ModelConfig::default()
-        );
+        assert_eq!(ModelConfig::from_json(b"{}").unwrap(), ModelConfig::default());
     }
 
     #[test]
