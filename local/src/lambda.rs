@@ -106,6 +106,13 @@ pub struct AsyncInvocation {
     pub outcome: AsyncOutcome,
 }
 
+impl AsyncInvocation {
+    /// Whether the function handled the event (on the first try or a retry).
+    pub fn succeeded(&self) -> bool {
+        matches!(self.outcome, AsyncOutcome::Succeeded(_))
+    }
+}
+
 /// A function binary running under the local Runtime API; killed when dropped.
 #[derive(Debug)]
 pub struct LambdaFunction {

@@ -18,7 +18,7 @@ use tokio::time::{Instant, sleep};
 use crate::environment::TriggerSettings;
 use crate::events::S3EventSource;
 use crate::fargate::{FargateEmulator, FargateOptions, FinishedWorker, WorkerCommand};
-use crate::lambda::{AsyncInvocation, AsyncOutcome, DeadLetterQueue, FunctionConfig, LambdaFunction};
+use crate::lambda::{AsyncInvocation, DeadLetterQueue, FunctionConfig, LambdaFunction};
 use crate::moto::MotoServer;
 use crate::provision::{Stack, StackSettings, ensure_bucket};
 
@@ -82,7 +82,7 @@ pub struct Delivery {
 impl Delivery {
     /// Whether the trigger handled the event (on some attempt).
     pub fn succeeded(&self) -> bool {
-        matches!(self.invocation.outcome, AsyncOutcome::Succeeded(_))
+        self.invocation.succeeded()
     }
 }
 
