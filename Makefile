@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-1
 PYTHON  ?= python3
 CARGO   ?= cargo
 
-.PHONY: local test setup build lint models
+.PHONY: local test setup build lint models bench
 
 local: setup build
 	target/debug/sluice-local run $(ARGS)
@@ -37,3 +37,8 @@ lint: setup
 # Regenerates the example models, data and reference outputs (deterministic).
 models: setup
 	$(VENV)/bin/python models/make_models.py
+
+# Throughput and peak memory against pandas + onnxruntime (release build; prints a table).
+bench: setup
+	$(CARGO) build --release --workspace
+	$(VENV)/bin/python bench/bench.py $(ARGS)

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use shared::config::{ConfigError, EnvVar, Environment};
 
-use crate::engine::TransformOptions;
+use crate::engine::{CsvOptions, TransformOptions, default_threads};
 
 pub const QUEUE_URL: EnvVar = EnvVar::required("QUEUE_URL", "the URL of the job queue");
 pub const POLL_WAIT_SECONDS: EnvVar =
@@ -24,6 +24,12 @@ pub const SHUTDOWN_GRACE_SECONDS: EnvVar = EnvVar::optional(
     "seconds to finish the job in hand after SIGTERM, from 0 to 600 (below the task's stop timeout)",
     "25",
 );
+pub const INFERENCE_THREADS: EnvVar =
+    EnvVar::optional("INFERENCE_THREADS", "threads running the model, from 1 to 256, or 0 for one per core", "0");
+pub const CSV_HAS_HEADER: EnvVar =
+    EnvVar::optional("CSV_HAS_HEADER", "true if CSV files start with a header row, false if not", "true");
+pub const CSV_DELIMITER: EnvVar =
+    EnvVar::optional("CSV_DELIMITER", "the delimiter of .csv files: one ASCII character, or tab", ",");
 pub const MAX_INPUT_BYTES: EnvVar =
     EnvVar::optional("MAX_INPUT_BYTES", "the largest input file in bytes; larger ones fail", "107374182400");
 
@@ -36,6 +42,9 @@ pub const VARS: &[EnvVar] = &[
     MAX_BAD_ROW_RATIO,
     VISIBILITY_TIMEOUT_SECONDS,
     SHUTDOWN_GRACE_SECONDS,
+    INFERENCE_THREADS,
+    CSV_HAS_HEADER,
+    CSV_DELIMITER,
     MAX_INPUT_BYTES,
 ];
 
@@ -48,6 +57,7 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     pub max_input_bytes: u64,
     pub transform: TransformOptions,
+    pub csv: CsvOptions,
 }
 
 impl WorkerConfig {
@@ -60,16 +70,40 @@ impl WorkerConfig {
             shutdown_grace: Duration::from_secs(env.parse_in(&SHUTDOWN_GRACE_SECONDS, 0..=600)?),
             max_input_bytes: env.parse_in(&MAX_INPUT_BYTES, 1..=u64::MAX)?,
             transform: transform_options(env)?,
+            csv: csv_options(env)?,
         })
     }
 }
 
 /// The settings of the transform itself, shared by queue mode and `worker transform`.
 pub fn transform_options<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<TransformOptions, ConfigError> {
+    let threads = match env.parse_in(&INFERENCE_THREADS, 0..=256)? {
+        0 => default_threads(),
+        n => n,
+    };
     Ok(TransformOptions {
         batch_size: env.parse_in(&BATCH_SIZE, 1..=1 << 20)?,
         max_bad_row_ratio: env.parse_in(&MAX_BAD_ROW_RATIO, 0.0..=1.0)?,
+        threads,
     })
+}
+
+/// How CSV files are read, shared by queue mode and `worker transform`.
+pub fn csv_options<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<CsvOptions, ConfigError> {
+    let has_header = env.parse(&CSV_HAS_HEADER)?;
+    let delimiter = env.string(&CSV_DELIMITER)?;
+    let delimiter =
+        parse_delimiter(&delimiter).ok_or_else(|| ConfigError::invalid(&CSV_DELIMITER, format!("is {delimiter:?}")))?;
+    Ok(CsvOptions { has_header, delimiter })
+}
+
+/// One ASCII character, or the word `tab`.
+pub fn parse_delimiter(text: &str) -> Option<u8> {
+    match text {
+        "tab" | "\\t" | "\t" => Some(b'\t'),
+        _ if text.len() == 1 && text.is_ascii() && text != "\"" && text != "\n" => Some(text.as_bytes()[0]),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -87,7 +121,11 @@ mod tests {
         let config = WorkerConfig::from_env(&env(&[("QUEUE_URL", "q")])).unwrap();
         assert_eq!(config.poll_wait, Duration::from_secs(20));
         assert_eq!(config.empty_polls_before_exit, 3);
-        assert_eq!(config.transform, TransformOptions { batch_size: 1024, max_bad_row_ratio: 0.1 });
+        assert_eq!(
+            config.transform,
+            TransformOptions { batch_size: 1024, max_bad_row_ratio: 0.1, threads: default_threads() }
+        );
+        assert_eq!(config.csv, CsvOptions { has_header: true, delimiter: b',' });
     }
 
     #[test]
@@ -99,10 +137,22 @@ mod tests {
             ("MAX_BAD_ROW_RATIO", "1.5"),
             ("VISIBILITY_TIMEOUT_SECONDS", "1"),
             ("SHUTDOWN_GRACE_SECONDS", "-1"),
+            ("INFERENCE_THREADS", "1000"),
+            ("CSV_HAS_HEADER", "yes"),
+            ("CSV_DELIMITER", ";;"),
         ] {
             let err = WorkerConfig::from_env(&env(&[("QUEUE_URL", "q"), (name, value)])).unwrap_err();
             assert_eq!(err.name, name, "{err}");
         }
         assert_eq!(WorkerConfig::from_env(&env(&[])).unwrap_err().name, "QUEUE_URL");
+    }
+
+    #[test]
+    fn delimiters_are_one_character_or_tab() {
+        assert_eq!(parse_delimiter(";"), Some(b';'));
+        assert_eq!(parse_delimiter("tab"), Some(b'\t'));
+        assert_eq!(parse_delimiter("|"), Some(b'|'));
+        assert_eq!(parse_delimiter(""), None);
+        assert_eq!(parse_delimiter("é"), None);
     }
 }

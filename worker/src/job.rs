@@ -12,7 +12,7 @@ use shared::keys::OutputKeys;
 use shared::report::{JobReport, JobStatus, ModelInfo, ReportOutputs, RowCounts};
 
 use crate::config::WorkerConfig;
-use crate::engine::{TransformError, TransformSummary, transform_csv};
+use crate::engine::{FileKind, TransformError, TransformSummary, transform};
 use crate::models::{LoadedModel, ModelCache};
 use crate::storage::{PART_SIZE, S3Storage, StorageError, input_channel, output_channel};
 
@@ -128,9 +128,10 @@ impl JobRunner {
         job: &JobMessage,
         keys: &OutputKeys,
     ) -> Result<(TransformSummary, String), (Failure, Option<String>)> {
-        if let Some(problem) = unsupported_input(job, self.config.max_input_bytes) {
-            return Err((Failure::Permanent(Permanent::new(problem)), None));
-        }
+        let kind = match input_kind(job, &self.config) {
+            Ok(kind) => kind,
+            Err(problem) => return Err((Failure::Permanent(Permanent::new(problem)), None)),
+        };
         let model: Arc<LoadedModel> = match self.models.get(&job.model_uri).await {
             Ok(model) => model,
             Err(e) if e.is_transient() => return Err((Failure::Transient(e.to_string()), None)),
@@ -148,13 +149,15 @@ impl JobRunner {
         let engine = tokio::task::spawn_blocking(move || {
             let mut data_writer = data_writer;
             let mut errors_writer = errors_writer;
-            let result = transform_csv(
+            let result = transform(
                 reader,
+                kind,
                 &mut data_writer,
                 &mut errors_writer,
                 &engine_model.model,
                 &engine_model.config,
                 &options,
+                &mut |_| {},
             );
             // Outputs are completed only from here; anything else drops them, and drops abandon.
             let errors_complete = match &result {
@@ -198,7 +201,9 @@ impl JobRunner {
                     bad = summary.bad_rows, "transform complete");
                 Ok((summary, model.model.sha256.clone()))
             }
-            Err(TransformError::Io(io)) => Err((Failure::Transient(format!("reading or writing failed: {io}")), sha)),
+            Err(error) if !error.is_permanent() => {
+                Err((Failure::Transient(format!("reading or writing failed: {error}")), sha))
+            }
             Err(error) => {
                 let summary = match &error {
                     TransformError::TooManyBadRows { summary, .. } => summary.clone(),
@@ -211,20 +216,15 @@ impl JobRunner {
     }
 }
 
-/// Why a job cannot be attempted at all, judged from the message alone.
-fn unsupported_input(job: &JobMessage, max_bytes: u64) -> Option<String> {
-    let key = job.input.key.to_ascii_lowercase();
-    if !key.ends_with(".csv") {
-        return Some(format!(
-            "s3://{}/{} is not a supported file type: sluice reads CSV files (.csv)",
-            job.input.bucket, job.input.key
+/// The input's format, or why the job cannot be attempted at all, judged from the message.
+fn input_kind(job: &JobMessage, config: &WorkerConfig) -> Result<FileKind, String> {
+    let uri = format!("s3://{}/{}", job.input.bucket, job.input.key);
+    let kind = FileKind::from_name(&job.input.key, None, config.csv).map_err(|e| format!("{uri}: {e}"))?;
+    if job.input.size > config.max_input_bytes {
+        return Err(format!(
+            "{uri} is {} bytes, larger than the limit of {} bytes (MAX_INPUT_BYTES)",
+            job.input.size, config.max_input_bytes
         ));
     }
-    if job.input.size > max_bytes {
-        return Some(format!(
-            "s3://{}/{} is {} bytes, larger than the limit of {max_bytes} bytes (MAX_INPUT_BYTES)",
-            job.input.bucket, job.input.key, job.input.size
-        ));
-    }
-    None
+    Ok(kind)
 }

@@ -1,21 +1,21 @@
 //! The worker binary: `worker` drains the job queue (the container's command);
 //! `worker transform` runs a model over a local file.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::{Parser, Subcommand};
 use shared::config::process_environment;
 use worker::config::WorkerConfig;
+use worker::config::parse_delimiter;
 use worker::drain::{WorkQueue, drain};
-use worker::engine::{TransformOptions, transform_csv};
+use worker::engine::{CsvOptions, TransformOptions, default_threads};
 use worker::job::JobRunner;
-use worker::models::{ModelCache, load_model};
+use worker::local_transform::{self, TransformRequest};
+use worker::models::ModelCache;
 use worker::shutdown;
-use worker::storage::S3Storage;
+use worker::storage::{S3Storage, s3_client};
 
 #[derive(Parser)]
 #[command(version, about = "sluice worker: runs an ONNX model over data files")]
@@ -28,26 +28,35 @@ struct Cli {
 enum Command {
     /// Drain the job queue named by QUEUE_URL, then exit (the default).
     Drain,
-    /// Run a model over a local CSV file.
+    /// Run a model over one file (local path or s3://bucket/key) and write its predictions.
     Transform {
         /// The ONNX model; its sidecar configuration `<model>.json` is read if present.
         #[arg(long)]
-        model: PathBuf,
-        /// The input CSV file (with a header row).
+        model: String,
+        /// The input: .csv, .tsv, .jsonl or .ndjson, optionally .gz.
         #[arg(long)]
-        input: PathBuf,
+        input: String,
         /// Where to write the predictions.
         #[arg(long)]
-        output: PathBuf,
+        output: String,
         /// Where to write rejected rows [default: <output>.errors.csv].
         #[arg(long)]
-        errors: Option<PathBuf>,
-        /// Rows per model run.
-        #[arg(long, default_value_t = TransformOptions::default().batch_size)]
+        errors: Option<String>,
+        /// Rows per model run (rounded up to a multiple of 16).
+        #[arg(long, default_value_t = 1024)]
         batch_size: usize,
         /// The share of bad rows above which the file fails.
-        #[arg(long, default_value_t = TransformOptions::default().max_bad_row_ratio)]
+        #[arg(long, default_value_t = 0.1)]
         max_bad_row_ratio: f64,
+        /// Threads running the model [default: one per core].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// CSV input has no header row (columns are then named by position).
+        #[arg(long)]
+        no_header: bool,
+        /// Delimiter of .csv input: one character, or `tab`.
+        #[arg(long, default_value = ",")]
+        delimiter: String,
     },
 }
 
@@ -67,9 +76,29 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Drain) {
             Command::Drain => run_queue().await,
-            Command::Transform { model, input, output, errors, batch_size, max_bad_row_ratio } => {
-                let options = TransformOptions { batch_size, max_bad_row_ratio };
-                run_transform(model, input, output, errors, options).await
+            Command::Transform {
+                model,
+                input,
+                output,
+                errors,
+                batch_size,
+                max_bad_row_ratio,
+                threads,
+                no_header,
+                delimiter,
+            } => {
+                let delimiter = parse_delimiter(&delimiter)
+                    .with_context(|| format!("--delimiter {delimiter:?}: expected one ASCII character or tab"))?;
+                let options = TransformOptions {
+                    batch_size,
+                    max_bad_row_ratio,
+                    threads: threads.filter(|&n| n > 0).unwrap_or_else(default_threads),
+                };
+                let csv = CsvOptions { has_header: !no_header, delimiter };
+                let request = TransformRequest { model, input, output, errors, options, csv };
+                let run = local_transform::run(request).await?;
+                println!("{}", run.summary_line());
+                Ok(())
             }
         }
     });
@@ -85,12 +114,7 @@ fn main() -> ExitCode {
 async fn run_queue() -> anyhow::Result<()> {
     let config = WorkerConfig::from_env(&process_environment())?;
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let mut s3 = aws_sdk_s3::config::Builder::from(&sdk);
-    if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
-        // Local stand-ins serve buckets by path, not by host name.
-        s3 = s3.force_path_style(true);
-    }
-    let storage = S3Storage::new(aws_sdk_s3::Client::from_conf(s3.build()));
+    let storage = S3Storage::new(s3_client(&sdk));
     let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&sdk), &config.queue_url);
     let worker_id = format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()), std::process::id());
     tracing::info!(%worker_id, queue = %config.queue_url, "worker started");
@@ -99,64 +123,4 @@ async fn run_queue() -> anyhow::Result<()> {
     let summary = drain(&queue, &runner, shutdown).await?;
     tracing::info!(?summary, "worker finished");
     Ok(())
-}
-
-async fn run_transform(
-    model: PathBuf,
-    input: PathBuf,
-    output: PathBuf,
-    errors: Option<PathBuf>,
-    options: TransformOptions,
-) -> anyhow::Result<()> {
-    let loaded = load_model(None, &model.to_string_lossy()).await?;
-    let errors = errors.unwrap_or_else(|| with_suffix(&output, ".errors.csv"));
-    let started = Instant::now();
-    let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let reader = std::fs::File::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
-        // Written beside the destination and renamed at the end, so a partial output never shows.
-        let partial = with_suffix(&output, ".partial");
-        let partial_errors = with_suffix(&errors, ".partial");
-        let mut out = std::io::BufWriter::new(
-            std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?,
-        );
-        let mut err = std::io::BufWriter::new(
-            std::fs::File::create(&partial_errors)
-                .with_context(|| format!("cannot create {}", partial_errors.display()))?,
-        );
-        let result =
-            transform_csv(std::io::BufReader::new(reader), &mut out, &mut err, &loaded.model, &loaded.config, &options);
-        drop((out, err));
-        let summary = match result {
-            Ok(summary) => summary,
-            Err(e) => {
-                let _ = std::fs::remove_file(&partial);
-                let _ = std::fs::remove_file(&partial_errors);
-                return Err(e).with_context(|| format!("{} failed", input.display()));
-            }
-        };
-        std::fs::rename(&partial, &output)?;
-        if summary.bad_rows > 0 {
-            std::fs::rename(&partial_errors, &errors)?;
-        } else {
-            std::fs::remove_file(&partial_errors)?;
-        }
-        Ok(summary)
-    })
-    .await??;
-    let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "{} rows in, {} out, {} bad, {:.1} s, {:.0} rows/s",
-        summary.rows_in,
-        summary.rows_out,
-        summary.bad_rows,
-        seconds,
-        summary.rows_in as f64 / seconds.max(1e-9)
-    );
-    Ok(())
-}
-
-fn with_suffix(path: &std::path::Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    name.into()
 }

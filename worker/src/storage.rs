@@ -69,6 +69,16 @@ impl StorageError {
     }
 }
 
+/// An S3 client for `sdk`; path-style addressing when an endpoint override (a local stand-in)
+/// is set, since such servers do not serve buckets by host name.
+pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let mut s3 = aws_sdk_s3::config::Builder::from(sdk);
+    if sdk.endpoint_url().is_some() {
+        s3 = s3.force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(s3.build())
+}
+
 /// The worker's S3 access.
 #[derive(Clone)]
 pub struct S3Storage {
@@ -93,6 +103,11 @@ pub enum OutputPart {
 impl S3Storage {
     pub fn new(client: aws_sdk_s3::Client) -> Self {
         Self { client, cleanups: Arc::default() }
+    }
+
+    /// S3 as the environment configures it (credentials, region, `AWS_ENDPOINT_URL`).
+    pub async fn from_environment() -> Self {
+        Self::new(s3_client(&aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await))
     }
 
     /// A whole (small) object, such as a model.
@@ -120,6 +135,12 @@ impl S3Storage {
             Err(StorageError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Opens an object for streaming.
+    pub async fn open(&self, uri: &S3Uri) -> Result<ByteStream, StorageError> {
+        let response = self.client.get_object().bucket(&uri.bucket).key(&uri.key).send().await;
+        Ok(response.map_err(|e| StorageError::from_sdk(uri.to_string(), e))?.body)
     }
 
     /// Opens the exact object version the event announced.

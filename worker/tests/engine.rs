@@ -2,7 +2,12 @@
 
 use std::path::PathBuf;
 
-use worker::engine::{Model, ModelConfig, TransformError, TransformOptions, TransformSummary, transform_csv};
+use std::io::Write;
+
+use proptest::prelude::*;
+use worker::engine::{
+    CsvOptions, FileKind, Model, ModelConfig, TransformError, TransformOptions, TransformSummary, transform,
+};
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -24,9 +29,26 @@ struct Run {
 }
 
 fn run(model: &(Model, ModelConfig), input: &[u8], options: TransformOptions) -> Run {
+    run_named(model, "data.csv", CsvOptions::default(), input, options)
+}
+
+fn run_named(
+    model: &(Model, ModelConfig),
+    name: &str,
+    csv: CsvOptions,
+    input: &[u8],
+    options: TransformOptions,
+) -> Run {
+    let kind = FileKind::from_name(name, None, csv).unwrap();
     let (mut output, mut errors) = (Vec::new(), Vec::new());
-    let result = transform_csv(input, &mut output, &mut errors, &model.0, &model.1, &options);
+    let result = transform(input, kind, &mut output, &mut errors, &model.0, &model.1, &options, &mut |_| {});
     Run { output: String::from_utf8(output).unwrap(), errors: String::from_utf8(errors).unwrap(), result }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
 }
 
 fn rows(csv: &str) -> Vec<Vec<String>> {
@@ -162,8 +184,8 @@ fn files_that_cannot_be_transformed_say_why() {
         (b"", "empty"),
         (b"id,sepal_length,sepal_width,petal_length,petal_width\n", "no data rows"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\xff\xfe", "not UTF-8 text"),
-        (b"id,a,b,c,d\n1,2,3,4,5\n", "header"),
-        (b"id,sepal_length,sepal_width,petal_length\n1,2,3,4\n", "lacks"),
+        (b"id,a,b,c,d\n1,2,3,4,5\n", "lack"),
+        (b"id,sepal_length,sepal_width,petal_length\n1,2,3,4\n", "lack"),
     ];
     for (input, expected) in cases {
         let err = run(&iris, input, TransformOptions::default()).result.unwrap_err();
@@ -171,4 +193,162 @@ fn files_that_cannot_be_transformed_say_why() {
     }
     let err = run(&load("half_plus_two"), b"x,y\n1,2\n", TransformOptions::default()).result.unwrap_err();
     assert!(err.to_string().contains("takes 1 features but 2 columns"), "{err}");
+}
+
+#[test]
+fn any_thread_count_gives_the_same_output_in_input_order() {
+    let model = load("iris_mlp");
+    let input = iris_repeated(20);
+    let one = run(&model, &input, TransformOptions { threads: 1, batch_size: 32, ..Default::default() });
+    for threads in [2, 3, 8] {
+        let many = run(&model, &input, TransformOptions { threads, batch_size: 32, ..Default::default() });
+        assert_eq!(many.output, one.output, "{threads} threads");
+    }
+    assert_eq!(one.result.unwrap().rows_out, 3000);
+}
+
+/// The iris rows `times` times over, with fresh ids.
+fn iris_repeated(times: usize) -> Vec<u8> {
+    let iris = std::fs::read_to_string(repo("examples/data/iris.csv")).unwrap();
+    let mut lines = iris.lines();
+    let mut out = format!("{}\n", lines.next().unwrap());
+    let rows: Vec<&str> = lines.map(|l| l.split_once(',').unwrap().1).collect();
+    for i in 0..times * rows.len() {
+        out.push_str(&format!("{},{}\n", i + 1, rows[i % rows.len()]));
+    }
+    out.into_bytes()
+}
+
+#[test]
+fn gzip_input_gives_the_same_output_as_plain() {
+    let model = load("iris_logreg");
+    let plain = std::fs::read(repo("examples/data/iris.csv")).unwrap();
+    let expected = run(&model, &plain, TransformOptions::default()).output;
+    let gz = run_named(&model, "iris.csv.gz", CsvOptions::default(), &gzip(&plain), TransformOptions::default());
+    assert_eq!(gz.output, expected);
+    // Compressed data under a plain name is recognised by its magic bytes.
+    assert_eq!(run(&model, &gzip(&plain), TransformOptions::default()).output, expected);
+    // A .gz that is not gzip says so.
+    let err = run_named(&model, "iris.csv.gz", CsvOptions::default(), &plain, TransformOptions::default())
+        .result
+        .unwrap_err();
+    assert!(err.to_string().contains("not gzip"), "{err}");
+    assert!(err.is_permanent());
+}
+
+#[test]
+fn tsv_and_headerless_csv_are_read_by_configuration() {
+    let model = load("half_plus_two");
+    let tsv = run_named(&model, "x.tsv", CsvOptions::default(), b"x\tignored\n1\t\n", TransformOptions::default());
+    // Two columns, one feature: the model configuration must say which; without one it fails.
+    assert!(tsv.result.is_err());
+    let no_header = CsvOptions { has_header: false, delimiter: b';' };
+    let run = run_named(&model, "x.csv", no_header, b"1.0\n2.0\n5.0\n", TransformOptions::default());
+    assert_eq!(run.result.unwrap().rows_in, 3, "every line is data");
+    assert_eq!(run.output, "2.5\n3.0\n4.5\n", "no header out either");
+}
+
+#[test]
+fn passthrough_all_joins_every_input_column_to_the_predictions() {
+    let (model, _) = load("half_plus_two");
+    let config = ModelConfig::from_json(br#"{"passthrough": "all"}"#).unwrap();
+    let run = run(&(model, config), b"x\n1\n2\n", TransformOptions::default());
+    run.result.unwrap();
+    assert_eq!(run.output, "x,y\n1,2.5\n2,3.0\n");
+}
+
+#[test]
+fn json_lines_objects_in_objects_out() {
+    // GIVEN iris rows as JSON objects, with a string feature and extra fields
+    let input =
+        br#"{"id": "a", "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2, "note": "x"}
+{"id": "b", "sepal_length": "6.3", "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5, "note": null}
+
+{"id": "c", "sepal_length": 5.1}
+not json
+{"id": "d", "sepal_length": 5.1, "sepal_width": true, "petal_length": 1.4, "petal_width": 0.2}
+"#;
+    // WHEN transformed with the iris model's configuration
+    let run = run_named(
+        &load("iris_logreg"),
+        "x.jsonl",
+        CsvOptions::default(),
+        input,
+        TransformOptions { max_bad_row_ratio: 1.0, ..Default::default() },
+    );
+    let summary = run.result.unwrap();
+    // THEN good lines become objects with the id and the predictions, bad ones are reported by line
+    assert_eq!((summary.rows_in, summary.rows_out, summary.bad_rows), (5, 2, 3));
+    let lines: Vec<serde_json::Value> = run.output.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["id"], "a");
+    assert_eq!(lines[0]["label"], "setosa");
+    assert_eq!(lines[1]["label"], "virginica");
+    assert!(lines[0]["probabilities_setosa"].as_f64().unwrap() > 0.9);
+    let keys: Vec<&String> = lines[0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["id", "label", "probabilities_setosa", "probabilities_versicolor", "probabilities_virginica"]);
+    let errors = rows(&run.errors);
+    assert_eq!(errors.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["4", "5", "6"]);
+    assert!(errors[0][1].contains("\"sepal_width\" is missing"), "{:?}", errors[0]);
+    assert!(errors[1][1].contains("not valid JSON"), "{:?}", errors[1]);
+    assert!(errors[2][1].contains("not a number"), "{:?}", errors[2]);
+}
+
+#[test]
+fn json_lines_arrays_in_arrays_out() {
+    let run = run_named(
+        &load("half_plus_two"),
+        "x.ndjson",
+        CsvOptions::default(),
+        b"[1]\n[2.0]\n[5]\n",
+        TransformOptions::default(),
+    );
+    run.result.unwrap();
+    assert_eq!(run.output, "[2.5]\n[3.0]\n[4.5]\n");
+}
+
+#[test]
+fn a_regression_model_writes_its_value_column() {
+    let model = load("diabetes_linreg");
+    let input = std::fs::read(repo("examples/data/diabetes.csv")).unwrap();
+    let run = run(&model, &input, TransformOptions::default());
+    assert_eq!(run.result.unwrap().rows_out, 100);
+    let reference = rows(&std::fs::read_to_string(repo("models/reference/diabetes_linreg.csv")).unwrap());
+    let got = rows(&run.output);
+    assert!(run.output.starts_with("id,variable\n"));
+    for (g, w) in got.iter().zip(&reference) {
+        assert_eq!(g[0], w[0]);
+        let (a, b): (f64, f64) = (g[1].parse().unwrap(), w[1].parse().unwrap());
+        assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "id {}: {a} vs {b}", w[0]);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Whatever the batch size and thread count, and wherever bad rows fall, the output is the
+    /// same bytes and every row is accounted for.
+    #[test]
+    fn batch_size_threads_and_bad_rows_never_change_the_result(
+        batch_size in 1usize..300,
+        threads in 1usize..4,
+        bad_every in 2usize..50,
+    ) {
+        let model = load("iris_mlp");
+        let mut input = String::from("id,sepal_length,sepal_width,petal_length,petal_width\n");
+        for i in 0..400 {
+            if i % bad_every == 0 {
+                input.push_str(&format!("{i},oops,1,2,3\n"));
+            } else {
+                input.push_str(&format!("{i},{}.{},3.0,{}.5,{}.2\n", 4 + i % 4, i % 10, 1 + i % 5, i % 3));
+            }
+        }
+        let options = |batch_size, threads| TransformOptions { batch_size, threads, max_bad_row_ratio: 1.0 };
+        let reference = run(&model, input.as_bytes(), options(1024, 1));
+        let other = run(&model, input.as_bytes(), options(batch_size, threads));
+        prop_assert_eq!(&other.output, &reference.output);
+        prop_assert_eq!(&other.errors, &reference.errors);
+        let summary = other.result.unwrap();
+        prop_assert_eq!(summary.rows_in, 400);
+        prop_assert_eq!(summary.rows_out + summary.bad_rows, 400);
+    }
 }

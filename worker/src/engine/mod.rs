@@ -1,13 +1,101 @@
 //! The transform engine: an ONNX model over a stream of rows, free of AWS.
 //!
+//! - [`format`]: which format a file is in (CSV, TSV, JSON Lines; gzip or not).
 //! - [`model`]: loading a model once and running it on mini-batches.
 //! - [`model_config`]: the optional sidecar that maps input columns to the model.
-//! - [`csv_transform`]: CSV in, predictions out, bad rows to an errors stream.
+//! - [`columns`], [`sources`], [`sinks`]: columns resolved, rows read, predictions written.
+//! - [`pipeline`]: parse, infer and write overlapped on the task's cores, in input order.
 
-pub mod csv_transform;
+pub mod batch;
+pub mod columns;
+pub mod format;
 pub mod model;
 pub mod model_config;
+pub mod pipeline;
+pub mod sinks;
+pub mod sources;
 
-pub use csv_transform::{TransformError, TransformOptions, TransformSummary, transform_csv};
+use std::io;
+
+pub use format::{CsvOptions, DataFormat, FileKind, UnsupportedFile};
 pub use model::{Model, ModelError};
-pub use model_config::{ColumnRef, ModelConfig};
+pub use model_config::{ColumnRef, ModelConfig, Passthrough};
+pub use pipeline::transform;
+use shared::report::RowError;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TransformOptions {
+    /// Rows per model run (rounded up to a multiple of 16).
+    pub batch_size: usize,
+    /// Above this share of bad rows the whole file fails.
+    pub max_bad_row_ratio: f64,
+    /// Threads running the model (besides the reading and the writing thread).
+    pub threads: usize,
+}
+
+impl Default for TransformOptions {
+    fn default() -> Self {
+        Self { batch_size: 1024, max_bad_row_ratio: 0.1, threads: default_threads() }
+    }
+}
+
+/// The cores this process may use (a Fargate task's vCPUs).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransformSummary {
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub bad_rows: u64,
+    pub first_errors: Vec<RowError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    /// Reading the input or writing an output failed; the caller knows whether that was the
+    /// storage (transient) or the data.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("the file is empty")]
+    Empty,
+    #[error("the first row is not UTF-8 text; is the file really CSV or JSON Lines?")]
+    NotText,
+    #[error("the file has no data rows")]
+    NoDataRows,
+    #[error("the file's columns do not fit the model: {0}")]
+    Columns(String),
+    #[error("{} of {} rows are bad, more than the allowed {:.1}%; the first: {}", summary.bad_rows, summary.rows_in, limit * 100.0, first_error(summary))]
+    TooManyBadRows { summary: TransformSummary, limit: f64 },
+    #[error("the file cannot be read at line {line}: {message}")]
+    Malformed { line: u64, message: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+impl TransformError {
+    /// Whether the failure lies in the data or the model (retrying cannot help), rather than in
+    /// reading or writing.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            // Decompression and decoding errors surface as I/O errors of these kinds.
+            TransformError::Io(e) => matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput),
+            _ => true,
+        }
+    }
+}
+
+impl From<csv::Error> for TransformError {
+    fn from(error: csv::Error) -> Self {
+        let line = error.position().map_or(0, csv::Position::line);
+        match error.into_kind() {
+            csv::ErrorKind::Io(io) => TransformError::Io(io),
+            other => TransformError::Malformed { line, message: format!("{other:?}") },
+        }
+    }
+}
+
+fn first_error(summary: &TransformSummary) -> String {
+    summary.first_errors.first().map(|e| format!("line {}: {}", e.line, e.reason)).unwrap_or_default()
+}

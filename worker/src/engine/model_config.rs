@@ -11,6 +11,27 @@ pub enum ColumnRef {
     Name(String),
 }
 
+/// Which input columns reach the output.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Passthrough {
+    All(AllColumns),
+    Columns(Vec<ColumnRef>),
+}
+
+/// The keyword `"all"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AllColumns {
+    #[serde(rename = "all")]
+    All,
+}
+
+impl Default for Passthrough {
+    fn default() -> Self {
+        Passthrough::Columns(Vec::new())
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -18,9 +39,10 @@ pub struct ModelConfig {
     /// pass through.
     #[serde(default)]
     pub features: Option<Vec<ColumnRef>>,
-    /// Columns copied to the output ahead of the predictions (an id, say).
+    /// Columns copied to the output ahead of the predictions: a list (an id, say), or `"all"`
+    /// for every input column (SageMaker's `JoinSource=Input`).
     #[serde(default)]
-    pub passthrough: Vec<ColumnRef>,
+    pub passthrough: Passthrough,
     /// Names of the classes a classifier's integer labels stand for, in label order.
     #[serde(default)]
     pub classes: Option<Vec<String>>,
@@ -56,8 +78,15 @@ mod tests {
         let config =
             ModelConfig::from_json(br#"{"features": ["a", 2], "passthrough": ["id"], "classes": ["x", "y"]}"#).unwrap();
         assert_eq!(config.features, Some(vec![ColumnRef::Name("a".into()), ColumnRef::Position(2)]));
-        assert_eq!(config.passthrough, vec![ColumnRef::Name("id".into())]);
+        assert_eq!(config.passthrough, Passthrough::Columns(vec![ColumnRef::Name("id".into())]));
         assert_eq!(config.classes.as_deref(), Some(&["x".to_owned(), "y".to_owned()][..]));
+    }
+
+    #[test]
+    fn all_passes_every_column_through() {
+        let config = ModelConfig::from_json(br#"{"passthrough": "all"}"#).unwrap();
+        assert_eq!(config.passthrough, Passthrough::All(AllColumns::All));
+        assert!(ModelConfig::from_json(br#"{"passthrough": "some"}"#).is_err());
     }
 
     #[test]

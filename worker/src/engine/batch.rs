@@ -1,0 +1,66 @@
+//! A mini-batch: the parsed rows of one model run, and the rows rejected on the way.
+
+/// Fields appended one after another, row by row, in one buffer.
+#[derive(Debug, Default, Clone)]
+pub struct FieldStore {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl FieldStore {
+    pub fn push(&mut self, field: &[u8]) {
+        self.data.extend_from_slice(field);
+        self.ends.push(self.data.len());
+    }
+
+    /// Appends a field built in place by `write`.
+    pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.data);
+        self.ends.push(self.data.len());
+    }
+
+    /// Drops the fields after the first `len` (to undo a row that turned out bad).
+    pub fn truncate(&mut self, len: usize) {
+        self.ends.truncate(len);
+        self.data.truncate(self.ends.last().copied().unwrap_or(0));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, index: usize) -> &[u8] {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.data[start..self.ends[index]]
+    }
+}
+
+/// A row that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRow {
+    /// The line it starts on, counted from 1 (the header, if any, is line 1).
+    pub line: u64,
+    pub reason: String,
+    /// The row as it was (re-quoted for CSV).
+    pub raw: String,
+}
+
+/// Parsed rows waiting for the model, in input order.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Position in the file, for putting results back in order.
+    pub seq: u64,
+    /// `rows * n_features` values, row-major.
+    pub features: Vec<f32>,
+    /// `rows * passthrough columns` fields, row-major.
+    pub passthrough: FieldStore,
+    /// Good rows.
+    pub rows: usize,
+    /// Good and bad rows read into this batch.
+    pub rows_read: u64,
+    pub bad: Vec<BadRow>,
+}

@@ -1,0 +1,68 @@
+//! Which input column feeds which model input, and which pass through to the output.
+
+use super::TransformError;
+use super::model_config::{ColumnRef, ModelConfig, Passthrough};
+
+/// Input columns resolved against the file's header (or positions, without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnPlan {
+    /// The input's column names: the header, or `0`, `1`, … without one.
+    pub names: Vec<String>,
+    pub features: Vec<usize>,
+    pub passthrough: Vec<usize>,
+}
+
+impl ColumnPlan {
+    /// `named` says whether `names` came from the file (a header row or JSON field names).
+    pub fn new(
+        names: Vec<String>,
+        named: bool,
+        config: &ModelConfig,
+        n_features: usize,
+    ) -> Result<Self, TransformError> {
+        let resolve = |col: &ColumnRef| -> Result<usize, TransformError> {
+            match col {
+                ColumnRef::Position(i) if *i < names.len() => Ok(*i),
+                ColumnRef::Position(_) => Err(TransformError::Columns(format!(
+                    "the model configuration names {col}, but rows have {} columns",
+                    names.len()
+                ))),
+                ColumnRef::Name(_) if !named => Err(TransformError::Columns(format!(
+                    "the model configuration names {col}, but the file has no header: name columns by 0-based position"
+                ))),
+                ColumnRef::Name(name) => names.iter().position(|h| h == name).ok_or_else(|| {
+                    TransformError::Columns(format!(
+                        "the model configuration names {col}, which the input's columns {names:?} lack"
+                    ))
+                }),
+            }
+        };
+        let passthrough = match &config.passthrough {
+            Passthrough::All(_) => (0..names.len()).collect(),
+            Passthrough::Columns(cols) => cols.iter().map(resolve).collect::<Result<Vec<_>, _>>()?,
+        };
+        let features = match &config.features {
+            Some(cols) => cols.iter().map(resolve).collect::<Result<Vec<_>, _>>()?,
+            None if matches!(config.passthrough, Passthrough::All(_)) => (0..names.len()).collect(),
+            None => (0..names.len()).filter(|i| !passthrough.contains(i)).collect(),
+        };
+        if features.len() != n_features {
+            return Err(TransformError::Columns(format!(
+                "the model takes {n_features} features but {} columns are features ({}); name the feature columns in the model configuration (<model>.json)",
+                features.len(),
+                features.iter().map(|&i| names[i].as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(Self { names, features, passthrough })
+    }
+
+    /// Output names of the pass-through columns.
+    pub fn passthrough_names(&self) -> impl Iterator<Item = &str> {
+        self.passthrough.iter().map(|&i| self.names[i].as_str())
+    }
+}
+
+/// `0`, `1`, … for inputs without names.
+pub fn positional_names(count: usize) -> Vec<String> {
+    (0..count).map(|i| i.to_string()).collect()
+}

@@ -1,0 +1,120 @@
+//! Data formats: which one a file is in, and opening it (gzip included).
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use flate2::bufread::MultiGzDecoder;
+
+/// How rows are written in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFormat {
+    /// Delimited text: comma (`.csv`) or tab (`.tsv`) unless configured otherwise.
+    Csv { delimiter: u8, has_header: bool },
+    /// One JSON object (features by field name) or array (by position) per line.
+    JsonLines,
+}
+
+/// CSV options that cannot be told from a file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// Whether CSV files start with a header row.
+    pub has_header: bool,
+    /// The delimiter of `.csv` files (`.tsv` files always use tabs).
+    pub delimiter: u8,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self { has_header: true, delimiter: b',' }
+    }
+}
+
+/// A file's format and compression, from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileKind {
+    pub format: DataFormat,
+    pub gzip: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{name:?} is not a supported file type: sluice reads CSV (.csv, .tsv) and JSON Lines (.jsonl, .ndjson), optionally gzip-compressed (.gz)"
+)]
+pub struct UnsupportedFile {
+    pub name: String,
+}
+
+impl FileKind {
+    /// The kind of `name` (a key or a path); `content_encoding` is S3's `Content-Encoding`.
+    pub fn from_name(name: &str, content_encoding: Option<&str>, csv: CsvOptions) -> Result<Self, UnsupportedFile> {
+        let lower = name.to_ascii_lowercase();
+        let (stem, gz_suffix) = match lower.strip_suffix(".gz") {
+            Some(stem) => (stem, true),
+            None => (lower.as_str(), false),
+        };
+        let gzip = gz_suffix || content_encoding.is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
+        let format = match stem.rsplit_once('.').map(|(_, ext)| ext) {
+            Some("csv") => DataFormat::Csv { delimiter: csv.delimiter, has_header: csv.has_header },
+            Some("tsv") => DataFormat::Csv { delimiter: b'\t', has_header: csv.has_header },
+            Some("jsonl" | "ndjson") => DataFormat::JsonLines,
+            _ => return Err(UnsupportedFile { name: name.to_owned() }),
+        };
+        Ok(Self { format, gzip })
+    }
+}
+
+/// Opens `input` as text: decompressed when it starts with the gzip magic bytes (whatever its
+/// name says, since S3 clients do not always set a content encoding). `expect_gzip` only makes
+/// the error clearer when a `.gz` file is not gzip.
+pub fn open_text<'a>(input: impl Read + Send + 'a, expect_gzip: bool) -> io::Result<Box<dyn BufRead + Send + 'a>> {
+    let mut buffered = BufReader::with_capacity(256 * 1024, input);
+    let is_gzip = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    if is_gzip {
+        Ok(Box::new(BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(buffered))))
+    } else if expect_gzip && !buffered.fill_buf()?.is_empty() {
+        Err(io::Error::new(io::ErrorKind::InvalidData, "the file is named .gz but is not gzip-compressed"))
+    } else {
+        Ok(Box::new(buffered))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn kind(name: &str) -> Result<FileKind, UnsupportedFile> {
+        FileKind::from_name(name, None, CsvOptions::default())
+    }
+
+    #[test]
+    fn names_tell_format_and_compression() {
+        assert_eq!(
+            kind("a/b.csv").unwrap(),
+            FileKind { format: DataFormat::Csv { delimiter: b',', has_header: true }, gzip: false }
+        );
+        assert_eq!(
+            kind("B.TSV.GZ").unwrap(),
+            FileKind { format: DataFormat::Csv { delimiter: b'\t', has_header: true }, gzip: true }
+        );
+        assert_eq!(kind("x.jsonl").unwrap().format, DataFormat::JsonLines);
+        assert_eq!(kind("x.ndjson.gz").unwrap(), FileKind { format: DataFormat::JsonLines, gzip: true });
+        assert!(FileKind::from_name("x.csv", Some("gzip"), CsvOptions::default()).unwrap().gzip);
+        for bad in ["x.parquet", "x.gz", "README", "x.json", "x.csv.zip"] {
+            assert!(kind(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn gzip_is_recognised_by_its_magic_bytes() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"x\n1\n").unwrap();
+        let gz = gz.finish().unwrap();
+        let mut text = String::new();
+        open_text(&gz[..], false).unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "x\n1\n");
+        let mut plain = String::new();
+        open_text(&b"x\n1\n"[..], false).unwrap().read_to_string(&mut plain).unwrap();
+        assert_eq!(plain, "x\n1\n");
+        assert!(open_text(&b"x\n1\n"[..], true).is_err());
+    }
+}

@@ -1,0 +1,281 @@
+//! Reading rows into mini-batches: CSV (header or not, any delimiter) and JSON Lines.
+
+use std::io::{BufRead, Read};
+
+use csv::{ByteRecord, ReaderBuilder, WriterBuilder};
+use serde_json::Value;
+
+use super::TransformError;
+use super::batch::{BadRow, Batch};
+use super::columns::{ColumnPlan, positional_names};
+use super::model_config::ModelConfig;
+
+/// Where rows come from.
+pub trait RowSource: Send {
+    /// The resolved columns.
+    fn plan(&self) -> &ColumnPlan;
+    /// Whether the input named its columns (a header row, or JSON field names).
+    fn named(&self) -> bool;
+    /// Reads rows into `batch` until it holds `capacity` good rows or the input ends; returns
+    /// whether more input may follow.
+    fn fill(&mut self, batch: &mut Batch, capacity: usize) -> Result<bool, TransformError>;
+}
+
+/// A CSV feature value: a finite number.
+fn parse_feature(field: &[u8]) -> Result<f32, String> {
+    let text = std::str::from_utf8(field).map_err(|_| "is not UTF-8 text".to_owned())?.trim();
+    if text.is_empty() {
+        return Err("is empty".into());
+    }
+    match text.parse::<f32>() {
+        Ok(value) if value.is_finite() => Ok(value),
+        Ok(_) => Err(format!("is {text:?}, which is not allowed as a feature")),
+        Err(_) => Err(format!("is {text:?}, not a number")),
+    }
+}
+
+pub struct CsvSource<R: Read> {
+    reader: csv::Reader<R>,
+    record: ByteRecord,
+    /// Without a header, the first row was read to count the columns and is still to be used.
+    first_row: Option<ByteRecord>,
+    plan: ColumnPlan,
+    named: bool,
+    delimiter: u8,
+}
+
+impl<R: Read + Send> CsvSource<R> {
+    pub fn open(
+        input: R,
+        delimiter: u8,
+        has_header: bool,
+        config: &ModelConfig,
+        n_features: usize,
+    ) -> Result<Self, TransformError> {
+        let mut reader = ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(input);
+        let mut first = ByteRecord::new();
+        if !reader.read_byte_record(&mut first)? {
+            return Err(TransformError::Empty);
+        }
+        let (names, first_row) =
+            if has_header { (header_names(&first)?, None) } else { (positional_names(first.len()), Some(first)) };
+        let plan = ColumnPlan::new(names, has_header, config, n_features)?;
+        Ok(Self { reader, record: ByteRecord::new(), first_row, plan, named: has_header, delimiter })
+    }
+}
+
+/// Adds a CSV row to the batch, or records why it cannot be used.
+fn take_csv_row(plan: &ColumnPlan, delimiter: u8, record: &ByteRecord, batch: &mut Batch) {
+    batch.rows_read += 1;
+    if let Err(reason) = push_csv_row(plan, record, batch) {
+        let line = record.position().map_or(0, csv::Position::line);
+        batch.bad.push(BadRow { line, reason, raw: raw_csv_row(delimiter, record) });
+    }
+}
+
+fn push_csv_row(plan: &ColumnPlan, record: &ByteRecord, batch: &mut Batch) -> Result<(), String> {
+    if record.len() != plan.names.len() {
+        return Err(format!("expected {} fields, found {}", plan.names.len(), record.len()));
+    }
+    let start = batch.features.len();
+    for &i in &plan.features {
+        match parse_feature(&record[i]) {
+            Ok(value) => batch.features.push(value),
+            Err(problem) => {
+                batch.features.truncate(start);
+                return Err(format!("column {:?} {problem}", plan.names[i]));
+            }
+        }
+    }
+    for &i in &plan.passthrough {
+        batch.passthrough.push(&record[i]);
+    }
+    batch.rows += 1;
+    Ok(())
+}
+
+/// The row as it was, re-quoted, for the errors file.
+fn raw_csv_row(delimiter: u8, record: &ByteRecord) -> String {
+    let mut raw =
+        WriterBuilder::new().delimiter(delimiter).terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+    let _ = raw.write_byte_record(record);
+    let bytes = raw.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).trim_end_matches('\n').to_owned()
+}
+
+impl<R: Read + Send> RowSource for CsvSource<R> {
+    fn plan(&self) -> &ColumnPlan {
+        &self.plan
+    }
+
+    fn named(&self) -> bool {
+        self.named
+    }
+
+    fn fill(&mut self, batch: &mut Batch, capacity: usize) -> Result<bool, TransformError> {
+        if let Some(first) = self.first_row.take() {
+            take_csv_row(&self.plan, self.delimiter, &first, batch);
+        }
+        while batch.rows < capacity {
+            if !self.reader.read_byte_record(&mut self.record)? {
+                return Ok(false);
+            }
+            take_csv_row(&self.plan, self.delimiter, &self.record, batch);
+        }
+        Ok(true)
+    }
+}
+
+fn header_names(record: &ByteRecord) -> Result<Vec<String>, TransformError> {
+    record
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let field = if i == 0 { field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field) } else { field };
+            match std::str::from_utf8(field) {
+                Ok(name) if !name.contains('\0') => Ok(name.trim().to_owned()),
+                _ => Err(TransformError::NotText),
+            }
+        })
+        .collect()
+}
+
+/// JSON Lines: every line an object (features by field name) or every line an array (by
+/// position), as the first line shows.
+pub struct JsonLinesSource<R: BufRead> {
+    input: R,
+    line: Vec<u8>,
+    line_number: u64,
+    first_row: Option<(u64, Value, Vec<u8>)>,
+    objects: bool,
+    plan: ColumnPlan,
+}
+
+impl<R: BufRead + Send> JsonLinesSource<R> {
+    pub fn open(mut input: R, config: &ModelConfig, n_features: usize) -> Result<Self, TransformError> {
+        let mut line = Vec::new();
+        let mut line_number = 0;
+        let first = loop {
+            line.clear();
+            if input.read_until(b'\n', &mut line)? == 0 {
+                return Err(TransformError::Empty);
+            }
+            line_number += 1;
+            let text = trim_line(&line);
+            if text.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let text = if line_number == 1 { text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text) } else { text };
+            match serde_json::from_slice::<Value>(text) {
+                Ok(value @ (Value::Object(_) | Value::Array(_))) => break (line_number, value, text.to_vec()),
+                Ok(_) => {
+                    return Err(TransformError::Columns(format!(
+                        "line {line_number} is neither a JSON object nor an array"
+                    )));
+                }
+                Err(e) if std::str::from_utf8(text).is_err() => {
+                    let _ = e;
+                    return Err(TransformError::NotText);
+                }
+                Err(e) => {
+                    return Err(TransformError::Malformed { line: line_number, message: format!("not JSON: {e}") });
+                }
+            }
+        };
+        let (names, objects) = match &first.1 {
+            Value::Object(map) => (map.keys().cloned().collect(), true),
+            Value::Array(items) => (positional_names(items.len()), false),
+            _ => unreachable!("checked above"),
+        };
+        let plan = ColumnPlan::new(names, objects, config, n_features)?;
+        Ok(Self { input, line, line_number, first_row: Some(first), objects, plan })
+    }
+
+    fn field<'v>(&self, value: &'v Value, column: usize) -> Option<&'v Value> {
+        match value {
+            Value::Object(map) if self.objects => map.get(&self.plan.names[column]),
+            Value::Array(items) if !self.objects => items.get(column),
+            _ => None,
+        }
+    }
+
+    fn push(&self, value: &Value, batch: &mut Batch) -> Result<(), String> {
+        match value {
+            Value::Object(_) if self.objects => {}
+            Value::Array(items) if !self.objects && items.len() == self.plan.names.len() => {}
+            Value::Array(items) if !self.objects => {
+                return Err(format!("expected {} values, found {}", self.plan.names.len(), items.len()));
+            }
+            _ => return Err(format!("not a JSON {}", if self.objects { "object" } else { "array" })),
+        }
+        let start = batch.features.len();
+        for &i in &self.plan.features {
+            let parsed = match self.field(value, i) {
+                None => Err("is missing".to_owned()),
+                Some(Value::Number(n)) => match n.as_f64().map(|v| v as f32) {
+                    Some(v) if v.is_finite() => Ok(v),
+                    _ => Err(format!("is {n}, which is not allowed as a feature")),
+                },
+                Some(Value::String(s)) => parse_feature(s.as_bytes()),
+                Some(other) => Err(format!("is {other}, not a number")),
+            };
+            match parsed {
+                Ok(v) => batch.features.push(v),
+                Err(problem) => {
+                    batch.features.truncate(start);
+                    return Err(format!("field {:?} {problem}", self.plan.names[i]));
+                }
+            }
+        }
+        for &i in &self.plan.passthrough {
+            let field = self.field(value, i).unwrap_or(&Value::Null);
+            batch.passthrough.push_with(|out| serde_json::to_writer(out, field).expect("JSON values serialise"));
+        }
+        batch.rows += 1;
+        Ok(())
+    }
+
+    fn take(&self, line: u64, parsed: Result<Value, String>, raw: &[u8], batch: &mut Batch) {
+        batch.rows_read += 1;
+        let result = parsed.and_then(|value| self.push(&value, batch));
+        if let Err(reason) = result {
+            batch.bad.push(BadRow { line, reason, raw: String::from_utf8_lossy(raw).into_owned() });
+        }
+    }
+}
+
+impl<R: BufRead + Send> RowSource for JsonLinesSource<R> {
+    fn plan(&self) -> &ColumnPlan {
+        &self.plan
+    }
+
+    fn named(&self) -> bool {
+        self.objects
+    }
+
+    fn fill(&mut self, batch: &mut Batch, capacity: usize) -> Result<bool, TransformError> {
+        if let Some((line, value, raw)) = self.first_row.take() {
+            self.take(line, Ok(value), &raw, batch);
+        }
+        while batch.rows < capacity {
+            let mut line = std::mem::take(&mut self.line);
+            line.clear();
+            if self.input.read_until(b'\n', &mut line)? == 0 {
+                return Ok(false);
+            }
+            self.line_number += 1;
+            let text = trim_line(&line);
+            if !text.iter().all(u8::is_ascii_whitespace) {
+                let parsed = serde_json::from_slice::<Value>(text).map_err(|e| format!("not valid JSON: {e}"));
+                self.take(self.line_number, parsed, text, batch);
+            }
+            self.line = line;
+        }
+        Ok(true)
+    }
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}

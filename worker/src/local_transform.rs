@@ -1,0 +1,171 @@
+//! `worker transform`: a model over one file, local or in S3, for model authors trying a model
+//! before they deploy it. Same engine and options as the queue mode; outputs appear only when
+//! complete (a local file is written beside its destination and renamed; S3 as in queue mode).
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use shared::location::Location;
+
+use crate::engine::{CsvOptions, FileKind, TransformOptions, TransformSummary, transform};
+use crate::models::load_model;
+use crate::storage::{PART_SIZE, PartWriter, S3Storage, input_channel, output_channel};
+
+pub struct TransformRequest {
+    pub model: String,
+    pub input: String,
+    pub output: String,
+    /// Default: `<output>.errors.csv`.
+    pub errors: Option<String>,
+    pub options: TransformOptions,
+    pub csv: CsvOptions,
+}
+
+/// What a run did, for the summary line.
+pub struct TransformRun {
+    pub summary: TransformSummary,
+    pub elapsed: Duration,
+}
+
+impl TransformRun {
+    pub fn summary_line(&self) -> String {
+        let seconds = self.elapsed.as_secs_f64();
+        format!(
+            "{} rows in, {} out, {} bad, {seconds:.2} s, {:.0} rows/s",
+            self.summary.rows_in,
+            self.summary.rows_out,
+            self.summary.bad_rows,
+            self.summary.rows_in as f64 / seconds.max(1e-9)
+        )
+    }
+}
+
+/// Where an output goes while it is being written.
+enum Sink {
+    Local { partial: PathBuf, destination: PathBuf, file: BufWriter<File> },
+    S3 { writer: PartWriter, upload: tokio::task::JoinHandle<Result<(), crate::storage::StorageError>> },
+}
+
+impl Sink {
+    async fn open(location: &str, storage: Option<&S3Storage>) -> Result<Self> {
+        match Location::parse(location)? {
+            Location::Local(destination) => {
+                let mut partial = destination.clone().into_os_string();
+                partial.push(".partial");
+                let partial = PathBuf::from(partial);
+                let file = File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+                Ok(Sink::Local { partial, destination, file: BufWriter::with_capacity(1 << 20, file) })
+            }
+            Location::S3(uri) => {
+                let storage = storage.context("S3 access is needed")?.clone();
+                let (writer, parts) = output_channel(PART_SIZE);
+                let upload = tokio::spawn(async move {
+                    storage.upload(&uri.bucket, &uri.key, "application/octet-stream", parts).await.map(|_| ())
+                });
+                Ok(Sink::S3 { writer, upload })
+            }
+        }
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Sink::Local { file, .. } => file,
+            Sink::S3 { writer, .. } => writer,
+        }
+    }
+
+    /// Makes the output visible (`keep`) or removes every trace of it.
+    async fn close(self, keep: bool) -> Result<()> {
+        match self {
+            Sink::Local { partial, destination, file } => {
+                let flushed = file.into_inner().map_err(|e| e.into_error());
+                if keep {
+                    flushed?.sync_all()?;
+                    std::fs::rename(&partial, &destination)
+                        .with_context(|| format!("cannot move the output to {}", destination.display()))?;
+                } else {
+                    drop(flushed);
+                    let _ = std::fs::remove_file(&partial);
+                }
+                Ok(())
+            }
+            Sink::S3 { writer, upload } => {
+                if keep {
+                    tokio::task::spawn_blocking(move || writer.finish()).await??;
+                } else {
+                    drop(writer);
+                }
+                match (upload.await?, keep) {
+                    (Ok(()), _) | (Err(_), false) => Ok(()),
+                    (Err(e), true) => Err(e.into()),
+                }
+            }
+        }
+    }
+}
+
+/// Runs the request; the progress bar shows on a terminal only.
+pub async fn run(request: TransformRequest) -> Result<TransformRun> {
+    let uses_s3 = [&request.model, &request.input, &request.output].iter().any(|u| u.starts_with("s3://"))
+        || request.errors.as_deref().is_some_and(|e| e.starts_with("s3://"));
+    let storage = if uses_s3 { Some(S3Storage::from_environment().await) } else { None };
+    let loaded = load_model(storage.as_ref(), &request.model).await?;
+    let kind = FileKind::from_name(&request.input, None, request.csv)?;
+    let errors_location = request.errors.clone().unwrap_or_else(|| format!("{}.errors.csv", request.output));
+
+    let input: Box<dyn Read + Send> = match Location::parse(&request.input)? {
+        Location::Local(path) => {
+            Box::new(File::open(&path).with_context(|| format!("cannot open {}", path.display()))?)
+        }
+        Location::S3(uri) => {
+            let storage = storage.clone().context("S3 access is needed")?;
+            let body = storage.open(&uri).await?;
+            let (chunks, reader) = input_channel();
+            let name = uri.to_string();
+            tokio::spawn(async move { S3Storage::pump(&name, body, chunks).await });
+            Box::new(reader)
+        }
+    };
+    let mut output = Sink::open(&request.output, storage.as_ref()).await?;
+    let mut errors = Sink::open(&errors_location, storage.as_ref()).await?;
+
+    let started = Instant::now();
+    let options = request.options;
+    let (result, output, errors) = tokio::task::spawn_blocking(move || {
+        let progress = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        progress.set_style(
+            ProgressStyle::with_template("{spinner} {human_pos} rows, {per_sec}, {elapsed}").expect("valid template"),
+        );
+        let mut report = |rows: u64| progress.set_position(rows);
+        let result = transform(
+            input,
+            kind,
+            output.writer(),
+            errors.writer(),
+            &loaded.model,
+            &loaded.config,
+            &options,
+            &mut report,
+        );
+        progress.finish_and_clear();
+        (result, output, errors)
+    })
+    .await?;
+    let elapsed = started.elapsed();
+    let bad_rows = match &result {
+        Ok(summary) => summary.bad_rows,
+        Err(crate::engine::TransformError::TooManyBadRows { summary, .. }) => summary.bad_rows,
+        Err(_) => 0,
+    };
+    errors.close(bad_rows > 0).await?;
+    output.close(result.is_ok()).await?;
+    match result {
+        Ok(summary) => Ok(TransformRun { summary, elapsed }),
+        Err(error) if bad_rows > 0 => bail!("{}: {error} (rejected rows are in {errors_location})", request.input),
+        Err(error) => bail!("{}: {error}", request.input),
+    }
+}
