@@ -187,3 +187,38 @@ async fn the_trigger_starts_a_task_only_when_none_runs() {
     assert_eq!(tasks.task_arns().len(), 1, "ECS knows one task");
     pipeline.shutdown().await;
 }
+
+#[tokio::test]
+async fn sigterm_returns_the_job_in_hand_and_leaves_no_partial_output() {
+    // GIVEN a worker with no grace period, a long visibility timeout, and a long job in hand
+    let mut options = quick_options();
+    options.max_workers = 1;
+    options.stack.visibility_timeout = Duration::from_secs(60);
+    options.stack.worker.shutdown_grace_seconds = 0;
+    let mut pipeline = start(options).await;
+    pipeline.put_input("big.csv", iris_like_csv(400_000)).await.unwrap();
+    assert_eq!(pipeline.deliver_new_uploads().await.unwrap().len(), 1);
+    eventually(Duration::from_secs(60), "a worker holds the job", || async {
+        !pipeline.fargate().running().is_empty() && pipeline.queue_depth().await.unwrap().in_flight == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // WHEN ECS stops the task (SIGTERM)
+    let task = pipeline.fargate().running()[0].task_arn.clone();
+    pipeline.fargate().kill(&task, Signal::Term).unwrap();
+    // THEN the worker exits cleanly at once and the message is visible again long before its
+    // visibility timeout, with no output written
+    eventually(Duration::from_secs(10), "the worker has exited", || async { pipeline.fargate().running().is_empty() })
+        .await;
+    let finished = pipeline.fargate().finished();
+    assert!(finished[0].succeeded(), "{finished:?}");
+    eventually(Duration::from_secs(5), "the message is back", || async {
+        pipeline.queue_depth().await.unwrap().visible == 1
+    })
+    .await;
+    assert!(object(&pipeline, "big.csv.out").await.is_none());
+    // AND no unfinished multipart upload is left behind
+    let uploads = pipeline.s3.list_multipart_uploads().bucket(&pipeline.stack.output_bucket).send().await.unwrap();
+    assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
+    pipeline.shutdown().await;
+}
