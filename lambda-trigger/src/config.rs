@@ -20,6 +20,18 @@ pub const WORKER_ASSIGN_PUBLIC_IP: EnvVar =
     EnvVar::optional("WORKER_ASSIGN_PUBLIC_IP", "ENABLED or DISABLED", "DISABLED");
 pub const MAX_WORKERS: EnvVar =
     EnvVar::optional("MAX_WORKERS", "the most worker tasks to run at once, from 1 to 1000", "2");
+pub const WORKER_CAPACITY: EnvVar =
+    EnvVar::optional("WORKER_CAPACITY", "where worker tasks run: FARGATE, FARGATE_SPOT or EC2", "FARGATE");
+pub const WORKER_CAPACITY_PROVIDER: EnvVar = EnvVar::optional(
+    "WORKER_CAPACITY_PROVIDER",
+    "the name of the cluster's EC2 capacity provider (set when, and only when, WORKER_CAPACITY is EC2)",
+    "",
+);
+pub const WORKER_INSTANCE_TYPE: EnvVar = EnvVar::optional(
+    "WORKER_INSTANCE_TYPE",
+    "an EC2 instance type such as m6i.large that worker tasks must run on (only with WORKER_CAPACITY EC2)",
+    "",
+);
 
 /// Every variable the trigger reads.
 pub const VARS: &[EnvVar] = &[
@@ -34,6 +46,9 @@ pub const VARS: &[EnvVar] = &[
     WORKER_SECURITY_GROUPS,
     WORKER_ASSIGN_PUBLIC_IP,
     MAX_WORKERS,
+    WORKER_CAPACITY,
+    WORKER_CAPACITY_PROVIDER,
+    WORKER_INSTANCE_TYPE,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +76,18 @@ pub struct FleetSettings {
     pub security_groups: Vec<String>,
     pub assign_public_ip: bool,
     pub max_workers: usize,
+    pub capacity: Capacity,
+}
+
+/// The kind of capacity worker tasks run on: what `RunTask` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Capacity {
+    /// On-demand Fargate (`launchType` FARGATE).
+    Fargate,
+    /// Fargate Spot: up to 70% cheaper, may be reclaimed with a SIGTERM, which the worker handles.
+    FargateSpot,
+    /// EC2 instances of the cluster's own capacity provider, optionally of one instance type.
+    Ec2 { capacity_provider: String, instance_type: Option<String> },
 }
 
 impl TriggerConfig {
@@ -78,6 +105,15 @@ impl TriggerConfig {
                 return Err(ConfigError::invalid(&WORKER_ASSIGN_PUBLIC_IP, format!("is {other:?}")));
             }
         };
+        let capacity = capacity(env)?;
+        if assign_public_ip && matches!(capacity, Capacity::Ec2 { .. }) {
+            // ECS rejects the RunTask: tasks on EC2 reach the internet through a NAT gateway or
+            // VPC endpoints, never through a public IP of their own.
+            return Err(ConfigError::invalid(
+                &WORKER_ASSIGN_PUBLIC_IP,
+                "is ENABLED, but ECS gives public IPs only to Fargate tasks and WORKER_CAPACITY is EC2",
+            ));
+        }
         Ok(Self {
             queue_url: env.string(&QUEUE_URL)?,
             jobs: JobSettings {
@@ -93,8 +129,48 @@ impl TriggerConfig {
                 security_groups: env.list(&WORKER_SECURITY_GROUPS)?,
                 assign_public_ip,
                 max_workers: env.parse_in(&MAX_WORKERS, 1..=1000)?,
+                capacity,
             },
         })
+    }
+}
+
+fn capacity<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<Capacity, ConfigError> {
+    let provider = env.string(&WORKER_CAPACITY_PROVIDER)?;
+    let instance_type = env.string(&WORKER_INSTANCE_TYPE)?;
+    let kind = env.string(&WORKER_CAPACITY)?;
+    if kind != "EC2" {
+        // Settings that would be silently ignored are a mistake worth stopping for.
+        for (var, value) in [(&WORKER_CAPACITY_PROVIDER, &provider), (&WORKER_INSTANCE_TYPE, &instance_type)] {
+            if !value.is_empty() {
+                return Err(ConfigError::invalid(
+                    var,
+                    format!("is {value:?}, but WORKER_CAPACITY is {kind:?}, not EC2"),
+                ));
+            }
+        }
+    }
+    match kind.as_str() {
+        "FARGATE" => Ok(Capacity::Fargate),
+        "FARGATE_SPOT" => Ok(Capacity::FargateSpot),
+        "EC2" => {
+            if provider.is_empty() {
+                return Err(ConfigError::invalid(&WORKER_CAPACITY_PROVIDER, "is not set, but WORKER_CAPACITY is EC2"));
+            }
+            // The type goes into a cluster query expression: only what instance type names hold.
+            let valid_type = |t: &str| {
+                t.split_once('.').is_some_and(|(family, size)| !family.is_empty() && !size.is_empty())
+                    && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+            };
+            if !instance_type.is_empty() && !valid_type(&instance_type) {
+                return Err(ConfigError::invalid(&WORKER_INSTANCE_TYPE, format!("is {instance_type:?}")));
+            }
+            Ok(Capacity::Ec2 {
+                capacity_provider: provider,
+                instance_type: Some(instance_type).filter(|t| !t.is_empty()),
+            })
+        }
+        other => Err(ConfigError::invalid(&WORKER_CAPACITY, format!("is {other:?}"))),
     }
 }
 
@@ -123,7 +199,82 @@ mod tests {
         assert_eq!(config.fleet.subnets, vec!["subnet-1", "subnet-2"]);
         assert_eq!(config.fleet.max_workers, 2);
         assert!(!config.fleet.assign_public_ip);
+        assert_eq!(config.fleet.capacity, Capacity::Fargate);
         assert_eq!(config.jobs.output_prefix, "");
+    }
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut pairs: Vec<_> =
+            COMPLETE.iter().copied().filter(|(k, _)| !extra.iter().any(|(name, _)| name == k)).collect();
+        pairs.extend_from_slice(extra);
+        pairs
+    }
+
+    #[test]
+    fn reads_each_kind_of_capacity() {
+        for (pairs, want) in [
+            (with(&[("WORKER_CAPACITY", "FARGATE")]), Capacity::Fargate),
+            (with(&[("WORKER_CAPACITY", "FARGATE_SPOT")]), Capacity::FargateSpot),
+            (
+                with(&[("WORKER_CAPACITY", "EC2"), ("WORKER_CAPACITY_PROVIDER", "sluice-ec2")]),
+                Capacity::Ec2 { capacity_provider: "sluice-ec2".into(), instance_type: None },
+            ),
+            (
+                with(&[
+                    ("WORKER_CAPACITY", "EC2"),
+                    ("WORKER_CAPACITY_PROVIDER", "sluice-ec2"),
+                    ("WORKER_INSTANCE_TYPE", "inf2.xlarge"),
+                ]),
+                Capacity::Ec2 { capacity_provider: "sluice-ec2".into(), instance_type: Some("inf2.xlarge".into()) },
+            ),
+            // What the template sets when the capacity is not EC2: empty counts as unset.
+            (
+                with(&[
+                    ("WORKER_CAPACITY", "FARGATE_SPOT"),
+                    ("WORKER_CAPACITY_PROVIDER", ""),
+                    ("WORKER_INSTANCE_TYPE", ""),
+                ]),
+                Capacity::FargateSpot,
+            ),
+        ] {
+            assert_eq!(TriggerConfig::from_env(&env(&pairs)).unwrap().fleet.capacity, want, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn inconsistent_capacity_settings_name_the_variable_at_fault() {
+        for (extra, name) in [
+            (&[("WORKER_CAPACITY", "fargate")][..], "WORKER_CAPACITY"),
+            (&[("WORKER_CAPACITY", "EC2")][..], "WORKER_CAPACITY_PROVIDER"),
+            (
+                &[("WORKER_CAPACITY", "FARGATE"), ("WORKER_CAPACITY_PROVIDER", "sluice-ec2")][..],
+                "WORKER_CAPACITY_PROVIDER",
+            ),
+            (&[("WORKER_INSTANCE_TYPE", "m6i.large")][..], "WORKER_INSTANCE_TYPE"),
+            (
+                &[("WORKER_CAPACITY", "EC2"), ("WORKER_CAPACITY_PROVIDER", "p"), ("WORKER_INSTANCE_TYPE", "m6i")][..],
+                "WORKER_INSTANCE_TYPE",
+            ),
+            (
+                &[
+                    ("WORKER_CAPACITY", "EC2"),
+                    ("WORKER_CAPACITY_PROVIDER", "p"),
+                    ("WORKER_INSTANCE_TYPE", "m6i.large\" || true"),
+                ][..],
+                "WORKER_INSTANCE_TYPE",
+            ),
+            (
+                &[
+                    ("WORKER_CAPACITY", "EC2"),
+                    ("WORKER_CAPACITY_PROVIDER", "p"),
+                    ("WORKER_ASSIGN_PUBLIC_IP", "ENABLED"),
+                ][..],
+                "WORKER_ASSIGN_PUBLIC_IP",
+            ),
+        ] {
+            let err = TriggerConfig::from_env(&env(&with(extra))).unwrap_err();
+            assert_eq!(err.name, name, "{extra:?}: {err}");
+        }
     }
 
     #[test]

@@ -2,11 +2,15 @@
 
 use std::future::Future;
 
-use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, DesiredStatus, LaunchType, NetworkConfiguration};
+use aws_sdk_ecs::operation::run_task::builders::RunTaskFluentBuilder;
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, DesiredStatus, LaunchType, NetworkConfiguration,
+    PlacementConstraint, PlacementConstraintType,
+};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::config::FleetSettings;
+use crate::config::{Capacity, FleetSettings};
 use crate::queue::{JobQueue, QueueError};
 
 /// What tasks started by the trigger say in `startedBy`.
@@ -96,7 +100,56 @@ pub fn task_family(task_definition: &str) -> &str {
     name.split_once(':').map_or(name, |(family, _)| family)
 }
 
-/// Worker tasks on ECS (Fargate).
+/// The `RunTask` request that starts one worker on the configured capacity: kept apart from
+/// sending it so that its shape can be checked without a network.
+pub fn run_task_request(
+    client: &aws_sdk_ecs::Client,
+    settings: &FleetSettings,
+    client_token: &str,
+) -> Result<RunTaskFluentBuilder, FleetError> {
+    let vpc = AwsVpcConfiguration::builder()
+        .set_subnets(Some(settings.subnets.clone()))
+        .set_security_groups(Some(settings.security_groups.clone()).filter(|g| !g.is_empty()))
+        .assign_public_ip(if settings.assign_public_ip { AssignPublicIp::Enabled } else { AssignPublicIp::Disabled })
+        .build()
+        .map_err(|e| FleetError::Request(e.into()))?;
+    let request = client
+        .run_task()
+        .cluster(&settings.cluster)
+        .task_definition(&settings.task_definition)
+        .count(1)
+        .started_by(STARTED_BY)
+        .client_token(client_token)
+        .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(vpc).build());
+    // A launch type and a capacity provider strategy exclude each other in RunTask.
+    let request = match &settings.capacity {
+        Capacity::Fargate => request.launch_type(LaunchType::Fargate),
+        Capacity::FargateSpot => request.capacity_provider_strategy(strategy("FARGATE_SPOT")?),
+        Capacity::Ec2 { capacity_provider, instance_type } => {
+            let request = request.capacity_provider_strategy(strategy(capacity_provider)?);
+            match instance_type {
+                Some(instance_type) => request.placement_constraints(
+                    PlacementConstraint::builder()
+                        .r#type(PlacementConstraintType::MemberOf)
+                        .expression(format!("attribute:ecs.instance-type == {instance_type}"))
+                        .build(),
+                ),
+                None => request,
+            }
+        }
+    };
+    Ok(request)
+}
+
+fn strategy(capacity_provider: &str) -> Result<CapacityProviderStrategyItem, FleetError> {
+    CapacityProviderStrategyItem::builder()
+        .capacity_provider(capacity_provider)
+        .weight(1)
+        .build()
+        .map_err(|e| FleetError::Request(e.into()))
+}
+
+/// Worker tasks on ECS (Fargate, Fargate Spot, or EC2 through a capacity provider).
 pub struct EcsWorkerFleet {
     client: aws_sdk_ecs::Client,
     settings: FleetSettings,
@@ -127,26 +180,7 @@ impl WorkerFleet for EcsWorkerFleet {
     }
 
     async fn start_worker(&self, client_token: &str) -> Result<String, FleetError> {
-        let vpc = AwsVpcConfiguration::builder()
-            .set_subnets(Some(self.settings.subnets.clone()))
-            .set_security_groups(Some(self.settings.security_groups.clone()).filter(|g| !g.is_empty()))
-            .assign_public_ip(if self.settings.assign_public_ip {
-                AssignPublicIp::Enabled
-            } else {
-                AssignPublicIp::Disabled
-            })
-            .build()
-            .map_err(|e| FleetError::Request(e.into()))?;
-        let response = self
-            .client
-            .run_task()
-            .cluster(&self.settings.cluster)
-            .task_definition(&self.settings.task_definition)
-            .launch_type(LaunchType::Fargate)
-            .count(1)
-            .started_by(STARTED_BY)
-            .client_token(client_token)
-            .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
+        let response = run_task_request(&self.client, &self.settings, client_token)?
             .send()
             .await
             .map_err(|e| FleetError::Request(e.into()))?;
@@ -174,7 +208,85 @@ mod tests {
             security_groups: vec![],
             assign_public_ip: false,
             max_workers: 3,
+            capacity: Capacity::Fargate,
         }
+    }
+
+    /// A client that is never used to send: only to build requests.
+    fn offline_client() -> aws_sdk_ecs::Client {
+        let config = aws_sdk_ecs::Config::builder()
+            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+            .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+            .build();
+        aws_sdk_ecs::Client::from_conf(config)
+    }
+
+    fn request_for(capacity: Capacity) -> aws_sdk_ecs::operation::run_task::builders::RunTaskInputBuilder {
+        let settings = FleetSettings { capacity, ..settings() };
+        run_task_request(&offline_client(), &settings, "token-1").unwrap().as_input().clone()
+    }
+
+    fn strategies(input: &aws_sdk_ecs::operation::run_task::builders::RunTaskInputBuilder) -> Vec<(String, i32)> {
+        let items = input.get_capacity_provider_strategy().clone().unwrap_or_default();
+        items.into_iter().map(|item| (item.capacity_provider, item.weight)).collect()
+    }
+
+    #[test]
+    fn every_request_names_the_task_network_and_token() {
+        for capacity in [
+            Capacity::Fargate,
+            Capacity::FargateSpot,
+            Capacity::Ec2 { capacity_provider: "ec2".into(), instance_type: None },
+        ] {
+            let input = request_for(capacity);
+            assert_eq!(input.get_cluster().as_deref(), Some("sluice"));
+            assert_eq!(input.get_task_definition().as_deref(), Some("sluice-worker"));
+            assert_eq!(*input.get_count(), Some(1));
+            assert_eq!(input.get_started_by().as_deref(), Some(STARTED_BY));
+            assert_eq!(input.get_client_token().as_deref(), Some("token-1"));
+            let vpc = input.get_network_configuration().as_ref().and_then(|n| n.awsvpc_configuration()).unwrap();
+            assert_eq!(vpc.subnets(), ["subnet-1"]);
+            assert_eq!(vpc.assign_public_ip(), Some(&AssignPublicIp::Disabled));
+        }
+    }
+
+    #[test]
+    fn fargate_is_a_launch_type() {
+        let input = request_for(Capacity::Fargate);
+        assert_eq!(input.get_launch_type(), &Some(LaunchType::Fargate));
+        assert!(input.get_capacity_provider_strategy().is_none());
+        assert!(input.get_placement_constraints().is_none());
+    }
+
+    #[test]
+    fn fargate_spot_is_a_capacity_provider_strategy_without_launch_type() {
+        let input = request_for(Capacity::FargateSpot);
+        assert_eq!(input.get_launch_type(), &None);
+        assert_eq!(strategies(&input), [("FARGATE_SPOT".to_owned(), 1)]);
+        assert!(input.get_placement_constraints().is_none());
+    }
+
+    #[test]
+    fn ec2_uses_the_capacity_provider_and_pins_the_instance_type() {
+        // GIVEN EC2 capacity with an instance type
+        let capacity =
+            Capacity::Ec2 { capacity_provider: "sluice-ec2".into(), instance_type: Some("g5.xlarge".into()) };
+        // WHEN the request is built
+        let input = request_for(capacity);
+        // THEN it names the capacity provider, no launch type, and a memberOf constraint on the type
+        assert_eq!(input.get_launch_type(), &None);
+        assert_eq!(strategies(&input), [("sluice-ec2".to_owned(), 1)]);
+        let constraints = input.get_placement_constraints().clone().unwrap();
+        assert_eq!(constraints.len(), 1);
+        assert_eq!(constraints[0].r#type(), Some(&PlacementConstraintType::MemberOf));
+        assert_eq!(constraints[0].expression(), Some("attribute:ecs.instance-type == g5.xlarge"));
+    }
+
+    #[test]
+    fn ec2_without_an_instance_type_has_no_constraint() {
+        let input = request_for(Capacity::Ec2 { capacity_provider: "sluice-ec2".into(), instance_type: None });
+        assert_eq!(strategies(&input), [("sluice-ec2".to_owned(), 1)]);
+        assert!(input.get_placement_constraints().is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use aws_lambda_events::s3::S3Event;
 use chrono::{DateTime, Utc};
-use lambda_trigger::config::{FleetSettings, JobSettings};
+use lambda_trigger::config::{Capacity, FleetSettings, JobSettings};
 use lambda_trigger::fleet::{FleetError, WorkerFleet};
 use lambda_trigger::queue::{FailedEntry, JobQueue, QueueError};
 use lambda_trigger::{TriggerConfig, TriggerError, handle};
@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use shared::JobMessage;
 
 const PUT_EVENT: &[u8] = include_bytes!("../fixtures/s3-put.json");
+/// What an EventBridge schedule (the template's `Reconcile` event) sends.
+const SCHEDULED_EVENT: &[u8] = include_bytes!("../fixtures/scheduled-event.json");
 
 /// A queue that keeps what it is sent and can refuse entries for a while.
 #[derive(Default)]
@@ -92,6 +94,7 @@ fn config(max_workers: usize) -> TriggerConfig {
             security_groups: vec![],
             assign_public_ip: false,
             max_workers,
+            capacity: Capacity::Fargate,
         },
     }
 }
@@ -256,7 +259,7 @@ async fn a_scheduled_event_starts_a_worker_for_waiting_jobs() {
     handle(event_with_keys(&["incoming/a.csv"]), &config(1), &queue, &fleet, now()).await.unwrap();
     fleet.active.lock().unwrap().clear();
     // WHEN the schedule fires
-    let scheduled = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    let scheduled: Value = serde_json::from_slice(SCHEDULED_EVENT).unwrap();
     let summary = handle(scheduled, &config(1), &queue, &fleet, now() + chrono::Duration::minutes(5)).await.unwrap();
     // THEN a worker starts
     assert_eq!(summary.workers.started.len(), 1);
