@@ -2,22 +2,31 @@
 #   make local   runs the whole pipeline on this machine against moto (the local AWS stand-in)
 #   make test    runs every check and test (what CI runs)
 # Both set up what they need: a Python venv with pinned tools (.venv) and the Rust workspace.
+# For AWS: make push-image (the worker image to ECR), then sam build && sam deploy --guided
+# (docs/deploy.md).
 
 VENV    := .venv
 STAMP   := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-12)
 PYTHON  ?= python3
 CARGO   ?= cargo
 
-.PHONY: local test setup build lint models bench
+# The SAM CLI and checkov pin boto3 versions that conflict with each other and with .venv's AWS
+# CLI, so each has a venv of its own: .tools/NAME from tools/requirements-NAME.txt.
+TOOLS       := sam checkov
+TOOL_STAMPS := $(foreach tool,$(TOOLS),.tools/$(tool)/.installed-$(shell sha256sum tools/requirements-$(tool).txt | cut -c1-12))
+SAM         := .tools/sam/bin/sam
+CHECKOV     := .tools/checkov/bin/checkov
+
+.PHONY: local test setup build lint lint-deploy models push-image bench
 
 local: setup build
 	target/debug/sluice-local run $(ARGS)
 
 test: setup lint
-	$(CARGO) build --workspace --all-targets
-	$(CARGO) test --workspace
+	$(CARGO) build --workspace --all-targets --locked
+	$(CARGO) test --workspace --locked
 
-setup: $(STAMP)
+setup: $(STAMP) $(TOOL_STAMPS)
 
 $(STAMP): requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,17 +35,38 @@ $(STAMP): requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# A tool's stamp names its requirements' hash, so a changed pin makes a new venv.
+$(TOOL_STAMPS):
+	rm -rf $(@D)
+	$(PYTHON) -m venv $(@D)
+	$(@D)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(@D)/bin/pip install --quiet --disable-pip-version-check -r tools/requirements-$(notdir $(@D)).txt
+	touch $@
+
 build:
 	$(CARGO) build --workspace
 
-lint: setup
+lint: setup lint-deploy
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# The deployment files, offline: the template (cfn-lint; SAM's own validation, which needs a
+# region but no account; checkov, each skipped check justified in the template), the worker's
+# Dockerfile and the shell scripts. The Rust side of the template is tests/env_contract.rs.
+lint-deploy: setup
 	$(VENV)/bin/cfn-lint template.yaml
+	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --template template.yaml
+	$(CHECKOV) --file template.yaml --framework cloudformation --compact --quiet --skip-download
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/shellcheck scripts/*.sh .ci/run
 
 # Regenerates the example models, data and reference outputs (deterministic).
 models: setup
 	$(VENV)/bin/python models/make_models.py
+
+# Builds the worker image (linux/amd64) and pushes it to ECR; prints the WorkerImageUri.
+push-image:
+	scripts/push-worker-image.sh $(TAG)
 
 # Throughput and peak memory against pandas + onnxruntime (release build; prints a table).
 bench: setup
