@@ -2,8 +2,8 @@
 #   make local   runs the whole pipeline on this machine against moto (the local AWS stand-in)
 #   make test    runs every check and test (what CI runs)
 # Both set up what they need: a Python venv with pinned tools (.venv) and the Rust workspace.
-# For AWS: make push-image (the worker image to ECR), then sam build && sam deploy --guided
-# (docs/deploy.md).
+# For AWS: make push-image (the worker image to ECR), make sam-build (the function), then
+# sam deploy --guided (docs/deploy.md).
 
 VENV    := .venv
 STAMP   := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-12)
@@ -15,9 +15,11 @@ CARGO   ?= cargo
 TOOLS       := sam checkov
 TOOL_STAMPS := $(foreach tool,$(TOOLS),.tools/$(tool)/.installed-$(shell sha256sum tools/requirements-$(tool).txt | cut -c1-12))
 SAM         := .tools/sam/bin/sam
+# cargo-lambda and zig, for sam-build only.
+LAMBDA_STAMP := .tools/lambda/.installed-$(shell sha256sum tools/requirements-lambda.txt | cut -c1-12)
 CHECKOV     := .tools/checkov/bin/checkov
 
-.PHONY: local test setup build lint lint-deploy models push-image bench
+.PHONY: local test setup build lint lint-deploy models push-image sam-build bench
 
 local: setup build
 	target/debug/sluice-local run $(ARGS)
@@ -36,7 +38,7 @@ $(STAMP): requirements-dev.txt
 	touch $@
 
 # A tool's stamp names its requirements' hash, so a changed pin makes a new venv.
-$(TOOL_STAMPS):
+$(TOOL_STAMPS) $(LAMBDA_STAMP):
 	rm -rf $(@D)
 	$(PYTHON) -m venv $(@D)
 	$(@D)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
@@ -63,6 +65,11 @@ lint-deploy: setup
 # Regenerates the example models, data and reference outputs (deterministic).
 models: setup
 	$(VENV)/bin/python models/make_models.py
+
+# Builds the function as `sam deploy` uploads it (.aws-sam/build): SAM runs cargo-lambda, which
+# cross-compiles for arm64 with zig, both from .tools/lambda.
+sam-build: $(TOOL_STAMPS) $(LAMBDA_STAMP)
+	PATH="$(CURDIR)/.tools/lambda/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(SAM) build
 
 # Builds the worker image (linux/amd64) and pushes it to ECR; prints the WorkerImageUri.
 push-image:
