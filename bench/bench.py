@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKER = ROOT / "target" / "release" / "worker"
+WORKER = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "worker"
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 PYTHON_BASELINE = r'''
@@ -89,14 +89,22 @@ def make_identity_model(path: Path) -> None:
 
 
 def run(command: list[str], cores: str) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of `command` pinned to `cores`."""
+    """Wall seconds and peak RSS (bytes) of `command` pinned to `cores`.
+
+    The peak comes from GNU time, a small process in between: Linux carries the high-water mark
+    across fork and exec, so measured directly, every child would start at this script's size.
+    """
     started = time.perf_counter()
-    process = subprocess.Popen(["taskset", "-c", cores, *command], stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
+    result = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", "taskset", "-c", cores, *command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     elapsed = time.perf_counter() - started
-    if status != 0:
-        sys.exit(f"failed ({status}): {' '.join(command)}")
-    return elapsed, usage.ru_maxrss * 1024
+    if result.returncode != 0:
+        sys.exit(f"failed ({result.returncode}): {' '.join(command)}\n{result.stderr}")
+    return elapsed, int(result.stderr.strip().splitlines()[-1]) * 1024
 
 
 def main() -> None:

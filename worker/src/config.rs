@@ -11,7 +11,7 @@ pub const POLL_WAIT_SECONDS: EnvVar =
     EnvVar::optional("POLL_WAIT_SECONDS", "seconds each receive waits for messages, from 0 to 20", "20");
 pub const EMPTY_POLLS_BEFORE_EXIT: EnvVar =
     EnvVar::optional("EMPTY_POLLS_BEFORE_EXIT", "how many empty receives in a row end the worker, from 1 to 1000", "3");
-pub const BATCH_SIZE: EnvVar = EnvVar::optional("BATCH_SIZE", "rows per model run, from 1 to 1048576", "1024");
+pub const BATCH_SIZE: EnvVar = EnvVar::optional("BATCH_SIZE", "rows per model run, from 1 to 1048576", "4096");
 pub const MAX_BAD_ROW_RATIO: EnvVar =
     EnvVar::optional("MAX_BAD_ROW_RATIO", "the share of bad rows above which a file fails, from 0 to 1", "0.1");
 pub const VISIBILITY_TIMEOUT_SECONDS: EnvVar = EnvVar::optional(
@@ -123,7 +123,7 @@ mod tests {
         assert_eq!(config.empty_polls_before_exit, 3);
         assert_eq!(
             config.transform,
-            TransformOptions { batch_size: 1024, max_bad_row_ratio: 0.1, threads: default_threads() }
+            TransformOptions { batch_size: 4096, max_bad_row_ratio: 0.1, threads: default_threads() }
         );
         assert_eq!(config.csv, CsvOptions { has_header: true, delimiter: b',' });
     }

@@ -43,7 +43,7 @@ enum Command {
         #[arg(long)]
         errors: Option<String>,
         /// Rows per model run (rounded up to a multiple of 16).
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 4096)]
         batch_size: usize,
         /// The share of bad rows above which the file fails.
         #[arg(long, default_value_t = 0.1)]

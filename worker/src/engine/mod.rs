@@ -35,7 +35,7 @@ pub struct TransformOptions {
 
 impl Default for TransformOptions {
     fn default() -> Self {
-        Self { batch_size: 1024, max_bad_row_ratio: 0.1, threads: default_threads() }
+        Self { batch_size: 4096, max_bad_row_ratio: 0.1, threads: default_threads() }
     }
 }
 
