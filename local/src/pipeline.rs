@@ -23,9 +23,7 @@ use crate::moto::MotoServer;
 use crate::provision::{Stack, StackSettings, ensure_bucket};
 
 /// Suffixes of what the worker writes beside each input (SageMaker Batch Transform's layout).
-pub const OUTPUT_SUFFIX: &str = ".out";
-pub const REPORT_SUFFIX: &str = ".report.json";
-pub const ERRORS_SUFFIX: &str = ".errors.csv";
+pub use shared::keys::{DATA_SUFFIX as OUTPUT_SUFFIX, ERRORS_SUFFIX, REPORT_SUFFIX};
 
 /// How to set the pipeline up.
 #[derive(Debug, Clone)]
