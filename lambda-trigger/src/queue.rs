@@ -110,16 +110,22 @@ impl JobQueue for SqsJobQueue {
             .send()
             .await
             .map_err(|e| QueueError::Request(e.into()))?;
-        Ok(response
+        response
             .failed
             .into_iter()
-            .map(|f| FailedEntry {
-                index: f.id.parse().unwrap_or(0),
-                code: f.code,
-                message: f.message.unwrap_or_default(),
-                sender_fault: f.sender_fault,
+            .map(|f| {
+                // The ids are the indexes this adapter gave; anything else cannot be retried safely.
+                let index = f.id.parse().ok().filter(|&i: &usize| i < jobs.len()).ok_or_else(|| {
+                    QueueError::Request(format!("SQS reported a failed entry with unknown id {:?}", f.id).into())
+                })?;
+                Ok(FailedEntry {
+                    index,
+                    code: f.code,
+                    message: f.message.unwrap_or_default(),
+                    sender_fault: f.sender_fault,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn waiting_jobs(&self) -> Result<u64, QueueError> {

@@ -276,17 +276,18 @@ impl S3Storage {
                 },
             };
         }
+        let parts = completed.len();
         self.client
             .complete_multipart_upload()
             .bucket(bucket)
             .key(key)
             .upload_id(&upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed.clone())).build())
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
             .send()
             .await
             .map_err(|e| StorageError::from_sdk(&uri, e))?;
         guard.upload_id = None;
-        Ok(Uploaded { bytes, parts: completed.len() })
+        Ok(Uploaded { bytes, parts })
     }
 
     /// Waits for the aborts of abandoned uploads (before the process exits).
