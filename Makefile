@@ -17,6 +17,9 @@ TOOL_STAMPS := $(foreach tool,$(TOOLS),.tools/$(tool)/.installed-$(shell sha256s
 SAM         := .tools/sam/bin/sam
 # cargo-lambda and zig, for sam-build only.
 LAMBDA_STAMP := .tools/lambda/.installed-$(shell sha256sum tools/requirements-lambda.txt | cut -c1-12)
+# scikit-learn, onnxruntime and pandas, for the model script and the benchmark only.
+MODELS_STAMP := .tools/models/.installed-$(shell sha256sum tools/requirements-models.txt | cut -c1-12)
+MODELS_PYTHON := .tools/models/bin/python
 CHECKOV     := .tools/checkov/bin/checkov
 
 .PHONY: local test setup build lint lint-deploy models push-image sam-build bench
@@ -32,17 +35,17 @@ setup: $(STAMP) $(TOOL_STAMPS)
 
 $(STAMP): requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-cache-dir --upgrade pip
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-cache-dir -r requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 # A tool's stamp names its requirements' hash, so a changed pin makes a new venv.
-$(TOOL_STAMPS) $(LAMBDA_STAMP):
+$(TOOL_STAMPS) $(LAMBDA_STAMP) $(MODELS_STAMP):
 	rm -rf $(@D)
 	$(PYTHON) -m venv $(@D)
-	$(@D)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(@D)/bin/pip install --quiet --disable-pip-version-check -r tools/requirements-$(notdir $(@D)).txt
+	$(@D)/bin/pip install --quiet --disable-pip-version-check --no-cache-dir --upgrade pip
+	$(@D)/bin/pip install --quiet --disable-pip-version-check --no-cache-dir -r tools/requirements-$(notdir $(@D)).txt
 	touch $@
 
 build:
@@ -63,8 +66,8 @@ lint-deploy: setup
 	$(VENV)/bin/shellcheck scripts/*.sh .ci/run
 
 # Regenerates the example models, data and reference outputs (deterministic).
-models: setup
-	$(VENV)/bin/python models/make_models.py
+models: $(MODELS_STAMP)
+	$(MODELS_PYTHON) models/make_models.py
 
 # Builds the function as `sam deploy` uploads it (.aws-sam/build): SAM runs cargo-lambda, which
 # cross-compiles for arm64 with zig, both from .tools/lambda.
@@ -76,6 +79,6 @@ push-image:
 	scripts/push-worker-image.sh $(TAG)
 
 # Throughput and peak memory against pandas + onnxruntime (release build; prints a table).
-bench: setup
+bench: $(MODELS_STAMP)
 	$(CARGO) build --release --workspace
-	$(VENV)/bin/python bench/bench.py $(ARGS)
+	$(MODELS_PYTHON) bench/bench.py $(ARGS)

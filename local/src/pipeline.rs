@@ -155,7 +155,7 @@ impl LocalPipeline {
         if !options.model.is_file() {
             bail!(
                 "the model {} does not exist (pass --model, or generate the example models with \
-                 .venv/bin/python models/make_models.py)",
+                 make models)",
                 options.model.display()
             );
         }
