@@ -4,10 +4,12 @@ Runs, in one go and on the same seeded data:
   * the engine (`worker transform`, release build) with the logistic-regression and MLP models,
   * the same binary with an identity model (parse and write, no real inference): the I/O floor,
   * pandas + onnxruntime, reading in chunks and writing CSV: the Python alternative,
-each pinned to one core and then given two, and prints rows/s, peak RSS and the ratios.
+each pinned to one core and then given two, and prints rows/s, peak RSS and the ratios. Each
+case runs --repeat times (3 by default) and the fastest run counts, for every case alike: on a
+shared virtual machine single runs vary by a fifth and more.
 
-    .venv/bin/python bench/bench.py                 # 1,000,000 rows (make bench)
-    .venv/bin/python bench/bench.py --rows 10000000 # the memory check at 10M rows
+    .tools/models/bin/python bench/bench.py                 # 1,000,000 rows (make bench)
+    .tools/models/bin/python bench/bench.py --rows 10000000 # the memory check at 10M rows
 
 Needs `cargo build --release --workspace` first (make bench does it).
 """
@@ -111,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--skip-python", action="store_true", help="only the Rust runs (for the 10M-row memory check)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each case; the fastest counts (default 3)")
     args = parser.parse_args()
     if not WORKER.exists():
         sys.exit(f"{WORKER} is missing: run `cargo build --release --workspace` (or `make bench`)")
@@ -148,7 +151,8 @@ def main() -> None:
             print(f"== {label}")
             print(f"{'':44} {'seconds':>8} {'rows/s':>12} {'peak RSS':>10}")
             for name, command in cases:
-                seconds, rss = run(command, cores)
+                timings = [run(command, cores) for _ in range(max(1, args.repeat))]
+                seconds, rss = min(t for t, _ in timings), max(r for _, r in timings)
                 runs[(label, name)] = (seconds, rss)
                 print(f"{name:44} {seconds:8.2f} {args.rows / seconds:12,.0f} {rss / 2**20:8.1f} MB", flush=True)
             floor = runs[(label, "sluice, I/O floor (identity)")][0]

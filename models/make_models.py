@@ -1,8 +1,8 @@
 """Build sluice's example/test ONNX models, example CSV data and reference outputs.
 
-Run from the repository root with the pinned dev venv (requirements-dev.txt):
+Run from the repository root with the pinned venv of tools/requirements-models.txt (make models):
 
-    .venv/bin/python models/make_models.py
+    .tools/models/bin/python models/make_models.py
 
 It writes:
 
@@ -11,6 +11,9 @@ It writes:
   models/iris_mlp.onnx      MLPClassifier (one hidden layer of 8) on iris
       input  `features` float32 [N, 4]
       output `label` int64 [N], `probabilities` float32 [N, 3]  (no ZipMap)
+  models/iris_named.onnx    LogisticRegression trained on the class names themselves
+      output `label` string [N] (the classifier's classlabels_strings), and no sidecar:
+      its configuration is the JSON of its metadata entry "sluice"
   models/diabetes_linreg.onnx  LinearRegression on sklearn's diabetes data
       input  `features` float32 [N, 10], output `variable` float32 [N, 1]
   models/half_plus_two.onnx    hand-built graph y = x / 2 + 2
@@ -271,6 +274,36 @@ def iris_models(iris_csv):
         )
 
 
+def iris_named_model(iris_csv):
+    """A classifier that names its classes itself and carries its own configuration."""
+    print("iris_named:")
+    iris = load_iris()
+    X, y = iris.data, np.asarray(IRIS_CLASSES)[iris.target]
+    ids, _, x32 = read_features(iris_csv, IRIS_FEATURES)
+    model = LogisticRegression(max_iter=1000, random_state=0).fit(X, y)
+    assert list(model.classes_) == IRIS_CLASSES
+    onx = convert_sklearn(
+        model,
+        name="iris_named",
+        initial_types=[("features", FloatTensorType([None, 4]))],
+        options={id(model): {"zipmap": False}},
+        target_opset=TARGET_OPSET,
+    )
+    labels = [a for n in onx.graph.node for a in n.attribute if a.name == "classlabels_strings"]
+    assert [[s.decode() for s in a.strings] for a in labels] == [IRIS_CLASSES], labels
+    helper.set_model_props(onx, {"sluice": json.dumps({"features": IRIS_FEATURES, "passthrough": ["id"]})})
+    path = save(onx, "iris_named.onnx")
+    sess = session(path)
+    label, proba = sess.run(["label", "probabilities"], {"features": x32})
+    assert label.dtype == object and list(label) == list(model.predict(X)), label[:5]
+    np.testing.assert_allclose(proba, model.predict_proba(X), atol=1e-4)
+    write_csv(
+        os.path.join(REFERENCE, "iris_named.csv"),
+        ["id", "label"] + [f"probabilities_{c}" for c in IRIS_CLASSES],
+        [[i, l] + [f32_repr(p) for p in ps] for i, l, ps in zip(ids, label, proba)],
+    )
+
+
 def diabetes_model(diabetes_csv):
     print("diabetes_linreg:")
     diabetes = load_diabetes()
@@ -350,6 +383,7 @@ def main():
     diabetes_csv = make_diabetes_csv()
     hp2_csv = make_half_plus_two_csv()
     iris_models(iris_csv)
+    iris_named_model(iris_csv)
     diabetes_model(diabetes_csv)
     half_plus_two_model(hp2_csv)
     print("all checks passed")

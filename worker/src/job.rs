@@ -155,7 +155,6 @@ impl JobRunner {
                 &mut data_writer,
                 &mut errors_writer,
                 &engine_model.model,
-                &engine_model.config,
                 &options,
                 &mut |_| {},
             );

@@ -141,16 +141,7 @@ pub async fn run(request: TransformRequest) -> Result<TransformRun> {
             ProgressStyle::with_template("{spinner} {human_pos} rows, {per_sec}, {elapsed}").expect("valid template"),
         );
         let mut report = |rows: u64| progress.set_position(rows);
-        let result = transform(
-            input,
-            kind,
-            output.writer(),
-            errors.writer(),
-            &loaded.model,
-            &loaded.config,
-            &options,
-            &mut report,
-        );
+        let result = transform(input, kind, output.writer(), errors.writer(), &loaded.model, &options, &mut report);
         progress.finish_and_clear();
         (result, output, errors)
     })

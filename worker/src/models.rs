@@ -1,4 +1,4 @@
-//! Loading models (and their sidecar configuration) once, from S3 or a local path.
+//! Loading models (and their sidecar configuration, if any) once, from S3 or a local path.
 
 use std::sync::Arc;
 
@@ -12,11 +12,10 @@ use crate::storage::{S3Storage, StorageError};
 /// The sidecar configuration is `<model>.json`.
 pub const SIDECAR_SUFFIX: &str = ".json";
 
-/// A model ready to serve, with the configuration that maps columns to it.
+/// A model ready to serve (with the configuration that maps columns to it: `model.config`).
 pub struct LoadedModel {
     pub uri: String,
     pub model: Model,
-    pub config: ModelConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,18 +63,16 @@ pub async fn load_model(storage: Option<&S3Storage>, uri: &str) -> Result<Loaded
             });
         }
     };
-    let config = match config_bytes {
-        Some(bytes) => ModelConfig::from_json(&bytes)
-            .map_err(|source| ModelLoadError::Config { uri: sidecar.to_string(), source })?,
-        None => ModelConfig::default(),
-    };
-    let classes = config.classes.clone();
+    let config = config_bytes
+        .map(|bytes| ModelConfig::from_json(&bytes))
+        .transpose()
+        .map_err(|source| ModelLoadError::Config { uri: sidecar.to_string(), source })?;
     // Optimising a model is CPU work: keep it off the async threads.
-    let model = tokio::task::spawn_blocking(move || Model::load(&bytes, classes.as_deref()))
+    let model = tokio::task::spawn_blocking(move || Model::load(&bytes, config))
         .await
         .map_err(|e| ModelLoadError::Model { uri: uri.to_owned(), source: ModelError::Unsupported(e.to_string()) })?
         .map_err(|source| ModelLoadError::Model { uri: uri.to_owned(), source })?;
-    Ok(LoadedModel { uri: uri.to_owned(), model, config })
+    Ok(LoadedModel { uri: uri.to_owned(), model })
 }
 
 /// Keeps the last model loaded: jobs name their model, and in steady state they all name the

@@ -13,13 +13,15 @@ fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
-fn load(name: &str) -> (Model, ModelConfig) {
+/// A committed model, with its sidecar configuration when it has one.
+fn load(name: &str) -> Model {
+    let sidecar = std::fs::read(repo(&format!("models/{name}.onnx.json"))).ok();
+    load_with(name, sidecar.map(|json| ModelConfig::from_json(&json).unwrap()))
+}
+
+fn load_with(name: &str, config: Option<ModelConfig>) -> Model {
     let bytes = std::fs::read(repo(&format!("models/{name}.onnx"))).unwrap();
-    let config = match std::fs::read(repo(&format!("models/{name}.onnx.json"))) {
-        Ok(json) => ModelConfig::from_json(&json).unwrap(),
-        Err(_) => ModelConfig::default(),
-    };
-    (Model::load(&bytes, config.classes.as_deref()).unwrap(), config)
+    Model::load(&bytes, config).unwrap()
 }
 
 struct Run {
@@ -28,20 +30,14 @@ struct Run {
     result: Result<TransformSummary, TransformError>,
 }
 
-fn run(model: &(Model, ModelConfig), input: &[u8], options: TransformOptions) -> Run {
+fn run(model: &Model, input: &[u8], options: TransformOptions) -> Run {
     run_named(model, "data.csv", CsvOptions::default(), input, options)
 }
 
-fn run_named(
-    model: &(Model, ModelConfig),
-    name: &str,
-    csv: CsvOptions,
-    input: &[u8],
-    options: TransformOptions,
-) -> Run {
+fn run_named(model: &Model, name: &str, csv: CsvOptions, input: &[u8], options: TransformOptions) -> Run {
     let kind = FileKind::from_name(name, None, csv).unwrap();
     let (mut output, mut errors) = (Vec::new(), Vec::new());
-    let result = transform(input, kind, &mut output, &mut errors, &model.0, &model.1, &options, &mut |_| {});
+    let result = transform(input, kind, &mut output, &mut errors, model, &options, &mut |_| {});
     Run { output: String::from_utf8(output).unwrap(), errors: String::from_utf8(errors).unwrap(), result }
 }
 
@@ -92,6 +88,50 @@ fn random_forest_matches_onnxruntime() {
 #[test]
 fn mlp_matches_onnxruntime() {
     check_against_reference("iris_mlp");
+}
+
+#[test]
+fn a_model_names_its_own_classes_and_carries_its_own_configuration() {
+    // GIVEN a classifier trained on class names, with its configuration in its ONNX metadata
+    // and no sidecar
+    let model = load("iris_named");
+    assert!(!repo("models/iris_named.onnx.json").exists());
+    let input = std::fs::read(repo("examples/data/iris.csv")).unwrap();
+    // WHEN it runs over iris
+    let run = run(&model, &input, TransformOptions::default());
+    assert_eq!(run.result.unwrap().rows_out, 150);
+    // THEN the id passes through (the embedded configuration), the labels and the probability
+    // columns carry the classifier's own names, and the values are onnxruntime's
+    let reference = std::fs::read_to_string(repo("models/reference/iris_named.csv")).unwrap();
+    let header = reference.lines().next().unwrap();
+    assert_eq!(header, "id,label,probabilities_setosa,probabilities_versicolor,probabilities_virginica");
+    assert!(run.output.starts_with(&format!("{header}\n")), "{}", &run.output[..200]);
+    for (g, w) in rows(&run.output).iter().zip(&rows(&reference)) {
+        assert_eq!(g[..2], w[..2], "id and label");
+        for col in 2..5 {
+            let (a, b): (f64, f64) = (g[col].parse().unwrap(), w[col].parse().unwrap());
+            assert!((a - b).abs() <= 1e-5, "id {} column {col}: {a} vs onnxruntime {b}", w[0]);
+        }
+    }
+}
+
+#[test]
+fn a_sidecar_overrides_the_configuration_in_the_model() {
+    // GIVEN the self-describing model, and a sidecar that passes every column through and
+    // renames the classes
+    let config = r#"{"passthrough": "all", "features": [1, 2, 3, 4], "classes": ["a", "b", "c"]}"#;
+    let model = load_with("iris_named", Some(ModelConfig::from_json(config.as_bytes()).unwrap()));
+    // WHEN a row goes through
+    let input = "id,sepal_length,sepal_width,petal_length,petal_width\n7,5.1,3.5,1.4,0.2\n";
+    let run = run(&model, input.as_bytes(), TransformOptions::default());
+    run.result.unwrap();
+    // THEN the sidecar decides the columns and names the classes, labels included
+    let header = run.output.lines().next().unwrap();
+    assert_eq!(
+        header,
+        "id,sepal_length,sepal_width,petal_length,petal_width,label,probabilities_a,probabilities_b,probabilities_c"
+    );
+    assert!(run.output.lines().nth(1).unwrap().starts_with("7,5.1,3.5,1.4,0.2,a,"), "{}", run.output);
 }
 
 #[test]
@@ -250,9 +290,8 @@ fn tsv_and_headerless_csv_are_read_by_configuration() {
 
 #[test]
 fn passthrough_all_joins_every_input_column_to_the_predictions() {
-    let (model, _) = load("half_plus_two");
-    let config = ModelConfig::from_json(br#"{"passthrough": "all"}"#).unwrap();
-    let run = run(&(model, config), b"x\n1\n2\n", TransformOptions::default());
+    let model = load_with("half_plus_two", Some(ModelConfig::from_json(br#"{"passthrough": "all"}"#).unwrap()));
+    let run = run(&model, b"x\n1\n2\n", TransformOptions::default());
     run.result.unwrap();
     assert_eq!(run.output, "x,y\n1,2.5\n2,3.0\n");
 }

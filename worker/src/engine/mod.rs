@@ -2,7 +2,8 @@
 //!
 //! - [`format`]: which format a file is in (CSV, TSV, JSON Lines; gzip or not).
 //! - [`model`]: loading a model once and running it on mini-batches.
-//! - [`model_config`]: the optional sidecar that maps input columns to the model.
+//! - [`model_config`]: the optional configuration that maps input columns to the model.
+//! - [`row_ops`]: faster loops for the softmax and argmax of classifiers with few classes.
 //! - [`columns`], [`sources`], [`sinks`]: columns resolved, rows read, predictions written.
 //! - [`pipeline`]: parse, infer and write overlapped on the task's cores, in input order.
 
@@ -12,13 +13,14 @@ pub mod format;
 pub mod model;
 pub mod model_config;
 pub mod pipeline;
+pub mod row_ops;
 pub mod sinks;
 pub mod sources;
 
 use std::io;
 
 pub use format::{CsvOptions, DataFormat, FileKind, UnsupportedFile};
-pub use model::{Model, ModelError};
+pub use model::{METADATA_KEY, Model, ModelError};
 pub use model_config::{ColumnRef, ModelConfig, Passthrough};
 pub use pipeline::transform;
 use shared::report::RowError;

@@ -3,6 +3,11 @@
 //! The model must take one 2-D float input `[batch, features]` with a fixed feature count. Each
 //! output becomes one or more output columns: a label (integer or string, 1-D), or scores /
 //! values (float, 1-D or `[batch, width]`).
+//!
+//! The model configuration (which columns are features, which pass through, the class names) is
+//! the sidecar `<model>.json` when there is one, else the JSON of the model's own metadata entry
+//! [`METADATA_KEY`]. Class names come from that configuration, else from the classifier itself
+//! (`classlabels_strings` or `classlabels_ints` of an `ai.onnx.ml` classifier node).
 
 use std::sync::Arc;
 
@@ -10,6 +15,15 @@ use sha2::{Digest, Sha256};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::dims;
+
+use super::model_config::{ModelConfig, ModelConfigError};
+use super::row_ops::replace_narrow_row_ops;
+
+/// The metadata entry (`metadata_props`) of an ONNX model that may hold its configuration.
+pub const METADATA_KEY: &str = "sluice";
+
+/// ONNX-ML classifiers, which declare their class labels.
+const CLASSIFIERS: [&str; 3] = ["LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"];
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -25,6 +39,8 @@ pub struct Model {
     plan: Plan,
     pub n_features: usize,
     pub outputs: Vec<OutputSpec>,
+    /// The configuration in force: the sidecar's, the model's embedded one, or the default.
+    pub config: ModelConfig,
     /// Hex SHA-256 of the model file, for the report.
     pub sha256: String,
 }
@@ -40,10 +56,42 @@ pub struct OutputSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutputKind {
-    /// One label a row; integers are mapped to class names when the configuration has them.
-    Label { classes: Option<Vec<String>> },
+    /// One label a row; integer labels are written as class names when there are names.
+    Label { classes: Option<Classes> },
     /// `width` floats a row (class probabilities, regression values).
     Values { width: usize },
+}
+
+/// A classifier's class names, and the integer labels they stand for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classes {
+    pub names: Vec<String>,
+    /// `(label, index into names)`, sorted by label.
+    by_label: Vec<(i64, usize)>,
+}
+
+impl Classes {
+    /// Names for labels `0..names.len()`, or for `labels` when the model declares its own.
+    fn new(names: Vec<String>, labels: Option<&[i64]>) -> Self {
+        let mut by_label: Vec<(i64, usize)> = match labels {
+            Some(labels) => labels.iter().copied().zip(0..).collect(),
+            None => (0..).zip(0..names.len()).collect(),
+        };
+        by_label.sort_unstable();
+        Self { names, by_label }
+    }
+
+    /// The index of the name of integer label `label`.
+    pub fn index_of(&self, label: i64) -> Option<usize> {
+        self.by_label.binary_search_by_key(&label, |&(l, _)| l).ok().map(|i| self.by_label[i].1)
+    }
+}
+
+/// The labels a classifier node declares.
+#[derive(Debug, Clone, PartialEq)]
+enum DeclaredLabels {
+    Names(Vec<String>),
+    Integers(Vec<i64>),
 }
 
 /// The predictions for one mini-batch, output by output, row-major.
@@ -62,34 +110,46 @@ pub enum ModelError {
     Unsupported(String),
     #[error("the model failed on a batch of {rows} rows: {message}")]
     Inference { rows: usize, message: String },
+    #[error("its metadata entry {METADATA_KEY:?}: {0}")]
+    EmbeddedConfig(ModelConfigError),
 }
 
 impl Model {
-    /// Parses, checks and optimises a model. `classes` names the labels of a classifier.
-    pub fn load(bytes: &[u8], classes: Option<&[String]>) -> Result<Self, ModelError> {
+    /// Parses, checks and optimises a model. `sidecar` is the configuration found next to it;
+    /// without one, the model's own metadata entry [`METADATA_KEY`] is read, if it has one.
+    pub fn load(bytes: &[u8], sidecar: Option<ModelConfig>) -> Result<Self, ModelError> {
         let onnx = tract_onnx::onnx();
-        let proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(|e| ModelError::Unreadable(format!("{e:#}")))?;
-        let graph = proto.graph.as_ref().ok_or_else(|| ModelError::Unreadable("it has no graph".into()))?;
+        let mut proto =
+            onnx.proto_model_for_read(&mut &bytes[..]).map_err(|e| ModelError::Unreadable(format!("{e:#}")))?;
+        let graph = proto.graph.as_mut().ok_or_else(|| ModelError::Unreadable("it has no graph".into()))?;
         let n_features = feature_count(graph)?;
+        let declared = declared_labels(graph)?;
+        number_string_labels(graph);
+        let graph_outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+        let config = match sidecar {
+            Some(config) => config,
+            None => embedded_config(&proto)?.unwrap_or_default(),
+        };
+        let classes = class_names(config.classes.as_deref(), declared.as_ref())?;
 
         let model = onnx.model_for_proto_model(&proto).map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
         let batch = model.sym("N");
-        let typed = model
+        let mut typed = model
             .with_input_fact(0, f32::fact(dims!(batch, n_features)).into())
             .and_then(|m| m.into_optimized())
             .map_err(|e| ModelError::Unsupported(format!("tract cannot run it: {e:#}")))?;
+        replace_narrow_row_ops(&mut typed).map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
 
-        let outputs = graph
-            .output
+        let outputs = graph_outputs
             .iter()
             .enumerate()
-            .map(|(ix, info)| {
+            .map(|(ix, name)| {
                 let fact = typed.output_fact(ix).map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
-                output_spec(&info.name, fact, classes)
+                output_spec(name, fact, classes.as_ref())
             })
             .collect::<Result<Vec<_>, _>>()?;
         let plan = typed.into_runnable().map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
-        Ok(Self { plan, n_features, outputs, sha256: hex::encode(Sha256::digest(bytes)) })
+        Ok(Self { plan, n_features, outputs, config, sha256: hex::encode(Sha256::digest(bytes)) })
     }
 
     /// Every output column name, in order.
@@ -189,7 +249,95 @@ fn feature_count(graph: &pb::GraphProto) -> Result<usize, ModelError> {
     }
 }
 
-fn output_spec(name: &str, fact: &TypedFact, classes: Option<&[String]>) -> Result<OutputSpec, ModelError> {
+/// The configuration the model carries in its metadata, if any.
+fn embedded_config(proto: &pb::ModelProto) -> Result<Option<ModelConfig>, ModelError> {
+    proto
+        .metadata_props
+        .iter()
+        .find(|entry| entry.key == METADATA_KEY)
+        .map(|entry| ModelConfig::from_json(entry.value.as_bytes()).map_err(ModelError::EmbeddedConfig))
+        .transpose()
+}
+
+/// The class labels of the model's classifier node, if it has one that declares them.
+fn declared_labels(graph: &pb::GraphProto) -> Result<Option<DeclaredLabels>, ModelError> {
+    let classifiers: Vec<&pb::NodeProto> =
+        graph.node.iter().filter(|n| n.domain == "ai.onnx.ml" && CLASSIFIERS.contains(&n.op_type.as_str())).collect();
+    let [classifier] = classifiers[..] else { return Ok(None) };
+    for attribute in &classifier.attribute {
+        match attribute.name.as_str() {
+            "classlabels_strings" if !attribute.strings.is_empty() => {
+                let names: Result<Vec<String>, _> =
+                    attribute.strings.iter().map(|s| String::from_utf8(s.clone())).collect();
+                let names = names.map_err(|_| {
+                    ModelError::Unsupported(format!("{} has class labels that are not UTF-8", classifier.op_type))
+                })?;
+                return Ok(Some(DeclaredLabels::Names(names)));
+            }
+            "classlabels_ints" | "classlabels_int64s" if !attribute.ints.is_empty() => {
+                return Ok(Some(DeclaredLabels::Integers(attribute.ints.clone())));
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// tract cannot run a classifier whose labels are strings, so it gets the labels 0, 1, … in their
+/// place (its label output becomes int64), and the names it declared (see [`declared_labels`])
+/// turn those integers back into names when rows are written.
+fn number_string_labels(graph: &mut pb::GraphProto) {
+    use pb::attribute_proto::AttributeType;
+    use pb::type_proto::Value as Type;
+    let mut label_outputs = Vec::new();
+    for node in graph.node.iter_mut().filter(|n| n.domain == "ai.onnx.ml" && CLASSIFIERS.contains(&n.op_type.as_str()))
+    {
+        let integers = if node.op_type == "TreeEnsembleClassifier" { "classlabels_int64s" } else { "classlabels_ints" };
+        for attribute in node.attribute.iter_mut().filter(|a| a.name == "classlabels_strings" && !a.strings.is_empty())
+        {
+            attribute.name = integers.to_owned();
+            attribute.r#type = AttributeType::Ints as i32;
+            attribute.ints = (0..attribute.strings.len() as i64).collect();
+            attribute.strings.clear();
+            label_outputs.extend(node.output.first().cloned());
+        }
+    }
+    for output in graph.output.iter_mut().filter(|o| label_outputs.contains(&o.name)) {
+        if let Some(Type::TensorType(tensor)) = output.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+            tensor.elem_type = pb::tensor_proto::DataType::Int64 as i32;
+        }
+    }
+}
+
+/// The configuration's class names (for the model's integer labels, when it declares them), or
+/// the names the model declares.
+fn class_names(
+    configured: Option<&[String]>,
+    declared: Option<&DeclaredLabels>,
+) -> Result<Option<Classes>, ModelError> {
+    let declared_count = match declared {
+        Some(DeclaredLabels::Names(names)) => names.len(),
+        Some(DeclaredLabels::Integers(labels)) => labels.len(),
+        None => 0,
+    };
+    Ok(match (configured, declared) {
+        (Some(names), Some(_)) if names.len() != declared_count => {
+            return Err(ModelError::Unsupported(format!(
+                "the configuration names {} classes, but the model's classifier has {declared_count}",
+                names.len()
+            )));
+        }
+        (Some(names), Some(DeclaredLabels::Integers(labels))) => Some(Classes::new(names.to_vec(), Some(labels))),
+        (Some(names), _) => Some(Classes::new(names.to_vec(), None)),
+        (None, Some(DeclaredLabels::Names(names))) => Some(Classes::new(names.clone(), None)),
+        (None, Some(DeclaredLabels::Integers(labels))) => {
+            Some(Classes::new(labels.iter().map(i64::to_string).collect(), Some(labels)))
+        }
+        (None, None) => None,
+    })
+}
+
+fn output_spec(name: &str, fact: &TypedFact, classes: Option<&Classes>) -> Result<OutputSpec, ModelError> {
     let unsupported = |why: &str| ModelError::Unsupported(format!("output {name:?} {why}"));
     let rank = fact.rank();
     let width = match rank {
@@ -206,10 +354,9 @@ fn output_spec(name: &str, fact: &TypedFact, classes: Option<&[String]>) -> Resu
     let dt = fact.datum_type;
     let is_label = rank == 1 && (dt.is_integer() || dt == DatumType::TDim || dt == DatumType::String);
     if is_label {
-        let classes = classes.map(<[String]>::to_vec);
         return Ok(OutputSpec {
             name: name.to_owned(),
-            kind: OutputKind::Label { classes },
+            kind: OutputKind::Label { classes: classes.cloned() },
             columns: vec![name.to_owned()],
         });
     }
@@ -218,7 +365,7 @@ fn output_spec(name: &str, fact: &TypedFact, classes: Option<&[String]>) -> Resu
     }
     let columns = match classes {
         _ if width == 1 => vec![name.to_owned()],
-        Some(classes) if classes.len() == width => classes.iter().map(|c| format!("{name}_{c}")).collect(),
+        Some(classes) if classes.names.len() == width => classes.names.iter().map(|c| format!("{name}_{c}")).collect(),
         _ => (0..width).map(|i| format!("{name}_{i}")).collect(),
     };
     Ok(OutputSpec { name: name.to_owned(), kind: OutputKind::Values { width }, columns })
@@ -233,4 +380,49 @@ fn tensor_values(tensor: &Tensor) -> TractResult<OutputValues> {
     } else {
         OutputValues::Float(tensor.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|&n| n.to_owned()).collect()
+    }
+
+    #[test]
+    fn configured_names_stand_for_the_labels_the_model_declares() {
+        // A classifier whose integer labels are 10, 30 and 20, named by the configuration in
+        // that order.
+        let declared = DeclaredLabels::Integers(vec![10, 30, 20]);
+        let classes = class_names(Some(&names(&["ten", "thirty", "twenty"])), Some(&declared)).unwrap().unwrap();
+        let name = |label| classes.index_of(label).map(|i| classes.names[i].as_str());
+        assert_eq!((name(10), name(20), name(30), name(0)), (Some("ten"), Some("twenty"), Some("thirty"), None));
+    }
+
+    #[test]
+    fn without_declared_labels_configured_names_are_indexed_from_zero() {
+        let classes = class_names(Some(&names(&["a", "b"])), None).unwrap().unwrap();
+        assert_eq!((classes.index_of(0), classes.index_of(1), classes.index_of(2)), (Some(0), Some(1), None));
+    }
+
+    #[test]
+    fn without_configured_names_the_models_own_are_used() {
+        let declared = DeclaredLabels::Names(names(&["cat", "dog"]));
+        assert_eq!(class_names(None, Some(&declared)).unwrap().unwrap().names, names(&["cat", "dog"]));
+        let declared = DeclaredLabels::Integers(vec![3, 7]);
+        let classes = class_names(None, Some(&declared)).unwrap().unwrap();
+        assert_eq!((classes.names.clone(), classes.index_of(7)), (names(&["3", "7"]), Some(1)));
+        assert_eq!(class_names(None, None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_configuration_naming_the_wrong_number_of_classes_is_refused() {
+        let declared = DeclaredLabels::Integers(vec![0, 1, 2]);
+        let err = class_names(Some(&names(&["a", "b"])), Some(&declared)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the model is not supported: the configuration names 2 classes, but the model's classifier has 3"
+        );
+    }
 }

@@ -13,7 +13,6 @@ use shared::report::{REPORTED_ROW_ERRORS, RowError};
 use super::batch::{BadRow, Batch};
 use super::format::{DataFormat, FileKind, open_text};
 use super::model::{Model, RUN_ROW_MULTIPLE};
-use super::model_config::ModelConfig;
 use super::sinks::OutputLayout;
 use super::sources::{CsvSource, JsonLinesSource, RowSource};
 use super::{TransformError, TransformOptions, TransformSummary};
@@ -27,19 +26,19 @@ struct Formatted {
     bad: Vec<BadRow>,
 }
 
-/// Runs `model` over `input`, writing predictions to `output` and rejected rows to `errors`
-/// (nothing at all when every row is good). `progress` hears the rows read so far.
-#[allow(clippy::too_many_arguments)]
+/// Runs `model` over `input` (its columns mapped by `model.config`), writing predictions to
+/// `output` and rejected rows to `errors` (nothing at all when every row is good). `progress`
+/// hears the rows read so far.
 pub fn transform(
     input: impl Read + Send,
     kind: FileKind,
     mut output: impl Write,
     errors: impl Write,
     model: &Model,
-    config: &ModelConfig,
     options: &TransformOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<TransformSummary, TransformError> {
+    let config = &model.config;
     let text = open_text(input, kind.gzip)?;
     let mut source: Box<dyn RowSource + '_> = match kind.format {
         DataFormat::Csv { delimiter, has_header } => {
@@ -124,7 +123,7 @@ fn run_batch(batch: Batch, model: &Model, layout: &OutputLayout) -> Result<Forma
     let mut bytes = Vec::new();
     if batch.rows > 0 {
         let predictions = model.predict(&batch.features, batch.rows)?;
-        layout.format(&batch, &predictions, model, &mut bytes)?;
+        layout.format(&batch, &predictions, model, &mut bytes);
     }
     Ok(Formatted { seq: batch.seq, bytes, rows_read: batch.rows_read, rows_out: batch.rows, bad: batch.bad })
 }

@@ -1,8 +1,12 @@
 //! Writing prediction rows: pass-through fields first, then each output's columns, in the
 //! input's own format (CSV stays CSV with its delimiter, JSON objects stay objects, arrays stay
 //! arrays).
+//!
+//! Rows are appended straight to a byte buffer: what goes between the cells of a row is worked
+//! out once per file, class names are encoded once, and only pass-through fields and text labels
+//! are checked for characters that need quoting or escaping.
 
-use std::io::{self, Write};
+use std::io;
 
 use super::batch::Batch;
 use super::columns::ColumnPlan;
@@ -11,47 +15,79 @@ use super::model::{Model, OutputKind, OutputValues};
 
 /// How output rows are laid out.
 pub struct OutputLayout {
-    style: Style,
+    encoding: Encoding,
     /// Pass-through names then model column names.
     names: Vec<String>,
     /// Whether the output starts with a header row (CSV whose input had one).
     header: bool,
+    /// What goes before each cell of a row: nothing or the delimiter for CSV; `{"name":` or
+    /// `,"name":` for JSON objects; `[` or `,` for JSON arrays.
+    prefixes: Vec<Vec<u8>>,
+    /// What ends a row.
+    row_end: &'static [u8],
+    /// For each model output that is a label with class names: the names, encoded.
+    class_cells: Vec<Option<Vec<Vec<u8>>>>,
 }
 
-enum Style {
+#[derive(Clone, Copy)]
+enum Encoding {
     Csv { delimiter: u8 },
-    JsonObjects { keys: Vec<Vec<u8>> },
-    JsonArrays,
-}
-
-/// One output cell, borrowed from the batch or the predictions.
-enum Cell<'a> {
-    /// A CSV field, or a JSON value as JSON text.
-    Passthrough(&'a [u8]),
-    Text(&'a str),
-    Int(i64),
-    Float(f32),
+    Json,
 }
 
 impl OutputLayout {
     pub fn new(format: DataFormat, plan: &ColumnPlan, named: bool, model: &Model) -> Self {
         let names: Vec<String> = plan.passthrough_names().chain(model.column_names()).map(str::to_owned).collect();
-        let style = match format {
-            DataFormat::Csv { delimiter, .. } => Style::Csv { delimiter },
-            DataFormat::JsonLines if named => Style::JsonObjects {
-                keys: names.iter().map(|n| serde_json::to_vec(n).expect("strings serialise")).collect(),
-            },
-            DataFormat::JsonLines => Style::JsonArrays,
+        let (encoding, prefixes, row_end): (_, Vec<Vec<u8>>, &[u8]) = match format {
+            DataFormat::Csv { delimiter, .. } => {
+                let prefixes = (0..names.len()).map(|i| if i == 0 { vec![] } else { vec![delimiter] }).collect();
+                (Encoding::Csv { delimiter }, prefixes, b"\n")
+            }
+            DataFormat::JsonLines if named => {
+                let prefixes = names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| {
+                        let mut prefix = vec![if i == 0 { b'{' } else { b',' }];
+                        serde_json::to_writer(&mut prefix, name).expect("strings serialise");
+                        prefix.push(b':');
+                        prefix
+                    })
+                    .collect();
+                (Encoding::Json, prefixes, b"}\n")
+            }
+            DataFormat::JsonLines => {
+                let prefixes = (0..names.len()).map(|i| vec![if i == 0 { b'[' } else { b',' }]).collect();
+                (Encoding::Json, prefixes, b"]\n")
+            }
         };
-        let header = named && matches!(style, Style::Csv { .. });
-        Self { style, names, header }
+        let class_cells = model
+            .outputs
+            .iter()
+            .map(|spec| match &spec.kind {
+                OutputKind::Label { classes: Some(classes) } => Some(
+                    classes
+                        .names
+                        .iter()
+                        .map(|name| {
+                            let mut cell = Vec::new();
+                            write_text(&mut cell, encoding, name);
+                            cell
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect();
+        let header = named && matches!(encoding, Encoding::Csv { .. });
+        Self { encoding, names, header, prefixes, row_end, class_cells }
     }
 
     /// The header row, for CSV inputs that had one.
     pub fn header(&self) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        if let (true, Style::Csv { delimiter }) = (self.header, &self.style) {
-            let mut csv = csv::WriterBuilder::new().delimiter(*delimiter).from_writer(&mut out);
+        if let (true, Encoding::Csv { delimiter }) = (self.header, self.encoding) {
+            let mut csv = csv::WriterBuilder::new().delimiter(delimiter).from_writer(&mut out);
             csv.write_record(&self.names)?;
             csv.flush()?;
         }
@@ -59,93 +95,111 @@ impl OutputLayout {
     }
 
     /// Appends the output rows of `batch` to `out`.
-    pub fn format(
-        &self,
-        batch: &Batch,
-        predictions: &[OutputValues],
-        model: &Model,
-        out: &mut Vec<u8>,
-    ) -> io::Result<()> {
+    pub fn format(&self, batch: &Batch, predictions: &[OutputValues], model: &Model, out: &mut Vec<u8>) {
         let n_pass = batch.passthrough.len().checked_div(batch.rows).unwrap_or(0);
-        let mut csv = match self.style {
-            Style::Csv { delimiter } => Some(csv::WriterBuilder::new().delimiter(delimiter).from_writer(Vec::new())),
-            _ => None,
-        };
-        let mut number = ryu::Buffer::new();
+        let mut number = zmij::Buffer::new();
         let mut integer = itoa::Buffer::new();
         for row in 0..batch.rows {
-            let passthrough = (0..n_pass).map(|c| Cell::Passthrough(batch.passthrough.get(row * n_pass + c)));
-            let predicted = model.outputs.iter().zip(predictions).flat_map(|(spec, values)| {
-                let width = spec.width();
-                (row * width..(row + 1) * width).map(move |i| match (values, &spec.kind) {
-                    (OutputValues::Int(v), OutputKind::Label { classes: Some(names) }) => {
-                        match usize::try_from(v[i]).ok().and_then(|c| names.get(c)) {
-                            Some(name) => Cell::Text(name),
-                            None => Cell::Int(v[i]),
-                        }
-                    }
-                    (OutputValues::Int(v), _) => Cell::Int(v[i]),
-                    (OutputValues::Text(v), _) => Cell::Text(&v[i]),
-                    (OutputValues::Float(v), _) => Cell::Float(v[i]),
-                })
-            });
-            let cells = passthrough.chain(predicted);
-            match (&self.style, csv.as_mut()) {
-                (Style::Csv { .. }, Some(csv)) => {
-                    for cell in cells {
-                        match cell {
-                            Cell::Passthrough(bytes) => csv.write_field(bytes)?,
-                            Cell::Text(text) => csv.write_field(text)?,
-                            Cell::Int(v) => csv.write_field(integer.format(v))?,
-                            Cell::Float(v) => csv.write_field(number.format(v))?,
-                        }
-                    }
-                    csv.write_record(None::<&[u8]>)?;
-                }
-                (Style::JsonObjects { keys }, _) => {
-                    out.push(b'{');
-                    for (i, (cell, key)) in cells.zip(keys).enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        out.extend_from_slice(key);
-                        out.push(b':');
-                        write_json(out, cell, &mut number, &mut integer)?;
-                    }
-                    out.extend_from_slice(b"}\n");
-                }
-                _ => {
-                    out.push(b'[');
-                    for (i, cell) in cells.enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        write_json(out, cell, &mut number, &mut integer)?;
-                    }
-                    out.extend_from_slice(b"]\n");
+            let mut prefixes = self.prefixes.iter();
+            let mut cell = |out: &mut Vec<u8>| match prefixes.next().map(Vec::as_slice) {
+                Some(&[byte]) => out.push(byte),
+                Some(bytes) => out.extend_from_slice(bytes),
+                None => {}
+            };
+            for field in (row * n_pass..(row + 1) * n_pass).map(|i| batch.passthrough.get(i)) {
+                cell(out);
+                match self.encoding {
+                    Encoding::Csv { delimiter } => write_csv_field(out, delimiter, field),
+                    // JSON pass-through fields are JSON text already.
+                    Encoding::Json => out.extend_from_slice(field),
                 }
             }
+            for ((spec, values), class_cells) in model.outputs.iter().zip(predictions).zip(&self.class_cells) {
+                let width = spec.width();
+                let range = row * width..(row + 1) * width;
+                match values {
+                    OutputValues::Float(values) => {
+                        for &value in &values[range] {
+                            cell(out);
+                            match self.encoding {
+                                // JSON has no NaN or infinity.
+                                Encoding::Json if !value.is_finite() => out.extend_from_slice(b"null"),
+                                _ => out.extend_from_slice(number.format(value).as_bytes()),
+                            }
+                        }
+                    }
+                    OutputValues::Int(values) => {
+                        for &value in &values[range] {
+                            cell(out);
+                            let name = match (&spec.kind, class_cells) {
+                                (OutputKind::Label { classes: Some(classes) }, Some(cells)) => {
+                                    classes.index_of(value).and_then(|i| cells.get(i))
+                                }
+                                _ => None,
+                            };
+                            match name {
+                                Some(name) => out.extend_from_slice(name),
+                                None => out.extend_from_slice(integer.format(value).as_bytes()),
+                            }
+                        }
+                    }
+                    OutputValues::Text(values) => {
+                        for value in &values[range] {
+                            cell(out);
+                            write_text(out, self.encoding, value);
+                        }
+                    }
+                }
+            }
+            out.extend_from_slice(self.row_end);
         }
-        if let Some(csv) = csv {
-            out.extend_from_slice(&csv.into_inner().map_err(|e| io::Error::other(e.to_string()))?);
-        }
-        Ok(())
     }
 }
 
-fn write_json(
-    out: &mut Vec<u8>,
-    cell: Cell<'_>,
-    number: &mut ryu::Buffer,
-    integer: &mut itoa::Buffer,
-) -> io::Result<()> {
-    match cell {
-        Cell::Passthrough(json) => out.extend_from_slice(json),
-        Cell::Text(text) => serde_json::to_writer(&mut *out, text)?,
-        Cell::Int(v) => out.extend_from_slice(integer.format(v).as_bytes()),
-        Cell::Float(v) if v.is_finite() => out.extend_from_slice(number.format(v).as_bytes()),
-        // JSON has no NaN or infinity.
-        Cell::Float(_) => out.write_all(b"null")?,
+fn write_text(out: &mut Vec<u8>, encoding: Encoding, text: &str) {
+    match encoding {
+        Encoding::Csv { delimiter } => write_csv_field(out, delimiter, text.as_bytes()),
+        Encoding::Json => serde_json::to_writer(out, text).expect("strings serialise"),
     }
-    Ok(())
+}
+
+/// A CSV field as the `csv` crate writes it: quoted, with quotes doubled, when it holds the
+/// delimiter, a quote or a line break; as it is otherwise.
+fn write_csv_field(out: &mut Vec<u8>, delimiter: u8, field: &[u8]) {
+    if !field.iter().any(|&b| b == delimiter || matches!(b, b'"' | b'\n' | b'\r')) {
+        out.extend_from_slice(field);
+        return;
+    }
+    out.push(b'"');
+    for part in field.split_inclusive(|&b| b == b'"') {
+        out.extend_from_slice(part);
+        if part.ends_with(b"\"") {
+            out.push(b'"');
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_exactly_as_the_csv_crate_quotes_them() {
+        let fields: [&[u8]; 9] =
+            [b"plain", b"", b"a,b", b"say \"hi\"", b"\"", b"two\nlines", b"cr\r", b"tab\there", b" spaced "];
+        for delimiter in [b',', b'\t', b';'] {
+            let mut ours = Vec::new();
+            for (i, field) in fields.iter().enumerate() {
+                if i > 0 {
+                    ours.push(delimiter);
+                }
+                write_csv_field(&mut ours, delimiter, field);
+            }
+            ours.push(b'\n');
+            let mut theirs = csv::WriterBuilder::new().delimiter(delimiter).from_writer(Vec::new());
+            theirs.write_record(fields).unwrap();
+            assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs.into_inner().unwrap()));
+        }
+    }
 }

@@ -23,6 +23,13 @@ pub trait RowSource: Send {
 
 /// A CSV feature value: a finite number.
 fn parse_feature(field: &[u8]) -> Result<f32, String> {
+    // The usual case, a plain number, straight from the bytes.
+    if let Ok(value) = fast_float2::parse::<f32, _>(field)
+        && value.is_finite()
+    {
+        return Ok(value);
+    }
+    // Spaces around it, or not a finite number: std's parser, and a reason for the errors file.
     let text = std::str::from_utf8(field).map_err(|_| "is not UTF-8 text".to_owned())?.trim();
     if text.is_empty() {
         return Err("is empty".into());
