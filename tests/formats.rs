@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use shared::JobStatus;
 use sluice_e2e::*;
+use sluice_local::PipelineOptions;
 
 const DRAIN: Duration = Duration::from_secs(180);
 
@@ -45,6 +46,28 @@ async fn json_lines_and_gzip_inputs_get_outputs_in_their_format() {
     }
     for key in ["in/iris.jsonl", "in/iris.csv.gz", "in/plain.csv"] {
         assert_eq!(report(&pipeline, key).await.status, JobStatus::Succeeded, "{key}");
+    }
+    pipeline.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_model_with_its_configuration_inside_needs_no_sidecar() {
+    // GIVEN a deployment whose model names its own classes and carries its configuration in its
+    // ONNX metadata, with no sidecar in the bucket
+    let mut pipeline = start(PipelineOptions { model: repo("models/iris_named.onnx"), ..quick_options() }).await;
+    assert!(!repo("models/iris_named.onnx.json").exists());
+    pipeline.put_input("iris.csv", std::fs::read(repo("examples/data/iris.csv")).unwrap()).await.unwrap();
+    // WHEN the file is processed
+    pipeline.wait_until_drained(DRAIN).await.unwrap();
+    // THEN the output is onnxruntime's: id passed through, class names from the model
+    assert_eq!(report(&pipeline, "iris.csv").await.status, JobStatus::Succeeded);
+    let out = object(&pipeline, "iris.csv.out").await.expect("output");
+    let reference = std::fs::read(repo("models/reference/iris_named.csv")).unwrap();
+    assert!(out.starts_with(b"id,label,probabilities_setosa,probabilities_versicolor,probabilities_virginica\n"));
+    let (got, want) = (csv_rows(&out), csv_rows(&reference));
+    assert_eq!(got.len(), 150);
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g[..2], w[..2], "id and label");
     }
     pipeline.shutdown().await;
 }

@@ -417,6 +417,27 @@ mod tests {
     }
 
     #[test]
+    fn an_embedded_configuration_is_read_and_a_broken_one_is_named() {
+        let with = |value: &str| pb::ModelProto {
+            metadata_props: vec![pb::StringStringEntryProto { key: METADATA_KEY.into(), value: value.into() }],
+            ..Default::default()
+        };
+        let config = embedded_config(&with(r#"{"passthrough": ["id"]}"#)).unwrap().unwrap();
+        assert_eq!(
+            config.passthrough,
+            crate::engine::Passthrough::Columns(vec![crate::engine::ColumnRef::Name("id".into())])
+        );
+        assert_eq!(embedded_config(&pb::ModelProto::default()).unwrap(), None);
+        let err = embedded_config(&with(r#"{"feature": []}"#)).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "its metadata entry \"sluice\": the model configuration is not valid: unknown field `feature`"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_configuration_naming_the_wrong_number_of_classes_is_refused() {
         let declared = DeclaredLabels::Integers(vec![0, 1, 2]);
         let err = class_names(Some(&names(&["a", "b"])), Some(&declared)).unwrap_err();
