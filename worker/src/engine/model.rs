@@ -22,8 +22,11 @@ use super::row_ops::replace_narrow_row_ops;
 /// The metadata entry (`metadata_props`) of an ONNX model that may hold its configuration.
 pub const METADATA_KEY: &str = "sluice";
 
-/// ONNX-ML classifiers, which declare their class labels.
-const CLASSIFIERS: [&str; 3] = ["LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"];
+/// Whether `node` is an ONNX-ML classifier, which declares its class labels.
+fn is_classifier(node: &pb::NodeProto) -> bool {
+    node.domain == "ai.onnx.ml"
+        && ["LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"].contains(&node.op_type.as_str())
+}
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -261,8 +264,7 @@ fn embedded_config(proto: &pb::ModelProto) -> Result<Option<ModelConfig>, ModelE
 
 /// The class labels of the model's classifier node, if it has one that declares them.
 fn declared_labels(graph: &pb::GraphProto) -> Result<Option<DeclaredLabels>, ModelError> {
-    let classifiers: Vec<&pb::NodeProto> =
-        graph.node.iter().filter(|n| n.domain == "ai.onnx.ml" && CLASSIFIERS.contains(&n.op_type.as_str())).collect();
+    let classifiers: Vec<&pb::NodeProto> = graph.node.iter().filter(|n| is_classifier(n)).collect();
     let [classifier] = classifiers[..] else { return Ok(None) };
     for attribute in &classifier.attribute {
         match attribute.name.as_str() {
@@ -290,8 +292,7 @@ fn number_string_labels(graph: &mut pb::GraphProto) {
     use pb::attribute_proto::AttributeType;
     use pb::type_proto::Value as Type;
     let mut label_outputs = Vec::new();
-    for node in graph.node.iter_mut().filter(|n| n.domain == "ai.onnx.ml" && CLASSIFIERS.contains(&n.op_type.as_str()))
-    {
+    for node in graph.node.iter_mut().filter(|n| is_classifier(n)) {
         let integers = if node.op_type == "TreeEnsembleClassifier" { "classlabels_int64s" } else { "classlabels_ints" };
         for attribute in node.attribute.iter_mut().filter(|a| a.name == "classlabels_strings" && !a.strings.is_empty())
         {
