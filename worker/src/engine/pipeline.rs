@@ -76,10 +76,14 @@ pub fn transform(
         for _ in 0..threads {
             let (parsed_rx, done_tx, layout) = (parsed_rx.clone(), done_tx.clone(), &layout);
             scope.spawn(move || {
+                // The last batch's output size, to allocate the next one's at once.
+                let mut last_size = 0;
                 loop {
                     let next = parsed_rx.lock().map(|rx| rx.recv());
                     let Ok(Ok(batch)) = next else { break };
-                    if done_tx.send(run_batch(batch, model, layout)).is_err() {
+                    let formatted = run_batch(batch, model, layout, last_size + last_size / 8);
+                    last_size = formatted.as_ref().map_or(0, |f| f.bytes.len());
+                    if done_tx.send(formatted).is_err() {
                         break;
                     }
                 }
@@ -119,8 +123,8 @@ pub fn transform(
     Ok(summary)
 }
 
-fn run_batch(batch: Batch, model: &Model, layout: &OutputLayout) -> Result<Formatted, TransformError> {
-    let mut bytes = Vec::new();
+fn run_batch(batch: Batch, model: &Model, layout: &OutputLayout, capacity: usize) -> Result<Formatted, TransformError> {
+    let mut bytes = Vec::with_capacity(capacity);
     if batch.rows > 0 {
         let predictions = model.predict(&batch.features, batch.rows)?;
         layout.format(&batch, &predictions, model, &mut bytes);

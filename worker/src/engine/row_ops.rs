@@ -6,22 +6,40 @@
 //! tract has optimised a model, [`replace_narrow_row_ops`] swaps each softmax and argmax over the
 //! last axis of an f32 tensor at most [`MAX_WIDTH`] wide for the loops below, which compute the
 //! same thing in the same order: argmax exactly, softmax within 1e-6 of tract's (the tests check
-//! both; the softmax uses the standard library's `exp`, tract its own approximation).
+//! both; the softmax uses the standard library's `exp`, tract its own approximation). A final
+//! cast of integer labels to tract's symbolic dimension type `TDim`, which some classifiers end
+//! with, becomes a cast to i64.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cast::{Cast, cast};
 use tract_onnx::tract_core::ops::nn::{Reduce, Reducer, Softmax, SoftmaxKind};
 
 /// Rows wider than this keep tract's vectorised kernels.
 pub const MAX_WIDTH: usize = 64;
 
-/// Replaces the softmax and argmax nodes over short last axes; returns how many it replaced.
+/// Replaces the softmax and argmax nodes over short last axes, and a final cast of integer
+/// labels to `TDim` by one to i64; returns how many it replaced.
 pub fn replace_narrow_row_ops(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
         let Some(&input) = node.inputs.first() else { continue };
         let fact = model.outlet_fact(input)?;
+        if let Some(to_dim) = node.op_as::<Cast>()
+            && to_dim.to == TDim::datum_type()
+            && fact.datum_type.is_integer()
+            && node.outputs.iter().all(|output| output.successors.is_empty())
+        {
+            // Integer labels that tract casts to its symbolic dimension type (an expression
+            // tree on the heap for every value) as the model's last step: plain i64 instead. The
+            // type of an output changes, which a patch may not do, so the node is changed in place.
+            let shape = model.outlet_fact(OutletId::new(id, 0))?.shape.clone();
+            model.node_mut(id).op = Box::new(cast(i64::datum_type()));
+            model.set_outlet_fact(OutletId::new(id, 0), i64::fact(shape))?;
+            replaced += 1;
+            continue;
+        }
         let last = fact.rank().checked_sub(1);
         let narrow = fact.datum_type == f32::datum_type()
             && fact.shape.last().and_then(|d| d.to_usize().ok()).is_some_and(|w| (1..=MAX_WIDTH).contains(&w));
@@ -218,5 +236,27 @@ mod tests {
         };
         assert_eq!(replace_narrow_row_ops(&mut classifier_head(3)).unwrap(), 2);
         assert_eq!(replace_narrow_row_ops(&mut classifier_head(MAX_WIDTH + 1)).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_final_cast_of_labels_to_tdim_becomes_one_to_i64() {
+        let labels_cast_to_dim = |used_later: bool| {
+            let mut model = TypedModel::default();
+            let x = model.add_source("x", i32::fact([4])).unwrap();
+            let mut out = model.wire_node("cast", cast(TDim::datum_type()), &[x]).unwrap();
+            if used_later {
+                out = model.wire_node("again", cast(i64::datum_type()), &out).unwrap();
+            }
+            model.select_output_outlets(&out).unwrap();
+            model
+        };
+        let mut model = labels_cast_to_dim(false);
+        assert_eq!(replace_narrow_row_ops(&mut model).unwrap(), 1);
+        assert_eq!(model.output_fact(0).unwrap().datum_type, i64::datum_type());
+        let plan = model.into_runnable().unwrap();
+        let labels = plan.run(tvec!(tensor1(&[2i32, 0, 1, 7]).into_tvalue())).unwrap().remove(0).into_tensor();
+        assert_eq!(labels, tensor1(&[2i64, 0, 1, 7]));
+        // A cast whose values go on to another op is left as it is.
+        assert_eq!(replace_narrow_row_ops(&mut labels_cast_to_dim(true)).unwrap(), 0);
     }
 }

@@ -23,7 +23,10 @@ pub trait RowSource: Send {
 
 /// A CSV feature value: a finite number.
 fn parse_feature(field: &[u8]) -> Result<f32, String> {
-    // The usual case, a plain number, straight from the bytes.
+    // The usual case, a short plain decimal, then any number fast_float2 reads from the bytes.
+    if let Some(value) = parse_short_decimal(field) {
+        return Ok(value);
+    }
     if let Ok(value) = fast_float2::parse::<f32, _>(field)
         && value.is_finite()
     {
@@ -39,6 +42,35 @@ fn parse_feature(field: &[u8]) -> Result<f32, String> {
         Ok(_) => Err(format!("is {text:?}, which is not allowed as a feature")),
         Err(_) => Err(format!("is {text:?}, not a number")),
     }
+}
+
+/// Powers of ten that are exact in f32.
+const POWERS_OF_TEN: [f32; 8] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7];
+
+/// A plain decimal of at most 7 digits (`5.1`, `-0.25`, `42`, `.5`), or `None` for anything
+/// else. Its digits as an integer and the power of ten to divide by are both exact in f32, so
+/// the one division rounds correctly (Clinger's fast path): the same value as any correct parser.
+fn parse_short_decimal(field: &[u8]) -> Option<f32> {
+    let (negative, digits) = match field {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, field),
+    };
+    let (mut mantissa, mut count, mut point) = (0u32, 0usize, None);
+    for &byte in digits {
+        match byte {
+            b'0'..=b'9' if count < POWERS_OF_TEN.len() - 1 => {
+                mantissa = mantissa * 10 + u32::from(byte - b'0');
+                count += 1;
+            }
+            b'.' if point.is_none() => point = Some(count),
+            _ => return None,
+        }
+    }
+    if count == 0 {
+        return None;
+    }
+    let value = mantissa as f32 / POWERS_OF_TEN[count - point.unwrap_or(count)];
+    Some(if negative { -value } else { value })
 }
 
 pub struct CsvSource<R: Read> {
@@ -285,4 +317,37 @@ impl<R: BufRead + Send> RowSource for JsonLinesSource<R> {
 fn trim_line(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn short_decimals_and_what_is_left_to_the_full_parsers() {
+        for (text, value) in
+            [("5.1", 5.1), ("-0.25", -0.25), ("42", 42.0), (".5", 0.5), ("7.", 7.0), ("9999999", 9_999_999.0)]
+        {
+            assert_eq!(parse_short_decimal(text.as_bytes()), Some(value), "{text}");
+        }
+        assert_eq!(parse_short_decimal(b"-0.0").map(f32::to_bits), Some((-0.0f32).to_bits()));
+        for text in ["", "-", ".", "+1", "1e3", "1.2.3", " 1", "12345678", "0.00000001", "nan", "1,5"] {
+            assert_eq!(parse_short_decimal(text.as_bytes()), None, "{text:?}");
+        }
+        assert_eq!(parse_feature(b"12345678.9"), Ok(12_345_679.0));
+        assert_eq!(parse_feature(b" 1e-3 "), Ok(0.001));
+    }
+
+    proptest! {
+        /// Whatever the digits and wherever the point, the same f32 as the standard library's parser.
+        #[test]
+        fn short_decimals_parse_as_std_does(negative: bool, digits in "[0-9]{1,7}", point in 0usize..=7) {
+            let point = point.min(digits.len());
+            let text = format!("{}{}.{}", if negative { "-" } else { "" }, &digits[..point], &digits[point..]);
+            let expected: f32 = text.parse().unwrap();
+            prop_assert_eq!(parse_short_decimal(text.as_bytes()).map(f32::to_bits), Some(expected.to_bits()), "{}", text);
+        }
+    }
 }
