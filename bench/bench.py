@@ -5,8 +5,8 @@ Runs, in one go and on the same seeded data:
   * the same binary with an identity model (parse and write, no real inference): the I/O floor,
   * pandas + onnxruntime, reading in chunks and writing CSV: the Python alternative,
 each pinned to one core and then given two, and prints rows/s, peak RSS and the ratios. Each
-case runs --repeat times (3 by default) and the fastest run counts, for every case alike: on a
-shared virtual machine single runs vary by a fifth and more.
+case runs --repeat times (3 by default), the cases taking turns, and the fastest run counts, for
+every case alike: on a shared virtual machine single runs vary by a fifth and more.
 
     .tools/models/bin/python bench/bench.py                 # 1,000,000 rows (make bench)
     .tools/models/bin/python bench/bench.py --rows 10000000 # the memory check at 10M rows
@@ -148,11 +148,15 @@ def main() -> None:
                     ("pandas + onnxruntime, logistic regression", python(ROOT / "models/iris_logreg.onnx", threads)),
                     ("pandas + onnxruntime, MLP", python(ROOT / "models/iris_mlp.onnx", threads)),
                 ]
-            print(f"== {label}")
+            print(f"== {label}", flush=True)
+            # The cases take turns, so a slow spell of a shared machine falls on all of them alike.
+            timings = {name: [] for name, _ in cases}
+            for _ in range(max(1, args.repeat)):
+                for name, command in cases:
+                    timings[name].append(run(command, cores))
             print(f"{'':44} {'seconds':>8} {'rows/s':>12} {'peak RSS':>10}")
-            for name, command in cases:
-                timings = [run(command, cores) for _ in range(max(1, args.repeat))]
-                seconds, rss = min(t for t, _ in timings), max(r for _, r in timings)
+            for name, _ in cases:
+                seconds, rss = min(t for t, _ in timings[name]), max(r for _, r in timings[name])
                 runs[(label, name)] = (seconds, rss)
                 print(f"{name:44} {seconds:8.2f} {args.rows / seconds:12,.0f} {rss / 2**20:8.1f} MB", flush=True)
             floor = runs[(label, "sluice, I/O floor (identity)")][0]
