@@ -3,7 +3,8 @@
 //! - [`format`]: which format a file is in (CSV, TSV, JSON Lines; gzip or not).
 //! - [`model`]: loading a model once and running it on mini-batches.
 //! - [`model_config`]: the optional configuration that maps input columns to the model.
-//! - [`row_ops`]: faster loops for the softmax and argmax of classifiers with few classes.
+//! - [`row_ops`], [`small_dense`]: row loops in place of tract's kernels where rows are short (the
+//!   softmax and argmax of classifiers with few classes, small dense layers).
 //! - [`columns`], [`sources`], [`sinks`]: columns resolved, rows read, predictions written.
 //! - [`pipeline`]: parse, infer and write overlapped on the task's cores, in input order.
 
@@ -15,6 +16,7 @@ pub mod model_config;
 pub mod pipeline;
 pub mod row_ops;
 pub mod sinks;
+pub mod small_dense;
 pub mod sources;
 
 use std::io;

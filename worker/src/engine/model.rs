@@ -18,6 +18,7 @@ use tract_onnx::tract_core::dims;
 
 use super::model_config::{ModelConfig, ModelConfigError};
 use super::row_ops::replace_narrow_row_ops;
+use super::small_dense::replace_small_dense_layers;
 
 /// The metadata entry (`metadata_props`) of an ONNX model that may hold its configuration.
 pub const METADATA_KEY: &str = "sluice";
@@ -137,11 +138,15 @@ impl Model {
 
         let model = onnx.model_for_proto_model(&proto).map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
         let batch = model.sym("N");
+        let cannot_run = |e: TractError| ModelError::Unsupported(format!("tract cannot run it: {e:#}"));
         let mut typed = model
             .with_input_fact(0, f32::fact(dims!(batch, n_features)).into())
-            .and_then(|m| m.into_optimized())
-            .map_err(|e| ModelError::Unsupported(format!("tract cannot run it: {e:#}")))?;
-        replace_narrow_row_ops(&mut typed).map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .map_err(cannot_run)?;
+        replace_small_dense_layers(&mut typed).map_err(cannot_run)?;
+        let mut typed = typed.into_optimized().map_err(cannot_run)?;
+        replace_narrow_row_ops(&mut typed).map_err(cannot_run)?;
 
         let outputs = graph_outputs
             .iter()
@@ -238,7 +243,7 @@ impl OutputValues {
 /// build: the ops after a matrix product, softmax, formatting) waits on the registers' stale
 /// upper halves; measured on an AVX-512 Xeon, a softmax loop ran 4x slower. So this runs after
 /// each op of a model run.
-fn clear_upper_vector_state() {
+pub fn clear_upper_vector_state() {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx") {
         // SAFETY: the CPU has AVX, which is all `vzeroupper` needs; it only zeroes the upper
