@@ -171,6 +171,7 @@ impl EvalOp for RowDense {
             Some(bias) => Some(bias.try_as_plain_ram()?.as_slice::<f32>()?),
             None => None,
         };
+        ensure!(weights.len() == self.k * self.n && bias.is_none_or(|bias| bias.len() == self.n));
         let mut y = vec![0f32; rows * self.n];
         // One loop for each width, so a row's sums stay in registers.
         macro_rules! by_width {
@@ -186,10 +187,11 @@ impl EvalOp for RowDense {
     }
 }
 
-/// `y = x · W (+ bias) (then max(y, 0))` for the rows of `x` (`k` features each) and `N` outputs.
+/// `y = x · W (+ bias) (then max(y, 0))` for the rows of `x` (`k` features each) and `N` outputs;
+/// `weights` holds `k * N` values, `bias` `N`.
 fn dense_rows<const N: usize>(x: &[f32], k: usize, weights: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
     let weights = weights.as_chunks::<N>().0;
-    let bias: Option<&[f32; N]> = bias.and_then(|b| b.try_into().ok());
+    let bias = bias.and_then(|bias| bias.as_chunks::<N>().0.first());
     for (x, y) in x.chunks_exact(k).zip(y.as_chunks_mut::<N>().0) {
         let mut acc = [0f32; N];
         for (&xi, w) in x.iter().zip(weights) {
