@@ -4,13 +4,14 @@
 //! 8x3 in the iris MLP. tract runs every matrix product through its general kernels, whose tiles
 //! are made for large matrices; for a layer of 4 to 16 outputs it ends up spending several times
 //! the work of the products (with AVX-512, a 64-row tile holding the 8 outputs of one row). A loop
-//! over the rows with the outputs in registers is 3-10 times faster there; with 3 outputs or
-//! fewer tract's tiles fit and it is as fast or faster (`cargo run --release --example
-//! dense_layers -p worker` measures both). [`replace_small_dense_layers`] swaps each product of
-//! an f32 `[rows, k]` input by constant `[k, n]` (or `[n, k]`) weights with `n` in [`OUTPUTS`] and
-//! `k` up to [`MAX_FEATURES`] for [`RowDense`], which also takes in the bias added next and a
-//! ReLU after that, when the model has them. It runs on the decluttered model, before tract's own
-//! optimisation, which then leaves it alone.
+//! over the rows with the outputs in registers measured 1.3-10 times faster there (the table in
+//! `bench/RESULTS.md`); with 3 outputs or fewer tract's tiles fit and it is as fast or faster
+//! (`cargo run --release --example dense_layers -p worker` measures both).
+//! [`replace_small_dense_layers`] swaps each product of an f32 `[rows, k]` input by constant `[k,
+//! n]` (or `[n, k]`) weights with `n` in [`OUTPUTS`] and `k` up to [`MAX_FEATURES`] for
+//! [`RowDense`], which also takes in the bias added next and a ReLU after that, when the model has
+//! them. It runs on the decluttered model, before tract's own optimisation, which then leaves it
+//! alone.
 //!
 //! Every row is computed on its own, the same way wherever it falls in a batch. The sums differ
 //! from tract's in the last bits (tract's kernels use fused multiply-adds); the tests check them
