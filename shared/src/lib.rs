@@ -5,11 +5,17 @@
 //! - [`location`]: `s3://bucket/key` URIs and local paths for models and data.
 //! - [`config`]: reading and validating settings from the environment.
 //! - [`report`]: the report written beside every output.
+//! - [`aws_error`]: AWS errors with the service's code and message.
+//! - [`logging`]: text logs on a terminal, JSON lines elsewhere.
+//! - [`metrics`]: CloudWatch embedded-metric-format records.
 
+pub mod aws_error;
 pub mod config;
 pub mod job;
 pub mod keys;
 pub mod location;
+pub mod logging;
+pub mod metrics;
 pub mod report;
 
 pub use job::{InputObject, JobMessage, JobMessageError, OutputLocation};
