@@ -33,6 +33,12 @@ pub const WORKER_INSTANCE_TYPE: EnvVar = EnvVar::optional(
     "",
 );
 
+pub const METRICS_NAMESPACE: EnvVar = EnvVar::optional(
+    "METRICS_NAMESPACE",
+    "the CloudWatch namespace of the metrics written to the log (embedded metric format)",
+    shared::metrics::DEFAULT_NAMESPACE,
+);
+
 /// Every variable the trigger reads.
 pub const VARS: &[EnvVar] = &[
     QUEUE_URL,
@@ -49,11 +55,13 @@ pub const VARS: &[EnvVar] = &[
     WORKER_CAPACITY,
     WORKER_CAPACITY_PROVIDER,
     WORKER_INSTANCE_TYPE,
+    METRICS_NAMESPACE,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TriggerConfig {
     pub queue_url: String,
+    pub metrics_namespace: String,
     pub jobs: JobSettings,
     pub fleet: FleetSettings,
 }
@@ -116,6 +124,7 @@ impl TriggerConfig {
         }
         Ok(Self {
             queue_url: env.string(&QUEUE_URL)?,
+            metrics_namespace: env.string(&METRICS_NAMESPACE)?,
             jobs: JobSettings {
                 input_prefix: env.string(&INPUT_PREFIX)?,
                 output_bucket: env.string(&OUTPUT_BUCKET)?,

@@ -17,6 +17,11 @@ pub struct InvocationSummary {
     pub jobs: Vec<String>,
     pub skipped: Vec<Skip>,
     pub workers: WorkerPlan,
+    /// Why workers could not be started for jobs that are queued: the invocation still succeeds
+    /// (failing it would make Lambda retry and enqueue the jobs again) and the scheduled
+    /// reconciliation starts them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_start_error: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +109,23 @@ pub async fn handle(
     for job in &jobs {
         tracing::info!(input = %job.describe_input(), "job enqueued");
     }
-    summary.workers = ensure_workers(queue, fleet, &config.fleet, jobs.len(), now).await?;
-    tracing::info!(workers = ?summary.workers, "workers reconciled");
+    match ensure_workers(queue, fleet, &config.fleet, jobs.len(), now).await {
+        Ok(plan) => {
+            if let Some(backoff) = &plan.backing_off {
+                tracing::warn!(failures_in_a_row = backoff.failures_in_a_row, until = %backoff.until,
+                    last_failure = %backoff.last_failure, "recent workers failed: starting none until the pause is over");
+            }
+            summary.workers = plan;
+            tracing::info!(workers = ?summary.workers, "workers reconciled");
+        }
+        // The jobs are on the queue: failing the invocation now would only enqueue them again.
+        Err(error) if !jobs.is_empty() => {
+            tracing::error!(error = %error, jobs = jobs.len(),
+                "could not start workers for the queued jobs; the scheduled reconciliation will try again");
+            summary.worker_start_error = Some(error.to_string());
+        }
+        Err(error) => return Err(error.into()),
+    }
 
     if bad.is_empty() { Ok(summary) } else { Err(TriggerError::BadRecords(bad)) }
 }

@@ -3,19 +3,16 @@
 use aws_config::BehaviorVersion;
 use lambda_runtime::{LambdaEvent, service_fn};
 use lambda_trigger::fleet::EcsWorkerFleet;
+use lambda_trigger::metrics::invocation_record;
 use lambda_trigger::queue::SqsJobQueue;
 use lambda_trigger::{TriggerConfig, handle};
 use serde_json::Value;
 use shared::config::process_environment;
+use shared::logging::{self, LogFormat};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        // CloudWatch adds its own timestamps and shows no colours.
-        .without_time()
-        .with_ansi(false)
-        .init();
+    logging::init(LogFormat::detect());
 
     let config = match TriggerConfig::from_env(&process_environment()) {
         Ok(config) => config,
@@ -30,7 +27,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (config, queue, fleet) = (&config, &queue, &fleet);
-        async move { handle(event.payload, config, queue, fleet, chrono::Utc::now()).await }
+        async move {
+            let result = handle(event.payload, config, queue, fleet, chrono::Utc::now()).await;
+            if let Some(record) = invocation_record(&config.metrics_namespace, &result) {
+                record.emit();
+            }
+            result
+        }
     }))
     .await
 }

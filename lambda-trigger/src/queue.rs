@@ -3,8 +3,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use shared::JobMessage;
+use shared::aws_error::{AwsError, AwsErrorKind};
 
 /// SQS accepts at most ten messages in one `SendMessageBatch`.
 pub const MAX_BATCH: usize = 10;
@@ -15,8 +16,25 @@ pub const SEND_ATTEMPTS: u32 = 4;
 pub trait JobQueue {
     /// Sends up to [`MAX_BATCH`] messages; returns the entries that failed (by index in `jobs`).
     fn send_batch(&self, jobs: &[&JobMessage]) -> impl Future<Output = Result<Vec<FailedEntry>, QueueError>> + Send;
-    /// Messages waiting to be received (not counting those in flight).
-    fn waiting_jobs(&self) -> impl Future<Output = Result<u64, QueueError>> + Send;
+    /// The jobs on the queue: waiting to be received, and in the hands of a worker.
+    fn backlog(&self) -> impl Future<Output = Result<Backlog, QueueError>> + Send;
+}
+
+/// The jobs on the queue (SQS's approximate counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Backlog {
+    /// Visible messages: jobs no worker has received yet.
+    pub waiting: u64,
+    /// Messages received and not yet deleted: jobs in a worker's hands, or handed back with a
+    /// delay before their next try.
+    pub in_hand: u64,
+}
+
+impl Backlog {
+    /// Every job that still needs a worker.
+    pub fn total(&self) -> u64 {
+        self.waiting + self.in_hand
+    }
 }
 
 /// One entry of a batch that the queue did not accept.
@@ -31,8 +49,8 @@ pub struct FailedEntry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("the queue request failed: {0}")]
-    Request(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("{0}")]
+    Request(#[source] AwsError),
     #[error(
         "{count} job message(s) were not accepted by the queue after {SEND_ATTEMPTS} attempts; first: {code}: {message}"
     )]
@@ -42,7 +60,7 @@ pub enum QueueError {
 impl QueueError {
     pub fn is_retryable(&self) -> bool {
         match self {
-            QueueError::Request(_) => true,
+            QueueError::Request(e) => e.is_retryable(),
             QueueError::Rejected { sender_fault, .. } => !sender_fault,
         }
     }
@@ -95,11 +113,9 @@ impl JobQueue for SqsJobQueue {
             .iter()
             .enumerate()
             .map(|(i, job)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(job.to_json())
-                    .build()
-                    .map_err(|e| QueueError::Request(e.into()))
+                SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(job.to_json()).build().map_err(
+                    |e| QueueError::Request(AwsError::other("SQS", "SendMessageBatch", AwsErrorKind::Request, e)),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         let response = self
@@ -109,14 +125,15 @@ impl JobQueue for SqsJobQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| QueueError::Request(e.into()))?;
+            .map_err(|e| QueueError::Request(AwsError::from_sdk("SQS", "SendMessageBatch", e)))?;
         response
             .failed
             .into_iter()
             .map(|f| {
                 // The ids are the indexes this adapter gave; anything else cannot be retried safely.
                 let index = f.id.parse().ok().filter(|&i: &usize| i < jobs.len()).ok_or_else(|| {
-                    QueueError::Request(format!("SQS reported a failed entry with unknown id {:?}", f.id).into())
+                    let problem = format!("SQS reported a failed entry with unknown id {:?}", f.id);
+                    QueueError::Request(AwsError::other("SQS", "SendMessageBatch", AwsErrorKind::Response, problem))
                 })?;
                 Ok(FailedEntry {
                     index,
@@ -128,19 +145,22 @@ impl JobQueue for SqsJobQueue {
             .collect()
     }
 
-    async fn waiting_jobs(&self) -> Result<u64, QueueError> {
-        use aws_sdk_sqs::types::QueueAttributeName;
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
         let response = self
             .client
             .get_queue_attributes()
             .queue_url(&self.queue_url)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
-            .map_err(|e| QueueError::Request(e.into()))?;
-        Ok(response
-            .attributes
-            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages).and_then(|v| v.parse().ok()))
-            .unwrap_or(0))
+            .map_err(|e| QueueError::Request(AwsError::from_sdk("SQS", "GetQueueAttributes", e)))?;
+        let count = |name: QueueAttributeName| {
+            response.attributes.as_ref().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        Ok(Backlog {
+            waiting: count(QueueAttributeName::ApproximateNumberOfMessages),
+            in_hand: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        })
     }
 }

@@ -6,11 +6,12 @@ use std::sync::Mutex;
 use aws_lambda_events::s3::S3Event;
 use chrono::{DateTime, Utc};
 use lambda_trigger::config::{Capacity, FleetSettings, JobSettings};
-use lambda_trigger::fleet::{FleetError, WorkerFleet};
-use lambda_trigger::queue::{FailedEntry, JobQueue, QueueError};
+use lambda_trigger::fleet::{FleetError, StoppedWorker, WorkerFleet};
+use lambda_trigger::queue::{Backlog, FailedEntry, JobQueue, QueueError};
 use lambda_trigger::{TriggerConfig, TriggerError, handle};
 use serde_json::{Value, json};
 use shared::JobMessage;
+use shared::aws_error::AwsError;
 
 const PUT_EVENT: &[u8] = include_bytes!("../fixtures/s3-put.json");
 /// What an EventBridge schedule (the template's `Reconcile` event) sends.
@@ -20,6 +21,8 @@ const SCHEDULED_EVENT: &[u8] = include_bytes!("../fixtures/scheduled-event.json"
 #[derive(Default)]
 struct FakeQueue {
     sent: Mutex<Vec<JobMessage>>,
+    /// How many of the sent jobs a worker has received and not yet finished.
+    in_hand: Mutex<u64>,
     /// How many more times every entry of a batch is refused.
     refusals_left: Mutex<u32>,
     refuse_as_sender_fault: bool,
@@ -44,8 +47,9 @@ impl JobQueue for FakeQueue {
         Ok(vec![])
     }
 
-    async fn waiting_jobs(&self) -> Result<u64, QueueError> {
-        Ok(self.sent.lock().unwrap().len() as u64)
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
+        let in_hand = *self.in_hand.lock().unwrap();
+        Ok(Backlog { waiting: self.sent.lock().unwrap().len() as u64 - in_hand, in_hand })
     }
 }
 
@@ -54,6 +58,10 @@ impl JobQueue for FakeQueue {
 struct FakeFleet {
     active: Mutex<Vec<String>>,
     by_token: Mutex<HashMap<String, String>>,
+    /// Tasks that stopped, for the back-off.
+    stopped: Mutex<Vec<StoppedWorker>>,
+    /// RunTask fails (no capacity, throttled, a bad network setting).
+    refuse_starts: bool,
 }
 
 impl WorkerFleet for FakeFleet {
@@ -64,6 +72,15 @@ impl WorkerFleet for FakeFleet {
     async fn start_worker(&self, client_token: &str) -> Result<String, FleetError> {
         // Let concurrent invocations interleave between looking and starting.
         tokio::task::yield_now().await;
+        if self.refuse_starts {
+            return Err(FleetError::Request(AwsError::service(
+                "ECS",
+                "RunTask",
+                "ThrottlingException",
+                "Rate exceeded",
+                400,
+            )));
+        }
         let mut by_token = self.by_token.lock().unwrap();
         let mut active = self.active.lock().unwrap();
         let arn = by_token
@@ -76,11 +93,16 @@ impl WorkerFleet for FakeFleet {
             .clone();
         Ok(arn)
     }
+
+    async fn recent_stops(&self) -> Result<Vec<StoppedWorker>, FleetError> {
+        Ok(self.stopped.lock().unwrap().clone())
+    }
 }
 
 fn config(max_workers: usize) -> TriggerConfig {
     TriggerConfig {
         queue_url: "queue".into(),
+        metrics_namespace: "sluice".into(),
         jobs: JobSettings {
             input_prefix: "incoming/".into(),
             output_bucket: "sluice-output".into(),
@@ -262,5 +284,94 @@ async fn a_scheduled_event_starts_a_worker_for_waiting_jobs() {
     let scheduled: Value = serde_json::from_slice(SCHEDULED_EVENT).unwrap();
     let summary = handle(scheduled, &config(1), &queue, &fleet, now() + chrono::Duration::minutes(5)).await.unwrap();
     // THEN a worker starts
+    assert_eq!(summary.workers.started.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_worker_start_after_the_jobs_are_queued_does_not_fail_the_invocation() {
+    // GIVEN ECS refuses to start tasks
+    let queue = FakeQueue::default();
+    let fleet = FakeFleet { refuse_starts: true, ..FakeFleet::default() };
+    // WHEN two uploads arrive
+    let summary = handle(event_with_keys(&["incoming/a.csv", "incoming/b.csv"]), &config(2), &queue, &fleet, now())
+        .await
+        .unwrap();
+    // THEN the invocation succeeds (so Lambda does not retry it and enqueue the jobs again),
+    // each job is queued once, and the summary says why no worker started
+    assert_eq!(queue.sent.lock().unwrap().len(), 2);
+    let error = summary.worker_start_error.expect("the failed start is reported");
+    assert!(error.contains("ThrottlingException: Rate exceeded"), "{error}");
+    assert!(summary.workers.started.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_worker_start_fails_a_scheduled_reconciliation() {
+    // GIVEN a job waiting and ECS refusing to start tasks
+    let queue = FakeQueue::default();
+    handle(event_with_keys(&["incoming/a.csv"]), &config(1), &queue, &FakeFleet::default(), now()).await.unwrap();
+    let fleet = FakeFleet { refuse_starts: true, ..FakeFleet::default() };
+    // WHEN the schedule fires, with nothing enqueued that a retry could duplicate
+    let scheduled: Value = serde_json::from_slice(SCHEDULED_EVENT).unwrap();
+    let err = handle(scheduled, &config(1), &queue, &fleet, now()).await.unwrap_err();
+    // THEN the error is retryable and names the service's error code
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("ECS RunTask failed: ThrottlingException"), "{err}");
+}
+
+#[tokio::test]
+async fn a_busy_worker_is_not_counted_as_free() {
+    // GIVEN one worker busy with a long file (its job is in hand), and at most two workers
+    let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
+    handle(event_with_keys(&["incoming/long.csv"]), &config(2), &queue, &fleet, now()).await.unwrap();
+    assert_eq!(fleet.active.lock().unwrap().len(), 1);
+    *queue.in_hand.lock().unwrap() = 1;
+    // WHEN a second file arrives
+    let summary = handle(event_with_keys(&["incoming/short.csv"]), &config(2), &queue, &fleet, now()).await.unwrap();
+    // THEN a second worker starts for it instead of waiting for the first to finish
+    assert_eq!(summary.workers.backlog, Backlog { waiting: 1, in_hand: 1 });
+    assert_eq!(summary.workers.wanted, 2);
+    assert_eq!(summary.workers.started.len(), 1);
+    assert_eq!(fleet.active.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn the_job_in_hand_of_a_lone_busy_worker_starts_nothing() {
+    // GIVEN a worker busy with the only job
+    let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
+    handle(event_with_keys(&["incoming/long.csv"]), &config(2), &queue, &fleet, now()).await.unwrap();
+    *queue.in_hand.lock().unwrap() = 1;
+    // WHEN the schedule fires
+    let scheduled: Value = serde_json::from_slice(SCHEDULED_EVENT).unwrap();
+    let summary = handle(scheduled, &config(2), &queue, &fleet, now()).await.unwrap();
+    // THEN that worker is enough
+    assert!(summary.workers.started.is_empty());
+    assert_eq!(fleet.active.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn workers_that_keep_failing_are_not_started_again_until_the_pause_is_over() {
+    // GIVEN the last two workers stopped with exit code 1 (a bad setting), the newest a minute ago
+    let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
+    *fleet.stopped.lock().unwrap() = [1, 4]
+        .iter()
+        .map(|&minutes| StoppedWorker {
+            task: format!("arn:aws:ecs:us-east-1:123456789012:task/sluice/failed-{minutes}"),
+            stopped_at: now() - chrono::Duration::minutes(minutes),
+            failure: Some("exited with code 1: environment variable BATCH_SIZE is \"lots\"".into()),
+        })
+        .collect();
+    // WHEN a file arrives
+    let summary = handle(event_with_keys(&["incoming/a.csv"]), &config(2), &queue, &fleet, now()).await.unwrap();
+    // THEN it is queued, and no worker starts: two failures in a row pause starts for 2 minutes
+    assert_eq!(queue.sent.lock().unwrap().len(), 1);
+    assert!(summary.workers.started.is_empty());
+    let backoff = summary.workers.backing_off.expect("held back");
+    assert_eq!(backoff.failures_in_a_row, 2);
+    assert_eq!(backoff.until, now() + chrono::Duration::minutes(1));
+    assert!(backoff.last_failure.contains("BATCH_SIZE"), "{backoff:?}");
+    // AND once the pause is over the schedule starts one
+    let scheduled: Value = serde_json::from_slice(SCHEDULED_EVENT).unwrap();
+    let later = now() + chrono::Duration::minutes(2);
+    let summary = handle(scheduled, &config(2), &queue, &fleet, later).await.unwrap();
     assert_eq!(summary.workers.started.len(), 1);
 }
