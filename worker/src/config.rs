@@ -33,6 +33,22 @@ pub const CSV_DELIMITER: EnvVar =
 pub const MAX_INPUT_BYTES: EnvVar =
     EnvVar::optional("MAX_INPUT_BYTES", "the largest input file in bytes; larger ones fail", "107374182400");
 
+pub const RETRY_DELAY_SECONDS: EnvVar = EnvVar::optional(
+    "RETRY_DELAY_SECONDS",
+    "seconds before a job that failed for a passing reason is tried again, doubling with each try, from 0 to 900",
+    "10",
+);
+pub const METRICS_NAMESPACE: EnvVar = EnvVar::optional(
+    "METRICS_NAMESPACE",
+    "the CloudWatch namespace of the metrics written to the log (embedded metric format)",
+    shared::metrics::DEFAULT_NAMESPACE,
+);
+pub const COMPLETION_EVENTS: EnvVar = EnvVar::optional(
+    "COMPLETION_EVENTS",
+    "true to put an EventBridge event on the default bus for every finished file, false not to",
+    "true",
+);
+
 /// Every variable the worker reads.
 pub const VARS: &[EnvVar] = &[
     QUEUE_URL,
@@ -46,6 +62,9 @@ pub const VARS: &[EnvVar] = &[
     CSV_HAS_HEADER,
     CSV_DELIMITER,
     MAX_INPUT_BYTES,
+    RETRY_DELAY_SECONDS,
+    METRICS_NAMESPACE,
+    COMPLETION_EVENTS,
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,8 +75,12 @@ pub struct WorkerConfig {
     pub visibility_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_input_bytes: u64,
+    /// The pause before the first retry of a job handed back; it doubles with each attempt.
+    pub retry_delay: Duration,
     pub transform: TransformOptions,
     pub csv: CsvOptions,
+    pub metrics_namespace: String,
+    pub completion_events: bool,
 }
 
 impl WorkerConfig {
@@ -69,8 +92,11 @@ impl WorkerConfig {
             visibility_timeout: Duration::from_secs(env.parse_in(&VISIBILITY_TIMEOUT_SECONDS, 2..=43_200)?),
             shutdown_grace: Duration::from_secs(env.parse_in(&SHUTDOWN_GRACE_SECONDS, 0..=600)?),
             max_input_bytes: env.parse_in(&MAX_INPUT_BYTES, 1..=u64::MAX)?,
+            retry_delay: Duration::from_secs(env.parse_in(&RETRY_DELAY_SECONDS, 0..=900)?),
             transform: transform_options(env)?,
             csv: csv_options(env)?,
+            metrics_namespace: env.string(&METRICS_NAMESPACE)?,
+            completion_events: env.parse(&COMPLETION_EVENTS)?,
         })
     }
 }
@@ -126,6 +152,9 @@ mod tests {
             TransformOptions { batch_size: 4096, max_bad_row_ratio: 0.1, threads: default_threads() }
         );
         assert_eq!(config.csv, CsvOptions { has_header: true, delimiter: b',' });
+        assert_eq!(config.retry_delay, Duration::from_secs(10));
+        assert_eq!(config.metrics_namespace, "sluice");
+        assert!(config.completion_events);
     }
 
     #[test]
@@ -140,6 +169,8 @@ mod tests {
             ("INFERENCE_THREADS", "1000"),
             ("CSV_HAS_HEADER", "yes"),
             ("CSV_DELIMITER", ";;"),
+            ("RETRY_DELAY_SECONDS", "901"),
+            ("COMPLETION_EVENTS", "yes"),
         ] {
             let err = WorkerConfig::from_env(&env(&[("QUEUE_URL", "q"), (name, value)])).unwrap_err();
             assert_eq!(err.name, name, "{err}");

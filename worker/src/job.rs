@@ -1,110 +1,156 @@
-//! One job: stream the input through the model into the outputs, then write the report.
+//! One job: stream the input through the model into staged outputs, make them visible only if
+//! the input is still the object the event announced, write the report, announce it.
 //!
-//! The outcome is either a report (succeeded, or failed for a reason retrying cannot fix) or a
-//! [`TransientError`], after which the message is left for the queue to deliver again.
+//! Every job ends as one [`JobOutcome`]:
+//! - `Reported`: the file succeeded, or failed for a reason in the file itself (the uploader's to
+//!   fix); the report says which. The message can go.
+//! - `Superseded`: the key was uploaded again (or deleted) since this event; the newer upload's
+//!   own job covers it, and nothing was written.
+//! - `Retry`: not finished, for a reason that may pass (a network or service failure) or that
+//!   only the operator can fix (permissions, KMS, the deployment's model). The message stays,
+//!   comes back for another try, and after the queue's `maxReceiveCount` it waits in the
+//!   dead-letter queue, with an alarm, to be redriven once fixed.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
-use shared::JobMessage;
-use shared::keys::OutputKeys;
+use shared::metrics::{MetricRecord, Unit};
 use shared::report::{JobReport, JobStatus, ModelInfo, ReportOutputs, RowCounts};
+use shared::{JobMessage, S3Uri};
 
+use crate::completions::CompletionEvents;
 use crate::config::WorkerConfig;
-use crate::engine::{FileKind, TransformError, TransformSummary, transform};
-use crate::models::{LoadedModel, ModelCache};
-use crate::storage::{PART_SIZE, S3Storage, StorageError, input_channel, output_channel};
+use crate::engine::{CsvOptions, DataFormat, FileKind, TransformError, TransformOptions, TransformSummary, transform};
+use crate::models::{ModelCache, ModelLoadError};
+use crate::retry::{Backoff, retry};
+use crate::store::{ObjectStore, StoreError};
+use crate::transfer::{InputSpec, ObjectState, Staged, Transfers, UploadError, input_channel};
 
-/// What the worker needs to run jobs.
-pub struct JobRunner {
-    pub storage: S3Storage,
-    pub models: ModelCache,
-    pub config: WorkerConfig,
-    pub worker_id: String,
+/// Runs one job to its outcome.
+pub trait JobHandler: Send + Sync {
+    fn run(&self, job: &JobMessage, attempt: u32) -> impl Future<Output = JobOutcome> + Send;
 }
 
-/// A failure that may pass: the message should be delivered again.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TransientError(String);
-
-/// What happened to a job that needs no retry.
+/// How a job ended; see the module documentation.
 #[derive(Debug)]
 pub enum JobOutcome {
     Reported(Box<JobReport>),
-    /// The object was replaced after this event; the newer version's own event covers it.
-    Superseded,
+    Superseded(String),
+    Retry { cause: RetryCause, reason: String },
 }
 
-/// A failure of this file that retrying cannot fix, with what was learnt before it.
-struct Permanent {
-    reason: String,
-    summary: TransformSummary,
-    errors_written: bool,
+/// Who can make a job that has to be tried again succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCause {
+    /// Time: a network, throttling or service failure.
+    Transient,
+    /// The operator: a permission, a KMS key, the deployment's model.
+    Operator,
 }
 
-impl Permanent {
-    fn new(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), summary: TransformSummary::default(), errors_written: false }
-    }
+/// The job's settings, from the worker's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSettings {
+    pub transform: TransformOptions,
+    pub csv: CsvOptions,
+    pub max_input_bytes: u64,
+    pub metrics_namespace: String,
 }
 
-enum Failure {
-    Permanent(Permanent),
-    Transient(String),
-    Superseded,
-}
-
-impl From<StorageError> for Failure {
-    fn from(error: StorageError) -> Self {
-        match error {
-            StorageError::Changed { .. } => Failure::Superseded,
-            e if e.is_transient() => Failure::Transient(e.to_string()),
-            e => Failure::Permanent(Permanent::new(e.to_string())),
+impl From<&WorkerConfig> for JobSettings {
+    fn from(config: &WorkerConfig) -> Self {
+        Self {
+            transform: config.transform,
+            csv: config.csv,
+            max_input_bytes: config.max_input_bytes,
+            metrics_namespace: config.metrics_namespace.clone(),
         }
     }
 }
 
-impl JobRunner {
-    pub async fn run(&self, job: &JobMessage, attempt: u32) -> Result<JobOutcome, TransientError> {
+/// What the worker needs to run jobs.
+pub struct JobRunner<S: ObjectStore, E> {
+    pub transfers: Transfers<S>,
+    pub models: ModelCache<S>,
+    pub events: E,
+    pub settings: JobSettings,
+    pub worker_id: String,
+}
+
+/// Why a job did not get to its outputs.
+enum Stop<S: ObjectStore> {
+    /// The file's own fault: it gets a failed report (and its errors file, when it has one).
+    File {
+        reason: String,
+        summary: Box<TransformSummary>,
+        errors: Option<Staged<S>>,
+    },
+    Unfinished(Unfinished),
+}
+
+/// A job that ends without a report.
+enum Unfinished {
+    Superseded(String),
+    Retry(RetryCause, String),
+}
+
+impl<S: ObjectStore> From<Unfinished> for Stop<S> {
+    fn from(unfinished: Unfinished) -> Self {
+        Stop::Unfinished(unfinished)
+    }
+}
+
+impl<S: ObjectStore> Stop<S> {
+    fn file(reason: impl Into<String>) -> Self {
+        Stop::File { reason: reason.into(), summary: Box::default(), errors: None }
+    }
+}
+
+/// A transform whose outputs are staged, not yet visible.
+struct Transformed<S: ObjectStore> {
+    summary: TransformSummary,
+    data: Staged<S>,
+    errors: Option<Staged<S>>,
+}
+
+/// A published job: its status, reason, rows and outputs.
+type Published = (JobStatus, Option<String>, TransformSummary, ReportOutputs);
+
+/// A file's failure, with what was learnt before it.
+type FileFailure<S> = (String, TransformSummary, Option<Staged<S>>);
+
+impl<S: ObjectStore, E: CompletionEvents> JobHandler for JobRunner<S, E> {
+    async fn run(&self, job: &JobMessage, attempt: u32) -> JobOutcome {
+        match self.complete(job, attempt).await {
+            Ok(report) => {
+                self.announce(&report).await;
+                JobOutcome::Reported(Box::new(report))
+            }
+            Err(Unfinished::Superseded(reason)) => JobOutcome::Superseded(reason),
+            Err(Unfinished::Retry(cause, reason)) => JobOutcome::Retry { cause, reason },
+        }
+    }
+}
+
+impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
+    /// Transforms, publishes and reports.
+    async fn complete(&self, job: &JobMessage, attempt: u32) -> Result<JobReport, Unfinished> {
         let started_at = Utc::now();
         let clock = Instant::now();
-        let keys = job.output_keys();
-        let result = self.transform(job, &keys).await;
-
-        let (status, reason, summary, errors_written, model_sha) = match result {
-            Ok((summary, sha)) => {
-                let errors_written = summary.bad_rows > 0;
-                (JobStatus::Succeeded, None, summary, errors_written, Some(sha))
-            }
-            Err((Failure::Permanent(p), sha)) => (JobStatus::Failed, Some(p.reason), p.summary, p.errors_written, sha),
-            Err((Failure::Transient(reason), _)) => return Err(TransientError(reason)),
-            Err((Failure::Superseded, _)) => return Ok(JobOutcome::Superseded),
+        let mut model_sha = None;
+        let result = match self.transform(job, &mut model_sha).await {
+            Ok(done) => Ok(done),
+            Err(Stop::File { reason, summary, errors }) => Err((reason, *summary, errors)),
+            Err(Stop::Unfinished(unfinished)) => return Err(unfinished),
         };
-
-        // Leave no output of an earlier version of this input that would contradict the report.
-        let out = &job.output.bucket;
-        let stale = match status {
-            JobStatus::Succeeded if !errors_written => Some(&keys.errors),
-            JobStatus::Failed => Some(&keys.data),
-            JobStatus::Succeeded => None,
-        };
-        if let Some(stale) = stale {
-            self.storage.delete(out, stale).await.map_err(|e| TransientError(e.to_string()))?;
-        }
-        if !errors_written && status == JobStatus::Failed {
-            self.storage.delete(out, &keys.errors).await.map_err(|e| TransientError(e.to_string()))?;
-        }
-
+        let (status, reason, summary, outputs) = self.publish(job, result).await?;
         let report = JobReport {
             status,
             reason,
             input: job.input.clone(),
-            outputs: ReportOutputs {
-                data: (status == JobStatus::Succeeded).then(|| format!("s3://{out}/{}", keys.data)),
-                errors: errors_written.then(|| format!("s3://{out}/{}", keys.errors)),
-            },
+            outputs,
             rows: RowCounts { input: summary.rows_in, output: summary.rows_out, bad: summary.bad_rows },
             model: ModelInfo { uri: job.model_uri.clone(), sha256: model_sha },
             started_at,
@@ -115,40 +161,34 @@ impl JobRunner {
             first_errors: summary.first_errors,
         };
         let body = serde_json::to_vec_pretty(&report).expect("a report always serialises");
-        self.storage
-            .put(out, &keys.report, body, "application/json")
-            .await
-            .map_err(|e| TransientError(e.to_string()))?;
-        Ok(JobOutcome::Reported(Box::new(report)))
+        let report_uri = output_uri(job, &job.output_keys().report);
+        self.transfers.put(&report_uri, body.into(), "application/json").await.map_err(output_failure)?;
+        Ok(report)
     }
 
-    /// Runs the model over the input; on success the outputs are complete.
-    async fn transform(
-        &self,
-        job: &JobMessage,
-        keys: &OutputKeys,
-    ) -> Result<(TransformSummary, String), (Failure, Option<String>)> {
-        let kind = match input_kind(job, &self.config) {
-            Ok(kind) => kind,
-            Err(problem) => return Err((Failure::Permanent(Permanent::new(problem)), None)),
+    /// Runs the model over the input into staged outputs.
+    async fn transform(&self, job: &JobMessage, model_sha: &mut Option<String>) -> Result<Transformed<S>, Stop<S>> {
+        let kind = input_kind(job, &self.settings).map_err(Stop::file)?;
+        let model = self.models.get(&job.model_uri).await.map_err(|e| Stop::from(model_failure(e)))?;
+        *model_sha = Some(model.model.sha256.clone());
+        let input = InputSpec {
+            uri: input_uri(job),
+            etag: Some(job.input.etag.clone()),
+            version_id: job.input.version_id.clone(),
         };
-        let model: Arc<LoadedModel> = match self.models.get(&job.model_uri).await {
-            Ok(model) => model,
-            Err(e) if e.is_transient() => return Err((Failure::Transient(e.to_string()), None)),
-            Err(e) => return Err((Failure::Permanent(Permanent::new(e.to_string())), None)),
-        };
-        let sha = Some(model.model.sha256.clone());
-        let body = self.storage.open_input(&job.input).await.map_err(|e| (e.into(), sha.clone()))?;
+        let download = self.transfers.open_input(&input).await.map_err(|e| input_failure(&input.uri, e))?;
 
-        let input_uri = format!("s3://{}/{}", job.input.bucket, job.input.key);
+        let keys = job.output_keys();
+        let content_type = match kind.format {
+            DataFormat::JsonLines => "application/x-ndjson",
+            _ => "text/csv",
+        };
         let (chunks, reader) = input_channel();
-        let (data_writer, data_parts) = output_channel(PART_SIZE);
-        let (errors_writer, errors_parts) = output_channel(PART_SIZE);
-        let options = self.config.transform;
-        let engine_model = model.clone();
+        let (mut data_writer, data_upload) = self.transfers.upload(output_uri(job, &keys.data), content_type);
+        let (mut errors_writer, errors_upload) = self.transfers.upload(output_uri(job, &keys.errors), "text/csv");
+        let options = self.settings.transform;
+        let engine_model = Arc::clone(&model);
         let engine = tokio::task::spawn_blocking(move || {
-            let mut data_writer = data_writer;
-            let mut errors_writer = errors_writer;
             let result = transform(
                 reader,
                 kind,
@@ -158,71 +198,180 @@ impl JobRunner {
                 &options,
                 &mut |_| {},
             );
-            // Outputs are completed only from here; anything else drops them, and drops abandon.
-            let errors_complete = match &result {
-                Ok(s) if s.bad_rows > 0 => errors_writer.finish().is_ok(),
-                Err(TransformError::TooManyBadRows { .. }) => errors_writer.finish().is_ok(),
-                _ => false,
+            // An output is finished (staged) only when complete; a dropped writer abandons it.
+            let keep_errors = match &result {
+                Ok(summary) => summary.bad_rows > 0,
+                Err(error) => matches!(error, TransformError::TooManyBadRows { .. }),
             };
-            if result.is_ok() {
-                data_writer.finish()?;
-            }
-            Ok::<_, std::io::Error>((result, errors_complete))
+            let errors_finished = if keep_errors { errors_writer.finish() } else { Ok(()) };
+            let data_finished = if result.is_ok() { data_writer.finish() } else { Ok(()) };
+            (result, data_finished.and(errors_finished))
         });
+        let (downloaded, engine, data, errors) =
+            tokio::join!(download.pump(chunks), engine, data_upload.staged(), errors_upload.staged());
 
-        let out = &job.output.bucket;
-        let (downloaded, data_upload, errors_upload, engine) = tokio::join!(
-            S3Storage::pump(&input_uri, body, chunks),
-            self.storage.upload(out, &keys.data, "text/csv", data_parts),
-            self.storage.upload(out, &keys.errors, "text/csv", errors_parts),
-            engine,
-        );
-
-        // Storage failures come first: they explain any I/O error the engine saw.
-        downloaded.map_err(|e| (e.into(), sha.clone()))?;
-        let (result, errors_complete) = match engine {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(io)) => {
-                return Err((Failure::Transient(format!("writing the output failed: {io}")), sha));
-            }
-            Err(join) => {
-                return Err((Failure::Transient(format!("the transform stopped unexpectedly: {join}")), sha));
-            }
-        };
-        let errors_written = errors_complete && errors_upload.is_ok();
-        if errors_complete && let Err(e) = &errors_upload {
-            return Err((Failure::Transient(e.to_string()), sha));
-        }
+        // A failed download explains whatever the engine saw after it.
+        let downloaded = downloaded.map_err(|e| input_failure(&input.uri, e))?;
+        let (result, _finished) = engine.map_err(|join| {
+            Stop::from(Unfinished::Retry(RetryCause::Transient, format!("the transform stopped unexpectedly: {join}")))
+        })?;
         match result {
             Ok(summary) => {
-                data_upload.map_err(|e| (Failure::Transient(e.to_string()), sha.clone()))?;
-                tracing::info!(input = %input_uri, rows_in = summary.rows_in, rows_out = summary.rows_out,
-                    bad = summary.bad_rows, "transform complete");
-                Ok((summary, model.model.sha256.clone()))
+                let data = data.map_err(|e| Stop::from(upload_failure(e)))?;
+                let errors =
+                    if summary.bad_rows > 0 { Some(errors.map_err(|e| Stop::from(upload_failure(e)))?) } else { None };
+                tracing::info!(
+                    rows_in = summary.rows_in,
+                    rows_out = summary.rows_out,
+                    bad_rows = summary.bad_rows,
+                    bytes = downloaded.bytes,
+                    verified_against_etag = downloaded.verified,
+                    "transform complete"
+                );
+                Ok(Transformed { summary, data, errors })
             }
-            Err(error) if !error.is_permanent() => {
-                Err((Failure::Transient(format!("reading or writing failed: {error}")), sha))
-            }
-            Err(error) => {
+            Err(error) if error.is_permanent() => {
                 let summary = match &error {
-                    TransformError::TooManyBadRows { summary, .. } => summary.clone(),
-                    _ => TransformSummary::default(),
+                    TransformError::TooManyBadRows { summary, .. } => Box::new(summary.clone()),
+                    _ => Box::default(),
                 };
-                let reason = format!("{input_uri}: {error}");
-                Err((Failure::Permanent(Permanent { reason, summary, errors_written }), sha))
+                Err(Stop::File { reason: format!("{}: {error}", input.uri), summary, errors: errors.ok() })
             }
+            // An I/O error the download does not explain: an upload failed.
+            Err(error) => Err(Stop::from(
+                [data.err(), errors.err()]
+                    .into_iter()
+                    .flatten()
+                    .find(|e| !matches!(e, UploadError::Abandoned))
+                    .map(upload_failure)
+                    .unwrap_or_else(|| {
+                        Unfinished::Retry(RetryCause::Transient, format!("reading or writing failed: {error}"))
+                    }),
+            )),
+        }
+    }
+
+    /// Makes the outputs visible, unless the input changed meanwhile; removes earlier outputs
+    /// of this key that the new report would contradict.
+    async fn publish(
+        &self,
+        job: &JobMessage,
+        result: Result<Transformed<S>, FileFailure<S>>,
+    ) -> Result<Published, Unfinished> {
+        let input = input_uri(job);
+        // The outputs must describe the object the bucket holds now. A job for an older version
+        // that ends after a newer one's must not overwrite its outputs: checked here, the last
+        // moment before anything becomes visible (and the report is written last of all).
+        let state = self.transfers.object_state(&input, &job.input.etag).await;
+        let (status, reason, summary, data, errors) = match (state, result) {
+            (Err(error), _) => return Err(access_or_transient(error, "the input bucket")),
+            (Ok(ObjectState::Replaced), _) => {
+                return Err(Unfinished::Superseded(format!("{input} was replaced while it was processed")));
+            }
+            // Nothing to describe any more: whatever was made of it is dropped (and aborted).
+            (Ok(ObjectState::Deleted), Ok(_)) => {
+                let reason = format!("{input} was deleted while it was processed");
+                (JobStatus::Failed, Some(reason), TransformSummary::default(), None, None)
+            }
+            (Ok(_), Ok(done)) => (JobStatus::Succeeded, None, done.summary, Some(done.data), done.errors),
+            (Ok(_), Err((reason, summary, errors))) => (JobStatus::Failed, Some(reason), summary, None, errors),
+        };
+        let keys = job.output_keys();
+        let (data_uri, errors_uri) = (output_uri(job, &keys.data), output_uri(job, &keys.errors));
+        let mut outputs = ReportOutputs::default();
+        match data {
+            Some(data) => {
+                data.commit().await.map_err(output_failure)?;
+                outputs.data = Some(data_uri.to_string());
+            }
+            None => self.transfers.delete(&data_uri).await.map_err(output_failure)?,
+        }
+        match errors {
+            Some(errors) => {
+                errors.commit().await.map_err(output_failure)?;
+                outputs.errors = Some(errors_uri.to_string());
+            }
+            None => self.transfers.delete(&errors_uri).await.map_err(output_failure)?,
+        }
+        Ok((status, reason, summary, outputs))
+    }
+
+    /// Puts the completion event; a failure is logged and counted, the file stays done.
+    async fn announce(&self, report: &JobReport) {
+        if let Err(error) = retry(&Backoff::CALLS, || self.events.file_finished(report)).await {
+            tracing::error!(%error, "could not put the completion event");
+            MetricRecord::new(&self.settings.metrics_namespace)
+                .metric("CompletionEventFailures", Unit::Count, 1.0)
+                .emit();
         }
     }
 }
 
+fn input_uri(job: &JobMessage) -> S3Uri {
+    S3Uri { bucket: job.input.bucket.clone(), key: job.input.key.clone() }
+}
+
+fn output_uri(job: &JobMessage, key: &str) -> S3Uri {
+    S3Uri { bucket: job.output.bucket.clone(), key: key.to_owned() }
+}
+
+/// Reading the input failed.
+fn input_failure<S: ObjectStore>(input: &S3Uri, error: StoreError) -> Stop<S> {
+    if error.is_precondition_failed() {
+        Unfinished::Superseded(format!("{input} was replaced since its upload event")).into()
+    } else if error.is_not_found() {
+        Stop::file(format!("{input} no longer exists ({error})"))
+    } else if error.is_kms() || error.is_access_denied() || error.is_retryable() {
+        access_or_transient(error, "the input bucket").into()
+    } else {
+        Stop::file(error.to_string())
+    }
+}
+
+/// Writing an output or the report failed.
+fn output_failure(error: StoreError) -> Unfinished {
+    if error.is_not_found() {
+        Unfinished::Retry(RetryCause::Operator, format!("{error}; check the output bucket"))
+    } else {
+        access_or_transient(error, "the output bucket")
+    }
+}
+
+/// A refusal only the operator can lift, or a failure that may pass.
+fn access_or_transient(error: StoreError, place: &str) -> Unfinished {
+    if error.is_kms() {
+        Unfinished::Retry(
+            RetryCause::Operator,
+            format!("{error}; check the KMS key of {place} and the worker's grant on it"),
+        )
+    } else if error.is_access_denied() {
+        Unfinished::Retry(RetryCause::Operator, format!("{error}; check the worker's permissions on {place}"))
+    } else {
+        Unfinished::Retry(RetryCause::Transient, error.to_string())
+    }
+}
+
+fn upload_failure(error: UploadError) -> Unfinished {
+    match error {
+        UploadError::Store(error) => output_failure(error),
+        UploadError::Abandoned => Unfinished::Retry(RetryCause::Transient, error.to_string()),
+    }
+}
+
+/// Loading the deployment's model failed: only the operator can fix that, unless it may pass.
+fn model_failure(error: ModelLoadError) -> Unfinished {
+    let cause = if error.is_transient() { RetryCause::Transient } else { RetryCause::Operator };
+    Unfinished::Retry(cause, error.to_string())
+}
+
 /// The input's format, or why the job cannot be attempted at all, judged from the message.
-fn input_kind(job: &JobMessage, config: &WorkerConfig) -> Result<FileKind, String> {
-    let uri = format!("s3://{}/{}", job.input.bucket, job.input.key);
-    let kind = FileKind::from_name(&job.input.key, None, config.csv).map_err(|e| format!("{uri}: {e}"))?;
-    if job.input.size > config.max_input_bytes {
+fn input_kind(job: &JobMessage, settings: &JobSettings) -> Result<FileKind, String> {
+    let uri = input_uri(job);
+    let kind = FileKind::from_name(&job.input.key, None, settings.csv).map_err(|e| format!("{uri}: {e}"))?;
+    if job.input.size > settings.max_input_bytes {
         return Err(format!(
             "{uri} is {} bytes, larger than the limit of {} bytes (MAX_INPUT_BYTES)",
-            job.input.size, config.max_input_bytes
+            job.input.size, settings.max_input_bytes
         ));
     }
     Ok(kind)

@@ -1,17 +1,27 @@
 //! The worker: drains the job queue, running an ONNX model over each input file.
 //!
 //! - [`engine`]: the transform itself, free of AWS.
+//! - Ports and their AWS adapters: [`queue`] ([`sqs`]), [`store`] ([`s3`]), [`completions`]
+//!   (EventBridge).
+//! - [`transfer`]: streaming over the store: resumed, verified downloads and staged uploads.
 //! - [`models`]: loading a model and its sidecar configuration once.
-//! - [`storage`]: S3 streaming in and atomic streaming out.
-//! - [`job`]: one job, from input to report.
-//! - [`drain`]: the queue loop with heartbeat and graceful stop.
+//! - [`job`]: one job, from input to report, ending as one [`job::JobOutcome`].
+//! - [`drain`]: the queue loop with heartbeat, retries and graceful stop.
 //! - [`local_transform`]: `worker transform`, one file from the command line.
+//! - [`metrics`], [`retry`], [`shutdown`], [`config`]: what the rest shares.
 
+pub mod completions;
 pub mod config;
 pub mod drain;
 pub mod engine;
 pub mod job;
 pub mod local_transform;
+pub mod metrics;
 pub mod models;
+pub mod queue;
+pub mod retry;
+pub mod s3;
 pub mod shutdown;
-pub mod storage;
+pub mod sqs;
+pub mod store;
+pub mod transfer;

@@ -13,7 +13,8 @@ use shared::location::Location;
 
 use crate::engine::{CsvOptions, FileKind, TransformOptions, TransformSummary, transform};
 use crate::models::load_model;
-use crate::storage::{PART_SIZE, PartWriter, S3Storage, input_channel, output_channel};
+use crate::s3::S3Store;
+use crate::transfer::{InputSpec, PartWriter, PendingUpload, Transfers, input_channel};
 
 pub struct TransformRequest {
     pub model: String,
@@ -47,11 +48,11 @@ impl TransformRun {
 /// Where an output goes while it is being written.
 enum Sink {
     Local { partial: PathBuf, destination: PathBuf, file: BufWriter<File> },
-    S3 { writer: PartWriter, upload: tokio::task::JoinHandle<Result<(), crate::storage::StorageError>> },
+    S3 { writer: PartWriter, upload: PendingUpload<S3Store> },
 }
 
 impl Sink {
-    async fn open(location: &str, storage: Option<&S3Storage>) -> Result<Self> {
+    async fn open(location: &str, storage: Option<&Transfers<S3Store>>) -> Result<Self> {
         match Location::parse(location)? {
             Location::Local(destination) => {
                 let mut partial = destination.clone().into_os_string();
@@ -61,11 +62,7 @@ impl Sink {
                 Ok(Sink::Local { partial, destination, file: BufWriter::with_capacity(1 << 20, file) })
             }
             Location::S3(uri) => {
-                let storage = storage.context("S3 access is needed")?.clone();
-                let (writer, parts) = output_channel(PART_SIZE);
-                let upload = tokio::spawn(async move {
-                    storage.upload(&uri.bucket, &uri.key, "application/octet-stream", parts).await.map(|_| ())
-                });
+                let (writer, upload) = storage.context("S3 access is needed")?.upload(uri, "application/octet-stream");
                 Ok(Sink::S3 { writer, upload })
             }
         }
@@ -94,15 +91,18 @@ impl Sink {
                 Ok(())
             }
             Sink::S3 { writer, upload } => {
-                if keep {
-                    tokio::task::spawn_blocking(move || writer.finish()).await??;
-                } else {
+                if !keep {
+                    // Dropping the writer abandons the upload; whatever was uploaded is aborted.
                     drop(writer);
+                    let _ = upload.staged().await;
+                    return Ok(());
                 }
-                match (upload.await?, keep) {
-                    (Ok(()), _) | (Err(_), false) => Ok(()),
-                    (Err(e), true) => Err(e.into()),
-                }
+                let finished = tokio::task::spawn_blocking(move || writer.finish()).await?;
+                // The upload's own error explains a writer that could not finish.
+                let staged = upload.staged().await?;
+                finished?;
+                staged.commit().await?;
+                Ok(())
             }
         }
     }
@@ -112,7 +112,7 @@ impl Sink {
 pub async fn run(request: TransformRequest) -> Result<TransformRun> {
     let uses_s3 = [&request.model, &request.input, &request.output].iter().any(|u| u.starts_with("s3://"))
         || request.errors.as_deref().is_some_and(|e| e.starts_with("s3://"));
-    let storage = if uses_s3 { Some(S3Storage::from_environment().await) } else { None };
+    let storage = if uses_s3 { Some(Transfers::new(S3Store::from_environment().await)) } else { None };
     let loaded = load_model(storage.as_ref(), &request.model).await?;
     let kind = FileKind::from_name(&request.input, None, request.csv)?;
     let errors_location = request.errors.clone().unwrap_or_else(|| format!("{}.errors.csv", request.output));
@@ -122,11 +122,11 @@ pub async fn run(request: TransformRequest) -> Result<TransformRun> {
             Box::new(File::open(&path).with_context(|| format!("cannot open {}", path.display()))?)
         }
         Location::S3(uri) => {
-            let storage = storage.clone().context("S3 access is needed")?;
-            let body = storage.open(&uri).await?;
+            let storage = storage.as_ref().context("S3 access is needed")?;
+            let download = storage.open_input(&InputSpec { uri, etag: None, version_id: None }).await?;
             let (chunks, reader) = input_channel();
-            let name = uri.to_string();
-            tokio::spawn(async move { S3Storage::pump(&name, body, chunks).await });
+            // A failed download reaches the reader as an error, which ends the transform with it.
+            tokio::spawn(download.pump(chunks));
             Box::new(reader)
         }
     };

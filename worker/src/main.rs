@@ -7,15 +7,19 @@ use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::{Parser, Subcommand};
 use shared::config::process_environment;
-use worker::config::WorkerConfig;
-use worker::config::parse_delimiter;
-use worker::drain::{WorkQueue, drain};
+use shared::logging::{self, LogFormat};
+use tracing::Instrument;
+use worker::completions::{CompletionEvents, EventBridgeCompletions, NoCompletionEvents};
+use worker::config::{WorkerConfig, parse_delimiter};
+use worker::drain::{DrainSettings, drain};
 use worker::engine::{CsvOptions, TransformOptions, default_threads};
-use worker::job::JobRunner;
+use worker::job::{JobRunner, JobSettings};
 use worker::local_transform::{self, TransformRequest};
 use worker::models::ModelCache;
+use worker::s3::{S3Store, s3_client};
 use worker::shutdown;
-use worker::storage::{S3Storage, s3_client};
+use worker::sqs::SqsWorkQueue;
+use worker::transfer::Transfers;
 
 #[derive(Parser)]
 #[command(version, about = "sluice worker: runs an ONNX model over data files")]
@@ -61,10 +65,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(LogFormat::detect());
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("worker: {error:#}");
+            tracing::error!("worker: {error:#}");
             ExitCode::FAILURE
         }
     }
@@ -114,13 +115,41 @@ fn main() -> ExitCode {
 async fn run_queue() -> anyhow::Result<()> {
     let config = WorkerConfig::from_env(&process_environment())?;
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let storage = S3Storage::new(s3_client(&sdk));
-    let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&sdk), &config.queue_url);
     let worker_id = format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()), std::process::id());
-    tracing::info!(%worker_id, queue = %config.queue_url, "worker started");
-    let runner = JobRunner { models: ModelCache::new(storage.clone()), storage, config, worker_id };
+    let span = tracing::info_span!("worker", worker_id = %worker_id);
+    async {
+        tracing::info!(queue = %config.queue_url, "worker started");
+        let summary = if config.completion_events {
+            serve_queue(&config, &sdk, worker_id, EventBridgeCompletions::new(aws_sdk_eventbridge::Client::new(&sdk)))
+                .await?
+        } else {
+            serve_queue(&config, &sdk, worker_id, NoCompletionEvents).await?
+        };
+        tracing::info!(?summary, "worker finished");
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve_queue(
+    config: &WorkerConfig,
+    sdk: &aws_config::SdkConfig,
+    worker_id: String,
+    events: impl CompletionEvents,
+) -> anyhow::Result<worker::drain::DrainSummary> {
+    let transfers = Transfers::new(S3Store::new(s3_client(sdk)));
+    let queue = SqsWorkQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url);
+    let runner = JobRunner {
+        models: ModelCache::new(transfers.clone()),
+        transfers: transfers.clone(),
+        events,
+        settings: JobSettings::from(config),
+        worker_id,
+    };
     let shutdown = shutdown::on_signals().context("cannot listen for stop signals")?;
-    let summary = drain(&queue, &runner, shutdown).await?;
-    tracing::info!(?summary, "worker finished");
-    Ok(())
+    let summary = drain(&queue, &runner, &DrainSettings::from(config), shutdown).await;
+    // Aborts of abandoned uploads finish before the process exits, whatever happened.
+    transfers.finish_cleanups().await;
+    Ok(summary?)
 }

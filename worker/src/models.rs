@@ -7,7 +7,8 @@ use tokio::sync::Mutex;
 
 use crate::engine::model_config::ModelConfigError;
 use crate::engine::{Model, ModelConfig, ModelError};
-use crate::storage::{S3Storage, StorageError};
+use crate::store::{ObjectStore, StoreError};
+use crate::transfer::Transfers;
 
 /// The sidecar configuration is `<model>.json`.
 pub const SIDECAR_SUFFIX: &str = ".json";
@@ -23,7 +24,9 @@ pub enum ModelLoadError {
     #[error("model location: {0}")]
     Location(#[from] shared::location::LocationError),
     #[error("cannot read the model: {0}")]
-    Storage(#[from] StorageError),
+    Storage(#[from] StoreError),
+    #[error("the model {uri} does not exist")]
+    Missing { uri: String },
     #[error("cannot read local model file {path}: {source}")]
     Local { path: String, source: std::io::Error },
     #[error("{uri}: {source}")]
@@ -33,18 +36,31 @@ pub enum ModelLoadError {
 }
 
 impl ModelLoadError {
+    /// Whether loading again later may succeed without anyone changing anything.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ModelLoadError::Storage(e) if e.is_transient())
+        matches!(self, ModelLoadError::Storage(e) if e.is_retryable())
     }
 }
 
 /// Reads a model and its optional sidecar, and prepares the model to run.
-pub async fn load_model(storage: Option<&S3Storage>, uri: &str) -> Result<LoadedModel, ModelLoadError> {
+pub async fn load_model<S: ObjectStore>(
+    storage: Option<&Transfers<S>>,
+    uri: &str,
+) -> Result<LoadedModel, ModelLoadError> {
     let location = Location::parse(uri)?;
     let sidecar = location.with_suffix(SIDECAR_SUFFIX);
     let (bytes, config_bytes) = match (&location, &sidecar, storage) {
         (Location::S3(model), Location::S3(sidecar), Some(storage)) => {
-            (storage.read_all(model).await?, storage.read_optional(sidecar).await?)
+            // Listing the model's own key shows whether the sidecar (`<key>.json`) is there: a
+            // worker may list that and nothing else of the model bucket, so a missing sidecar is
+            // never mistaken for a refused one.
+            let present = storage.list(&model.bucket, &model.key).await?;
+            if !present.contains(&model.key) {
+                return Err(ModelLoadError::Missing { uri: uri.to_owned() });
+            }
+            let config =
+                if present.contains(&sidecar.key) { Some(storage.read_all(sidecar).await?.to_vec()) } else { None };
+            (storage.read_all(model).await?.to_vec(), config)
         }
         (Location::Local(path), Location::Local(sidecar), _) => {
             let local = |source| ModelLoadError::Local { path: path.display().to_string(), source };
@@ -77,13 +93,13 @@ pub async fn load_model(storage: Option<&S3Storage>, uri: &str) -> Result<Loaded
 
 /// Keeps the last model loaded: jobs name their model, and in steady state they all name the
 /// same one, so it is loaded once per worker.
-pub struct ModelCache {
-    storage: S3Storage,
+pub struct ModelCache<S> {
+    storage: Transfers<S>,
     current: Mutex<Option<Arc<LoadedModel>>>,
 }
 
-impl ModelCache {
-    pub fn new(storage: S3Storage) -> Self {
+impl<S: ObjectStore> ModelCache<S> {
+    pub fn new(storage: Transfers<S>) -> Self {
         Self { storage, current: Mutex::new(None) }
     }
 

@@ -1,0 +1,78 @@
+//! The object store port: what the worker needs from S3, call by call. The S3 adapter is
+//! [`crate::s3::S3Store`]; tests use an in-memory one. Streaming in and out, retries and
+//! verification are built on top of these calls in [`crate::transfer`].
+
+use std::future::Future;
+
+use bytes::Bytes;
+use shared::S3Uri;
+use shared::aws_error::AwsError;
+use tokio::io::AsyncRead;
+
+/// A failed store call, with the service's error code and what it was about.
+pub type StoreError = AwsError;
+
+/// What to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetRequest {
+    pub uri: S3Uri,
+    /// Read only while the object has this ETag (`If-Match`).
+    pub if_match: Option<String>,
+    pub version_id: Option<String>,
+    /// Read one part of an object uploaded in parts (1-based).
+    pub part_number: Option<u32>,
+    /// Skip this many bytes (a `Range` request), to resume a broken download.
+    pub range_start: u64,
+}
+
+impl GetRequest {
+    pub fn whole(uri: S3Uri) -> Self {
+        Self { uri, if_match: None, version_id: None, part_number: None, range_start: 0 }
+    }
+}
+
+/// An object being read.
+pub struct ObjectBody {
+    pub body: Box<dyn AsyncRead + Send + Unpin>,
+    /// The bytes this response holds (a part, or what is left after `range_start`).
+    pub length: u64,
+    pub etag: Option<String>,
+    /// How many parts the object was uploaded in, when a part was asked for.
+    pub parts_count: Option<u32>,
+    /// Whether the ETag is an MD5 of the content (not so under SSE-KMS or SSE-C).
+    pub etag_is_md5: bool,
+}
+
+/// The store, call by call.
+pub trait ObjectStore: Clone + Send + Sync + 'static {
+    fn get(&self, request: &GetRequest) -> impl Future<Output = Result<ObjectBody, StoreError>> + Send;
+    /// The keys of `bucket` that start with `prefix` (all of them, page after page).
+    fn list(&self, bucket: &str, prefix: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// The object's current ETag, or a `PreconditionFailed` error when `if_match` no longer holds.
+    fn head(&self, uri: &S3Uri, if_match: Option<&str>) -> impl Future<Output = Result<String, StoreError>> + Send;
+    fn put(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Deleting what is not there succeeds.
+    fn delete(&self, uri: &S3Uri) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Starts a multipart upload; returns its id.
+    fn create_multipart(
+        &self,
+        uri: &S3Uri,
+        content_type: &str,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+    /// Uploads part `number` (1-based); returns its ETag.
+    fn upload_part(
+        &self,
+        uri: &S3Uri,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+    /// Makes the object appear from the parts, `(number, etag)` in order.
+    fn complete_multipart(
+        &self,
+        uri: &S3Uri,
+        upload_id: &str,
+        parts: &[(i32, String)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn abort_multipart(&self, uri: &S3Uri, upload_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
