@@ -4,7 +4,7 @@
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::Credentials;
 
-use crate::environment::EnvMap;
+use crate::process::EnvMap;
 
 /// The region everything local runs in.
 pub const REGION: &str = "us-east-1";

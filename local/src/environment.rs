@@ -1,15 +1,17 @@
-//! The environment each component is given, defined once for the local run and the tests, the
-//! way template.yaml sets it in AWS: the worker's container environment (in the task definition)
-//! and the trigger function's environment. Locally both also get the variables that point their
-//! SDK at moto.
+//! The environment each component is given, the way template.yaml sets it in AWS: the worker's
+//! container environment (in the task definition) and the trigger function's. Locally both also
+//! get the variables that point their SDK at moto.
+//!
+//! The names come from the binaries' own declarations (`worker::config`, `lambda_trigger::config`),
+//! and, as the template does, every variable a binary reads is set, optional ones included: the
+//! tests below fail when a binary reads a variable the harness does not set.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::provision::Stack;
+use lambda_trigger::config as trigger;
+use worker::config as worker;
 
-/// Environment variables, sorted by name.
-pub type EnvMap = BTreeMap<String, String>;
+pub use crate::process::EnvMap;
 
 /// The worker's tunables (everything in its environment that does not come from the stack).
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +26,10 @@ pub struct WorkerSettings {
     pub max_bad_row_ratio: f64,
     /// How long the worker may finish its job after SIGTERM (`SHUTDOWN_GRACE_SECONDS`).
     pub shutdown_grace_seconds: u32,
+    /// The pause before a handed-back job's next try, doubling per try (`RETRY_DELAY_SECONDS`).
+    pub retry_delay_seconds: u32,
+    /// Whether finished files are announced on EventBridge (`COMPLETION_EVENTS`).
+    pub completion_events: bool,
     /// The worker's log filter (`RUST_LOG`).
     pub rust_log: String,
 }
@@ -36,6 +42,8 @@ impl Default for WorkerSettings {
             poll_wait_seconds: 1,
             max_bad_row_ratio: 0.1,
             shutdown_grace_seconds: 10,
+            retry_delay_seconds: 1,
+            completion_events: true,
             rust_log: "info".to_owned(),
         }
     }
@@ -69,6 +77,11 @@ impl TriggerSettings {
     }
 }
 
+/// The namespace of local metrics (the template uses `sluice/<stack name>`).
+pub const METRICS_NAMESPACE: &str = "sluice/local";
+/// The variable both binaries read for their log filter, besides their declared settings.
+pub const RUST_LOG: &str = "RUST_LOG";
+
 /// The worker container's environment: queue, tunables, and the moto variables for `endpoint`.
 pub fn worker_environment(
     endpoint: &str,
@@ -78,72 +91,120 @@ pub fn worker_environment(
 ) -> EnvMap {
     let mut env = crate::aws::moto_env(endpoint);
     let vars = [
-        ("QUEUE_URL", queue_url.to_owned()),
-        ("BATCH_SIZE", settings.batch_size.to_string()),
-        ("EMPTY_POLLS_BEFORE_EXIT", settings.empty_polls_before_exit.to_string()),
-        ("POLL_WAIT_SECONDS", settings.poll_wait_seconds.to_string()),
-        ("MAX_BAD_ROW_RATIO", settings.max_bad_row_ratio.to_string()),
-        ("VISIBILITY_TIMEOUT_SECONDS", visibility_timeout.as_secs().to_string()),
-        ("SHUTDOWN_GRACE_SECONDS", settings.shutdown_grace_seconds.to_string()),
-        ("RUST_LOG", settings.rust_log.clone()),
+        (worker::QUEUE_URL, queue_url.to_owned()),
+        (worker::POLL_WAIT_SECONDS, settings.poll_wait_seconds.to_string()),
+        (worker::EMPTY_POLLS_BEFORE_EXIT, settings.empty_polls_before_exit.to_string()),
+        (worker::BATCH_SIZE, settings.batch_size.to_string()),
+        (worker::MAX_BAD_ROW_RATIO, settings.max_bad_row_ratio.to_string()),
+        (worker::VISIBILITY_TIMEOUT_SECONDS, visibility_timeout.as_secs().to_string()),
+        (worker::SHUTDOWN_GRACE_SECONDS, settings.shutdown_grace_seconds.to_string()),
+        (worker::RETRY_DELAY_SECONDS, settings.retry_delay_seconds.to_string()),
+        (worker::COMPLETION_EVENTS, settings.completion_events.to_string()),
+        (worker::METRICS_NAMESPACE, METRICS_NAMESPACE.to_owned()),
     ];
-    env.extend(vars.into_iter().map(|(name, value)| (name.to_owned(), value)));
+    env.extend(vars.into_iter().map(|(var, value)| (var.name.to_owned(), value)));
+    // The rest as the template leaves them: their defaults, written out.
+    for var in worker::VARS {
+        if let Some(default) = var.default {
+            env.entry(var.name.to_owned()).or_insert_with(|| default.to_owned());
+        }
+    }
+    env.insert(RUST_LOG.to_owned(), settings.rust_log.clone());
     env
+}
+
+/// Where the trigger sends jobs and starts workers: the stack's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerTargets<'a> {
+    pub endpoint: &'a str,
+    pub queue_url: &'a str,
+    pub output_bucket: &'a str,
+    pub cluster: &'a str,
+    pub task_definition: &'a str,
+    pub subnets: &'a [String],
+    pub security_group: &'a str,
 }
 
 /// The trigger function's environment: where jobs go, how workers are started, and the moto
 /// variables for the stack's endpoint.
-pub fn trigger_environment(stack: &Stack, settings: &TriggerSettings) -> EnvMap {
-    let mut env = crate::aws::moto_env(&stack.endpoint);
+pub fn trigger_environment(targets: &TriggerTargets<'_>, settings: &TriggerSettings) -> EnvMap {
+    let mut env = crate::aws::moto_env(targets.endpoint);
     let vars = [
-        ("QUEUE_URL", stack.queue_url.clone()),
-        ("OUTPUT_BUCKET", stack.output_bucket.clone()),
-        ("OUTPUT_PREFIX", settings.output_prefix.clone()),
-        ("INPUT_PREFIX", settings.input_prefix.clone()),
-        ("MODEL_URI", settings.model_uri.clone()),
-        ("ECS_CLUSTER", stack.cluster_name.clone()),
-        ("WORKER_TASK_DEFINITION", stack.task_definition_arn.clone()),
-        ("WORKER_SUBNETS", stack.subnets.join(",")),
-        ("WORKER_SECURITY_GROUPS", stack.security_group.clone()),
-        ("WORKER_ASSIGN_PUBLIC_IP", "ENABLED".to_owned()),
-        ("MAX_WORKERS", settings.max_workers.to_string()),
-        ("RUST_LOG", settings.rust_log.clone()),
+        (trigger::QUEUE_URL, targets.queue_url.to_owned()),
+        (trigger::OUTPUT_BUCKET, targets.output_bucket.to_owned()),
+        (trigger::OUTPUT_PREFIX, settings.output_prefix.clone()),
+        (trigger::INPUT_PREFIX, settings.input_prefix.clone()),
+        (trigger::MODEL_URI, settings.model_uri.clone()),
+        (trigger::ECS_CLUSTER, targets.cluster.to_owned()),
+        (trigger::WORKER_TASK_DEFINITION, targets.task_definition.to_owned()),
+        (trigger::WORKER_SUBNETS, targets.subnets.join(",")),
+        (trigger::WORKER_SECURITY_GROUPS, targets.security_group.to_owned()),
+        (trigger::WORKER_ASSIGN_PUBLIC_IP, "ENABLED".to_owned()),
+        (trigger::MAX_WORKERS, settings.max_workers.to_string()),
+        (trigger::METRICS_NAMESPACE, METRICS_NAMESPACE.to_owned()),
     ];
-    env.extend(vars.into_iter().map(|(name, value)| (name.to_owned(), value)));
+    env.extend(vars.into_iter().map(|(var, value)| (var.name.to_owned(), value)));
+    for var in trigger::VARS {
+        if let Some(default) = var.default {
+            env.entry(var.name.to_owned()).or_insert_with(|| default.to_owned());
+        }
+    }
+    env.insert(RUST_LOG.to_owned(), settings.rust_log.clone());
     env
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use shared::config::EnvVar;
+
     use super::*;
 
+    /// The names in `env` that are not moto's.
+    fn program_vars(env: &EnvMap) -> BTreeSet<&str> {
+        let moto = crate::aws::moto_env("http://127.0.0.1:4566");
+        env.keys().map(String::as_str).filter(|name| !moto.contains_key(*name)).collect()
+    }
+
+    fn declared(vars: &[EnvVar]) -> BTreeSet<&str> {
+        vars.iter().map(|v| v.name).chain([RUST_LOG]).collect()
+    }
+
     #[test]
-    fn worker_environment_holds_queue_tunables_and_moto() {
+    fn the_worker_gets_every_variable_it_reads_and_no_other() {
         // GIVEN default tunables and a 5 s visibility timeout
-        let settings = WorkerSettings::default();
-        // WHEN the environment is built
         let env = worker_environment(
             "http://127.0.0.1:4566",
             "http://127.0.0.1:4566/123456789012/sluice-jobs",
             Duration::from_secs(5),
-            &settings,
+            &WorkerSettings::default(),
         );
-        // THEN every variable the worker reads is there, with the moto ones
-        for name in [
-            "QUEUE_URL",
-            "BATCH_SIZE",
-            "EMPTY_POLLS_BEFORE_EXIT",
-            "POLL_WAIT_SECONDS",
-            "MAX_BAD_ROW_RATIO",
-            "VISIBILITY_TIMEOUT_SECONDS",
-            "SHUTDOWN_GRACE_SECONDS",
-            "RUST_LOG",
-            "AWS_ENDPOINT_URL",
-            "AWS_REGION",
-        ] {
-            assert!(env.contains_key(name), "{name} missing from {env:?}");
-        }
+        // THEN the worker's declared variables are exactly the ones set, besides moto's
+        assert_eq!(program_vars(&env), declared(worker::VARS));
         assert_eq!(env["VISIBILITY_TIMEOUT_SECONDS"], "5");
-        assert_eq!(env["MAX_BAD_ROW_RATIO"], "0.1");
+        assert_eq!(env["AWS_ENDPOINT_URL"], "http://127.0.0.1:4566");
+        // AND the worker accepts them
+        let lookup = shared::config::Environment::from_fn(|name: &str| env.get(name).cloned());
+        worker::WorkerConfig::from_env(&lookup).unwrap();
+    }
+
+    #[test]
+    fn the_trigger_gets_every_variable_it_reads_and_no_other() {
+        let subnets = vec!["subnet-1".to_owned(), "subnet-2".to_owned()];
+        let targets = TriggerTargets {
+            endpoint: "http://127.0.0.1:4566",
+            queue_url: "http://127.0.0.1:4566/123456789012/sluice-jobs",
+            output_bucket: "sluice-output",
+            cluster: "sluice",
+            task_definition: "arn:aws:ecs:us-east-1:123456789012:task-definition/sluice-worker:1",
+            subnets: &subnets,
+            security_group: "sg-1",
+        };
+        let env = trigger_environment(&targets, &TriggerSettings::new("s3://models/iris.onnx"));
+        assert_eq!(program_vars(&env), declared(trigger::VARS));
+        assert_eq!(env["WORKER_SUBNETS"], "subnet-1,subnet-2");
+        let lookup = shared::config::Environment::from_fn(|name: &str| env.get(name).cloned());
+        lambda_trigger::TriggerConfig::from_env(&lookup).unwrap();
     }
 }

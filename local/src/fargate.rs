@@ -21,8 +21,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 
-use crate::environment::EnvMap;
-use crate::process::{self, Signal};
+use crate::process::EnvMap;
+use crate::process::{self, OutputTail, Signal};
+
+/// Lines of a worker's output kept for tests and error messages: a worker logs a few lines a
+/// job, so this holds whole runs of hundreds of files.
+const WORKER_OUTPUT_LINES: usize = 20_000;
 
 /// What to run for each task: the worker binary, or a stand-in in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +80,8 @@ pub struct FinishedWorker {
     /// The reason given to `StopTask`.
     pub stopped_reason: String,
     pub ran_for: Duration,
+    /// What the process printed (its last lines, if it printed very many).
+    pub output: String,
 }
 
 impl FinishedWorker {
@@ -92,6 +98,7 @@ enum WorkerState {
         control: mpsc::UnboundedSender<Signal>,
         /// Set once the task was stopped from outside and SIGTERM sent.
         stop_requested: bool,
+        output: OutputTail,
     },
     Finished(FinishedWorker),
 }
@@ -104,6 +111,8 @@ struct State {
     workers: Vec<(String, WorkerState)>,
     /// Worker processes spawned.
     started: usize,
+    /// The most worker processes that ran at the same time.
+    most_running: usize,
     /// Completed poll cycles.
     polls: u64,
     last_error: Option<String>,
@@ -174,6 +183,19 @@ impl FargateEmulator {
                 WorkerState::Finished(_) => None,
             })
             .collect()
+    }
+
+    /// The most worker processes that ran at the same time so far.
+    pub fn most_running(&self) -> usize {
+        self.shared.state().most_running
+    }
+
+    /// What a worker printed so far (running or finished).
+    pub fn output_of(&self, task_arn: &str) -> Option<String> {
+        self.shared.state().workers.iter().find(|(arn, _)| arn == task_arn).map(|(_, worker)| match worker {
+            WorkerState::Running { output, .. } => output.text(),
+            WorkerState::Finished(finished) => finished.output.clone(),
+        })
     }
 
     /// The workers that ended, in start order.
@@ -449,15 +471,19 @@ async fn start_worker(shared: &Arc<Shared>, task_arn: &str, env: &EnvMap) {
     };
     let short_id = task_arn.rsplit('/').next().unwrap_or(task_arn);
     let short_id = &short_id[..short_id.len().min(8)];
-    process::forward_output(&mut child, &format!("worker {short_id}"));
+    let output = OutputTail::keeping(WORKER_OUTPUT_LINES);
+    process::forward_output(&mut child, &format!("worker {short_id}"), Some(&output));
     let pid = child.id().unwrap_or_default();
     let (control, control_receiver) = mpsc::unbounded_channel();
     let mut state = shared.state();
     state.started += 1;
-    state.workers.push((task_arn.to_owned(), WorkerState::Running { pid, control, stop_requested: false }));
+    let running = output.clone();
+    state.workers.push((task_arn.to_owned(), WorkerState::Running { pid, control, stop_requested: false, output }));
+    let now_running = state.workers.iter().filter(|(_, w)| matches!(w, WorkerState::Running { .. })).count();
+    state.most_running = state.most_running.max(now_running);
     drop(state);
     tracing::info!(task = %task_arn, pid, "worker process started");
-    tokio::spawn(supervise(Arc::clone(shared), task_arn.to_owned(), child, control_receiver));
+    tokio::spawn(supervise(Arc::clone(shared), task_arn.to_owned(), child, control_receiver, running));
 }
 
 /// Waits for the worker to exit, passing on signals meanwhile, then records the exit and stops
@@ -467,6 +493,7 @@ async fn supervise(
     task_arn: String,
     mut child: Child,
     mut control: mpsc::UnboundedReceiver<Signal>,
+    output: OutputTail,
 ) {
     let started = Instant::now();
     let pid = child.id();
@@ -484,6 +511,12 @@ async fn supervise(
                 Signal::Term => {
                     if let Some(pid) = pid {
                         process::signal_process(pid, Signal::Term);
+                    }
+                }
+                // A frozen container freezes whole.
+                Signal::Stop | Signal::Continue => {
+                    if let Some(pid) = pid {
+                        process::signal_process_group(pid, signal);
                     }
                 }
             },
@@ -504,6 +537,7 @@ async fn supervise(
         signal,
         stopped_reason: reason.clone(),
         ran_for: started.elapsed(),
+        output: output.text(),
     };
     set_finished(&shared, &task_arn, finished);
     stop_task(&shared, &task_arn, &reason).await;
@@ -528,6 +562,7 @@ async fn record_failure(shared: &Shared, task_arn: &str, reason: String) {
         signal: None,
         stopped_reason: reason.clone(),
         ran_for: Duration::ZERO,
+        output: String::new(),
     };
     shared.state().workers.push((task_arn.to_owned(), WorkerState::Finished(finished)));
     stop_task(shared, task_arn, &reason).await;

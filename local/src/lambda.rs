@@ -22,8 +22,8 @@ use tokio::process::Child;
 use tokio::sync::Mutex;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use crate::environment::EnvMap;
 use crate::process;
+use crate::process::EnvMap;
 use runtime_api::{InvocationResult, RuntimeApi};
 
 /// An error the function reported (or that Lambda reports for it), with Lambda's two fields.
@@ -307,7 +307,7 @@ impl Sandbox {
         process::set_clean_env(&mut command, &env);
         let mut child =
             command.spawn().with_context(|| format!("cannot start the function binary {}", config.binary.display()))?;
-        process::forward_output(&mut child, &config.name);
+        process::forward_output(&mut child, &config.name, None);
         tracing::info!(function = %config.name, runtime_api = %api.address(), "function process started");
         Ok(Self { api, child })
     }

@@ -119,6 +119,7 @@ async fn process_and_watch(
     }
     let report = pipeline.wait_until_drained(timeout).await?;
     print_new_outputs(pipeline, &mut printed).await?;
+    let mut announced = print_new_events(pipeline, 0).await?;
     print_summary(&report, data.len(), Some(ready));
     if args.once {
         return Ok(());
@@ -153,6 +154,7 @@ async fn process_and_watch(
         let count = delivered.len() + report.deliveries.len();
         report.deliveries.splice(0..0, delivered);
         print_new_outputs(pipeline, &mut printed).await?;
+        announced = print_new_events(pipeline, announced).await?;
         print_summary(&report, count, None);
     }
 }
@@ -212,6 +214,24 @@ async fn print_output_set(pipeline: &LocalPipeline, set: &OutputSet, report_text
         }
     }
     Ok(())
+}
+
+/// Prints the completion events after the first `seen`; returns how many there are now.
+async fn print_new_events(pipeline: &LocalPipeline, seen: usize) -> Result<usize> {
+    let events = pipeline.completion_events().await?;
+    if events.len() > seen {
+        println!();
+    }
+    for event in events.iter().skip(seen) {
+        let input = &event["detail"]["input"];
+        println!(
+            "event on the default bus: {} s3://{}/{}",
+            event["detail-type"].as_str().unwrap_or("?"),
+            input["bucket"].as_str().unwrap_or("?"),
+            input["key"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(events.len())
 }
 
 fn print_summary(report: &DrainReport, files: usize, ready: Option<Duration>) {

@@ -59,6 +59,17 @@ impl MotoServer {
         self.port
     }
 
+    /// Freezes moto (SIGSTOP): connections stay open and nothing answers, as with an endpoint
+    /// that hangs.
+    pub fn freeze(&self) -> bool {
+        self.pid.is_some_and(|pid| process::signal_process_group(pid, Signal::Stop))
+    }
+
+    /// Lets a frozen moto carry on (SIGCONT).
+    pub fn thaw(&self) -> bool {
+        self.pid.is_some_and(|pid| process::signal_process_group(pid, Signal::Continue))
+    }
+
     /// The last lines moto printed (its request log), for diagnosing a failed test.
     pub fn output_tail(&self) -> String {
         self.output.text()

@@ -6,6 +6,7 @@
 //! Used by the `sluice-local` binary and by end-to-end tests.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -13,9 +14,10 @@ use aws_config::SdkConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 
-use crate::environment::TriggerSettings;
+use crate::environment::{EnvMap, TriggerSettings};
 use crate::events::S3EventSource;
 use crate::fargate::{FargateEmulator, FargateOptions, FinishedWorker, WorkerCommand};
 use crate::lambda::{AsyncInvocation, DeadLetterQueue, FunctionConfig, LambdaFunction};
@@ -42,6 +44,11 @@ pub struct PipelineOptions {
     pub trigger_rust_log: String,
     /// The trigger's time-out per invocation.
     pub trigger_timeout: Duration,
+    /// Variables that replace the trigger's (to give it a setting that fails, say).
+    pub trigger_env_overrides: EnvMap,
+    /// How often the trigger's reconciliation runs, as the template's `rate(5 minutes)`
+    /// schedule does in AWS; `None`: only when a test asks for it.
+    pub reconcile_every: Option<Duration>,
     /// The trigger binary; the workspace's `lambda-trigger` when `None`.
     pub trigger_binary: Option<PathBuf>,
     /// The worker binary; the workspace's `worker` when `None`.
@@ -61,6 +68,8 @@ impl Default for PipelineOptions {
             max_workers: 2,
             trigger_rust_log: "info".to_owned(),
             trigger_timeout: Duration::from_secs(30),
+            trigger_env_overrides: EnvMap::new(),
+            reconcile_every: Some(Duration::from_secs(10)),
             trigger_binary: None,
             worker_binary: None,
             fargate: FargateOptions::default(),
@@ -133,9 +142,12 @@ pub struct LocalPipeline {
     pub model_uri: String,
     trigger_dead_letter_queue: DeadLetterQueue,
     events: S3EventSource,
+    /// Completion events received from their queue so far.
+    completion_events: Mutex<Vec<Value>>,
     // Field order is drop order: processes that talk to moto go before moto.
+    schedule: Option<JoinHandle<()>>,
     fargate: FargateEmulator,
-    trigger: LambdaFunction,
+    trigger: Arc<LambdaFunction>,
     moto: MotoServer,
 }
 
@@ -175,9 +187,11 @@ impl LocalPipeline {
             max_workers: options.max_workers,
             rust_log: options.trigger_rust_log.clone(),
         };
-        let mut function = FunctionConfig::new(trigger_binary, stack.trigger_environment(&trigger_settings));
+        let mut environment = stack.trigger_environment(&trigger_settings);
+        environment.extend(options.trigger_env_overrides.clone());
+        let mut function = FunctionConfig::new(trigger_binary, environment);
         function.timeout = options.trigger_timeout;
-        let trigger = LambdaFunction::start_with(function).await?;
+        let trigger = Arc::new(LambdaFunction::start_with(function).await?);
         let fargate = FargateEmulator::start_with(
             ecs.clone(),
             stack.cluster_name.clone(),
@@ -191,7 +205,24 @@ impl LocalPipeline {
         events.prime().await?;
         let trigger_dead_letter_queue =
             DeadLetterQueue { sqs: sqs.clone(), queue_url: stack.trigger_dead_letter_queue_url.clone() };
-        Ok(Self { config, stack, s3, sqs, ecs, model_uri, trigger_dead_letter_queue, events, fargate, trigger, moto })
+        let schedule = options.reconcile_every.map(|period| {
+            tokio::spawn(reconcile_on_schedule(Arc::clone(&trigger), trigger_dead_letter_queue.clone(), period))
+        });
+        Ok(Self {
+            config,
+            stack,
+            s3,
+            sqs,
+            ecs,
+            model_uri,
+            trigger_dead_letter_queue,
+            events,
+            completion_events: Mutex::default(),
+            schedule,
+            fargate,
+            trigger,
+            moto,
+        })
     }
 
     /// moto's endpoint URL.
@@ -363,11 +394,50 @@ impl LocalPipeline {
         Ok(Some(report))
     }
 
-    /// Stops the event source, the workers, the trigger and moto, in that order.
+    /// Every completion event the workers have put on the event bus so far, oldest first.
+    pub async fn completion_events(&self) -> Result<Vec<Value>> {
+        loop {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.stack.completion_events_queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .context("cannot receive completion events")?;
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            for message in messages {
+                let event = serde_json::from_str(message.body().unwrap_or_default())
+                    .context("a completion event is not JSON")?;
+                self.completion_events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+                if let Some(receipt) = message.receipt_handle() {
+                    self.sqs
+                        .delete_message()
+                        .queue_url(&self.stack.completion_events_queue_url)
+                        .receipt_handle(receipt)
+                        .send()
+                        .await
+                        .context("cannot delete a completion event")?;
+                }
+            }
+        }
+        Ok(self.completion_events.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Stops the schedule, the workers, the trigger and moto, in that order.
     pub async fn shutdown(self) {
-        let Self { fargate, trigger, moto, .. } = self;
+        let Self { schedule, fargate, trigger, moto, .. } = self;
+        if let Some(schedule) = schedule {
+            schedule.abort();
+            let _ = schedule.await;
+        }
         fargate.shutdown().await;
-        trigger.stop().await;
+        if let Ok(trigger) = Arc::try_unwrap(trigger) {
+            trigger.stop().await;
+        }
         moto.stop().await;
     }
 
@@ -400,6 +470,33 @@ impl LocalPipeline {
             message.push_str(&format!("; ECS: {error}"));
         }
         message
+    }
+}
+
+/// The EventBridge event of the template's `Reconcile` schedule.
+pub fn scheduled_event() -> Value {
+    serde_json::json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": crate::aws::ACCOUNT_ID,
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "region": crate::aws::REGION,
+        "resources": [format!("arn:aws:events:{}:{}:rule/sluice-reconcile", crate::aws::REGION, crate::aws::ACCOUNT_ID)],
+        "detail": {},
+    })
+}
+
+/// Invokes the trigger with the scheduled event every `period`, as EventBridge does.
+async fn reconcile_on_schedule(trigger: Arc<LambdaFunction>, dead_letters: DeadLetterQueue, period: Duration) {
+    loop {
+        sleep(period).await;
+        match trigger.invoke_async_like_s3(scheduled_event(), Some(&dead_letters)).await {
+            Ok(invocation) if invocation.succeeded() => {}
+            Ok(invocation) => tracing::warn!(?invocation, "the scheduled reconciliation failed"),
+            Err(err) => tracing::warn!("cannot invoke the scheduled reconciliation: {err:#}"),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! Signals go through the `kill` command rather than a libc binding: the harness sends a handful
 //! of them, and this keeps the crate free of `unsafe` and of new dependencies.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::fmt;
 use std::process::Stdio;
@@ -13,6 +13,9 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
+/// Environment variables, sorted by name.
+pub type EnvMap = BTreeMap<String, String>;
+
 /// The signals the harness sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -20,6 +23,10 @@ pub enum Signal {
     Term,
     /// SIGKILL: stop now.
     Kill,
+    /// SIGSTOP: freeze (a process that stops answering without closing its connections).
+    Stop,
+    /// SIGCONT: carry on after SIGSTOP.
+    Continue,
 }
 
 impl Signal {
@@ -27,6 +34,8 @@ impl Signal {
         match self {
             Signal::Term => "-TERM",
             Signal::Kill => "-KILL",
+            Signal::Stop => "-STOP",
+            Signal::Continue => "-CONT",
         }
     }
 
@@ -35,6 +44,8 @@ impl Signal {
         match self {
             Signal::Term => 15,
             Signal::Kill => 9,
+            Signal::Stop => 19,
+            Signal::Continue => 18,
         }
     }
 }
@@ -44,6 +55,8 @@ impl fmt::Display for Signal {
         f.write_str(match self {
             Signal::Term => "SIGTERM",
             Signal::Kill => "SIGKILL",
+            Signal::Stop => "SIGSTOP",
+            Signal::Continue => "SIGCONT",
         })
     }
 }
@@ -92,28 +105,37 @@ pub fn set_clean_env<'a>(command: &mut Command, env: impl IntoIterator<Item = (&
 }
 
 /// Forwards the child's stdout and stderr, line by line, to our stderr with `[prefix]` in front,
-/// so a test run with `--nocapture` (or the local run) shows what each process logged.
-pub fn forward_output(child: &mut Child, prefix: &str) {
-    if let Some(stdout) = child.stdout.take() {
-        spawn_line_copier(stdout, prefix.to_owned(), None);
-    }
-    if let Some(stderr) = child.stderr.take() {
-        spawn_line_copier(stderr, prefix.to_owned(), None);
+/// so a test run with `--nocapture` (or the local run) shows what each process logged; with
+/// `keep`, the lines are also kept there.
+pub fn forward_output(child: &mut Child, prefix: &str, keep: Option<&OutputTail>) {
+    for stream in [child.stdout.take().map(Stream::Out), child.stderr.take().map(Stream::Err)].into_iter().flatten() {
+        spawn_line_copier(stream, prefix.to_owned(), LineCopy { forward: true, keep: keep.cloned() });
     }
 }
 
-/// The last lines a process printed, for error messages.
-#[derive(Debug, Clone, Default)]
+/// The last lines a process printed.
+#[derive(Debug, Clone)]
 pub struct OutputTail {
     lines: Arc<Mutex<VecDeque<String>>>,
+    keep: usize,
+}
+
+impl Default for OutputTail {
+    /// Enough for an error message.
+    fn default() -> Self {
+        Self::keeping(40)
+    }
 }
 
 impl OutputTail {
-    const KEEP: usize = 40;
+    /// Keeps the last `lines` lines.
+    pub fn keeping(lines: usize) -> Self {
+        Self { lines: Arc::default(), keep: lines.max(1) }
+    }
 
     fn push(&self, line: String) {
         if let Ok(mut lines) = self.lines.lock() {
-            if lines.len() == Self::KEEP {
+            if lines.len() == self.keep {
                 lines.pop_front();
             }
             lines.push_back(line);
@@ -131,15 +153,32 @@ impl OutputTail {
 
 /// Keeps the child's last output lines in `tail` and logs each at debug level under `prefix`.
 pub fn capture_output(child: &mut Child, prefix: &str, tail: &OutputTail) {
-    if let Some(stdout) = child.stdout.take() {
-        spawn_line_copier(stdout, prefix.to_owned(), Some(tail.clone()));
-    }
-    if let Some(stderr) = child.stderr.take() {
-        spawn_line_copier(stderr, prefix.to_owned(), Some(tail.clone()));
+    for stream in [child.stdout.take().map(Stream::Out), child.stderr.take().map(Stream::Err)].into_iter().flatten() {
+        spawn_line_copier(stream, prefix.to_owned(), LineCopy { forward: false, keep: Some(tail.clone()) });
     }
 }
 
-fn spawn_line_copier<R>(stream: R, prefix: String, tail: Option<OutputTail>)
+/// One of a child's two output streams.
+enum Stream {
+    Out(tokio::process::ChildStdout),
+    Err(tokio::process::ChildStderr),
+}
+
+/// Where a copied line goes.
+struct LineCopy {
+    /// To our stderr, prefixed.
+    forward: bool,
+    keep: Option<OutputTail>,
+}
+
+fn spawn_line_copier(stream: Stream, prefix: String, copy: LineCopy) {
+    match stream {
+        Stream::Out(out) => copy_lines(out, prefix, copy),
+        Stream::Err(err) => copy_lines(err, prefix, copy),
+    }
+}
+
+fn copy_lines<R>(stream: R, prefix: String, copy: LineCopy)
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
@@ -153,12 +192,13 @@ where
                 Ok(_) => {
                     let line = String::from_utf8_lossy(&buffer);
                     let line = line.trim_end_matches(['\n', '\r']);
-                    match &tail {
-                        Some(tail) => {
-                            tracing::debug!(target: "sluice_local::child", "[{prefix}] {line}");
-                            tail.push(line.to_owned());
-                        }
-                        None => eprintln!("[{prefix}] {line}"),
+                    if copy.forward {
+                        eprintln!("[{prefix}] {line}");
+                    } else {
+                        tracing::debug!(target: "sluice_local::child", "[{prefix}] {line}");
+                    }
+                    if let Some(keep) = &copy.keep {
+                        keep.push(line.to_owned());
                     }
                 }
             }

@@ -14,7 +14,7 @@ use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, KeyValuePair, Netwo
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use crate::environment::{EnvMap, TriggerSettings, WorkerSettings};
+use crate::environment::{EnvMap, TriggerSettings, TriggerTargets, WorkerSettings};
 
 /// Names and tunables of the stack.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +29,9 @@ pub struct StackSettings {
     pub visibility_timeout: Duration,
     /// Where Lambda's asynchronous invocation puts events the trigger failed on.
     pub trigger_dead_letter_queue_name: String,
+    /// A queue that an EventBridge rule fills with the workers' completion events, so that the
+    /// local run and the tests can see them (in AWS, users route them wherever they like).
+    pub completion_events_queue_name: String,
     pub cluster_name: String,
     pub task_family: String,
     pub container_name: String,
@@ -48,6 +51,7 @@ impl Default for StackSettings {
             max_receive_count: 5,
             visibility_timeout: Duration::from_secs(30),
             trigger_dead_letter_queue_name: "sluice-trigger-dlq".to_owned(),
+            completion_events_queue_name: "sluice-completion-events".to_owned(),
             cluster_name: "sluice".to_owned(),
             task_family: "sluice-worker".to_owned(),
             container_name: "worker".to_owned(),
@@ -69,6 +73,8 @@ pub struct Stack {
     pub dead_letter_queue_url: String,
     pub dead_letter_queue_arn: String,
     pub trigger_dead_letter_queue_url: String,
+    /// Receives every completion event the workers put on the default event bus.
+    pub completion_events_queue_url: String,
     pub visibility_timeout: Duration,
     pub max_receive_count: u32,
     pub cluster_name: String,
@@ -130,6 +136,9 @@ impl Stack {
         .await?;
         let (trigger_dead_letter_queue_url, _) =
             create_queue(&sqs, &settings.trigger_dead_letter_queue_name, &[]).await?;
+        let (completion_events_queue_url, completion_events_queue_arn) =
+            create_queue(&sqs, &settings.completion_events_queue_name, &[]).await?;
+        route_completion_events(config, &completion_events_queue_arn).await?;
 
         let cluster = ecs
             .create_cluster()
@@ -160,6 +169,7 @@ impl Stack {
             dead_letter_queue_url,
             dead_letter_queue_arn,
             trigger_dead_letter_queue_url,
+            completion_events_queue_url,
             visibility_timeout: Duration::from_secs(visibility_secs),
             max_receive_count: settings.max_receive_count,
             cluster_name: settings.cluster_name.clone(),
@@ -227,8 +237,46 @@ impl Stack {
 
     /// The trigger function's environment for this stack (see [`crate::environment`]).
     pub fn trigger_environment(&self, settings: &TriggerSettings) -> EnvMap {
-        crate::environment::trigger_environment(self, settings)
+        let targets = TriggerTargets {
+            endpoint: &self.endpoint,
+            queue_url: &self.queue_url,
+            output_bucket: &self.output_bucket,
+            cluster: &self.cluster_name,
+            task_definition: &self.task_definition_arn,
+            subnets: &self.subnets,
+            security_group: &self.security_group,
+        };
+        crate::environment::trigger_environment(&targets, settings)
     }
+}
+
+/// The rule name that sends the workers' completion events to the local events queue.
+pub const COMPLETION_EVENTS_RULE: &str = "sluice-completion-events";
+
+/// A rule on the default event bus that sends every event whose source is sluice's to `queue_arn`.
+async fn route_completion_events(config: &SdkConfig, queue_arn: &str) -> Result<()> {
+    let events = aws_sdk_eventbridge::Client::new(config);
+    let pattern = serde_json::json!({ "source": [worker::completions::SOURCE] }).to_string();
+    events
+        .put_rule()
+        .name(COMPLETION_EVENTS_RULE)
+        .event_pattern(pattern)
+        .send()
+        .await
+        .context("cannot create the completion events rule")?;
+    let target = aws_sdk_eventbridge::types::Target::builder()
+        .id("local-queue")
+        .arn(queue_arn)
+        .build()
+        .context("cannot describe the completion events target")?;
+    events
+        .put_targets()
+        .rule(COMPLETION_EVENTS_RULE)
+        .targets(target)
+        .send()
+        .await
+        .context("cannot route completion events to their queue")?;
+    Ok(())
 }
 
 /// Creates `bucket` unless this account already has it.
