@@ -13,22 +13,10 @@ use std::collections::BTreeSet;
 
 use saphyr::{LoadableYamlNode, Yaml};
 use shared::config::EnvVar;
-use sluice_e2e::repo;
+use sluice_e2e::template::{get, template};
 
 /// Variables the template sets on top of `VARS`.
 const EXTRA: &[&str] = &["RUST_LOG"];
-
-fn template() -> Yaml<'static> {
-    let text = std::fs::read_to_string(repo("template.yaml")).expect("template.yaml is readable");
-    let text: &'static str = Box::leak(text.into_boxed_str());
-    Yaml::load_from_str(text).expect("template.yaml is YAML").into_iter().next().expect("one document")
-}
-
-fn get<'a>(node: &'a Yaml<'static>, path: &[&str]) -> &'a Yaml<'static> {
-    path.iter().fold(node, |node, key| {
-        node.as_mapping_get(key).unwrap_or_else(|| panic!("template.yaml has no {key} in {}", path.join(".")))
-    })
-}
 
 fn text(node: &Yaml<'_>) -> Option<String> {
     node.as_str().map(str::to_owned)

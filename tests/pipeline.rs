@@ -90,7 +90,7 @@ async fn a_file_that_is_not_csv_gets_a_failed_report_and_no_output() {
 
 #[tokio::test]
 async fn a_worker_killed_mid_job_loses_nothing() {
-    // GIVEN a file big enough that its job takes a while (and a multipart output)
+    // GIVEN a file big enough that its output is a multipart upload
     let mut options = quick_options();
     options.max_workers = 1;
     let mut pipeline = start(options).await;
@@ -98,12 +98,8 @@ async fn a_worker_killed_mid_job_loses_nothing() {
     pipeline.put_input("big.csv", iris_like_csv(rows)).await.unwrap();
     let delivered = pipeline.deliver_new_uploads().await.unwrap();
     assert_eq!(delivered.len(), 1);
-    // WHEN the worker is killed with SIGKILL while the job is in hand
-    eventually(Duration::from_secs(60), "a worker holds the job", || async {
-        !pipeline.fargate().running().is_empty() && pipeline.queue_depth().await.unwrap().in_flight == 1
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // WHEN the worker is killed with SIGKILL in the middle of the job (its first part is up)
+    wait_for_upload(&pipeline, "big.csv.out", Duration::from_secs(60)).await;
     let victim = pipeline.fargate().running()[0].task_arn.clone();
     pipeline.fargate().kill(&victim, Signal::Kill).unwrap();
     eventually(Duration::from_secs(10), "the killed worker is gone", || async {
@@ -112,14 +108,8 @@ async fn a_worker_killed_mid_job_loses_nothing() {
     .await;
     // THEN no partial output is visible
     assert!(object(&pipeline, "big.csv.out").await.is_none(), "the job must not have finished before the kill");
-    // AND the message comes back once its visibility runs out
-    eventually(Duration::from_secs(30), "the message is visible again", || async {
-        pipeline.queue_depth().await.unwrap().visible == 1
-    })
-    .await;
-    // AND the trigger's scheduled reconciliation starts a worker that produces the whole output
-    let reconciled = invoke(&pipeline, scheduled_event()).await.unwrap();
-    assert!(reconciled.succeeded(), "{reconciled:?}");
+    // AND, with no new upload, the scheduled reconciliation starts a worker once the message is
+    // visible again, and it produces the whole output
     pipeline.wait_until_drained(DRAIN).await.unwrap();
     let report = report(&pipeline, "big.csv").await;
     assert_eq!(report.status, JobStatus::Succeeded);
@@ -127,7 +117,10 @@ async fn a_worker_killed_mid_job_loses_nothing() {
     assert!(report.attempt >= 2, "delivered again: attempt {}", report.attempt);
     let out = object(&pipeline, "big.csv.out").await.unwrap();
     assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), rows + 1);
-    assert_eq!(pipeline.fargate().started_count(), 2);
+    // (The reconciliation counts the dead worker's job as work in hand, so it may start a worker
+    // before the message is visible again; that one idles out and the next takes the job.)
+    assert!(pipeline.fargate().started_count() >= 2);
+    assert_eq!(pipeline.fargate().most_running(), 1, "never more than MAX_WORKERS");
     pipeline.shutdown().await;
 }
 
@@ -198,12 +191,8 @@ async fn sigterm_returns_the_job_in_hand_and_leaves_no_partial_output() {
     let mut pipeline = start(options).await;
     pipeline.put_input("big.csv", iris_like_csv(400_000)).await.unwrap();
     assert_eq!(pipeline.deliver_new_uploads().await.unwrap().len(), 1);
-    eventually(Duration::from_secs(60), "a worker holds the job", || async {
-        !pipeline.fargate().running().is_empty() && pipeline.queue_depth().await.unwrap().in_flight == 1
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // WHEN ECS stops the task (SIGTERM)
+    wait_for_upload(&pipeline, "big.csv.out", Duration::from_secs(60)).await;
+    // WHEN ECS stops the task (SIGTERM) in the middle of the job
     let task = pipeline.fargate().running()[0].task_arn.clone();
     pipeline.fargate().kill(&task, Signal::Term).unwrap();
     // THEN the worker exits cleanly at once and the message is visible again long before its
@@ -218,7 +207,6 @@ async fn sigterm_returns_the_job_in_hand_and_leaves_no_partial_output() {
     .await;
     assert!(object(&pipeline, "big.csv.out").await.is_none());
     // AND no unfinished multipart upload is left behind
-    let uploads = pipeline.s3.list_multipart_uploads().bucket(&pipeline.stack.output_bucket).send().await.unwrap();
-    assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
+    assert_eq!(open_uploads(&pipeline).await, 0);
     pipeline.shutdown().await;
 }

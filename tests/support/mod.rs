@@ -11,6 +11,24 @@ use sluice_local::events::s3_object_created_event;
 use sluice_local::lambda::{AsyncInvocation, DeadLetterQueue};
 use sluice_local::{FargateOptions, LocalPipeline, PipelineOptions, StackSettings, WorkerSettings};
 
+/// template.yaml as YAML, CloudFormation's tags (`!Ref`, `!Sub`, ...) kept as tagged nodes.
+pub mod template {
+    use saphyr::{LoadableYamlNode, Yaml};
+
+    pub fn template() -> Yaml<'static> {
+        let text = std::fs::read_to_string(super::repo("template.yaml")).expect("template.yaml is readable");
+        let text: &'static str = Box::leak(text.into_boxed_str());
+        Yaml::load_from_str(text).expect("template.yaml is YAML").into_iter().next().expect("one document")
+    }
+
+    /// The node at `path` (mapping keys), or a panic naming what is missing.
+    pub fn get<'a>(node: &'a Yaml<'static>, path: &[&str]) -> &'a Yaml<'static> {
+        path.iter().fold(node, |node, key| {
+            node.as_mapping_get(key).unwrap_or_else(|| panic!("template.yaml has no {key} in {}", path.join(".")))
+        })
+    }
+}
+
 /// A file of the repository.
 pub fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -31,6 +49,7 @@ pub fn quick_options() -> PipelineOptions {
             ..StackSettings::default()
         },
         fargate: FargateOptions { poll_interval: Duration::from_millis(100), ..FargateOptions::default() },
+        reconcile_every: Some(Duration::from_secs(2)),
         ..PipelineOptions::default()
     }
 }
@@ -57,10 +76,7 @@ pub async fn invoke(pipeline: &LocalPipeline, event: Value) -> Result<AsyncInvoc
     pipeline.trigger().invoke_async_like_s3(event, Some(&dlq)).await
 }
 
-/// The EventBridge event of the trigger's reconciliation schedule.
-pub fn scheduled_event() -> Value {
-    serde_json::json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})
-}
+pub use sluice_local::pipeline::scheduled_event;
 
 pub async fn object(pipeline: &LocalPipeline, key: &str) -> Option<Vec<u8>> {
     let response = pipeline.s3.get_object().bucket(&pipeline.stack.output_bucket).key(key).send().await.ok()?;
@@ -112,4 +128,82 @@ where
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until a multipart upload of `key` is under way in the output bucket: a job is past its
+/// first output part.
+pub async fn wait_for_upload(pipeline: &LocalPipeline, key: &str, timeout: Duration) {
+    eventually(timeout, &format!("a multipart upload of {key} is under way"), || async {
+        let uploads = pipeline.s3.list_multipart_uploads().bucket(&pipeline.stack.output_bucket).send().await.unwrap();
+        uploads.uploads().iter().any(|u| u.key() == Some(key))
+    })
+    .await;
+}
+
+/// Multipart uploads left open in the output bucket.
+pub async fn open_uploads(pipeline: &LocalPipeline) -> usize {
+    let uploads = pipeline.s3.list_multipart_uploads().bucket(&pipeline.stack.output_bucket).send().await.unwrap();
+    uploads.uploads().len()
+}
+
+/// Sends a raw message to the job queue.
+pub async fn send_job_message(pipeline: &LocalPipeline, body: &str) {
+    pipeline.sqs.send_message().queue_url(&pipeline.stack.queue_url).message_body(body).send().await.unwrap();
+}
+
+/// Moves every message of the jobs' dead-letter queue back to the job queue, as
+/// `aws sqs start-message-move-task` does in AWS (moto does not implement it); returns how many.
+pub async fn redrive(pipeline: &LocalPipeline) -> usize {
+    let mut moved = 0;
+    loop {
+        let received = pipeline
+            .sqs
+            .receive_message()
+            .queue_url(&pipeline.stack.dead_letter_queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return moved;
+        }
+        for message in messages {
+            send_job_message(pipeline, message.body().unwrap()).await;
+            pipeline
+                .sqs
+                .delete_message()
+                .queue_url(&pipeline.stack.dead_letter_queue_url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+            moved += 1;
+        }
+    }
+}
+
+/// Everything every worker printed, running or finished.
+pub fn worker_output(pipeline: &LocalPipeline) -> String {
+    let fargate = pipeline.fargate();
+    let mut text = String::new();
+    let tasks =
+        fargate.finished().into_iter().map(|w| w.task_arn).chain(fargate.running().into_iter().map(|w| w.task_arn));
+    for task in tasks {
+        text.push_str(&fargate.output_of(&task).unwrap_or_default());
+        text.push('\n');
+    }
+    text
+}
+
+/// The completion events for `input_key`, as (detail-type, report).
+pub async fn completion_events_for(pipeline: &LocalPipeline, input_key: &str) -> Vec<(String, JobReport)> {
+    pipeline
+        .completion_events()
+        .await
+        .expect("completion events")
+        .into_iter()
+        .filter(|e| e["detail"]["input"]["key"] == input_key)
+        .map(|e| (e["detail-type"].as_str().unwrap().to_owned(), serde_json::from_value(e["detail"].clone()).unwrap()))
+        .collect()
 }

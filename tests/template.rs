@@ -1,0 +1,131 @@
+//! What template.yaml watches: every way work can stall has an alarm or a notification on the
+//! alarm topic, and the dashboard plots metrics the binaries really write. (cfn-lint, `sam
+//! validate` and checkov check the template's form in `make lint`; these check its meaning.)
+
+use std::collections::BTreeSet;
+
+use saphyr::Yaml;
+use sluice_e2e::template::{get, template};
+
+fn text(node: &Yaml<'_>) -> String {
+    node.as_str().map(str::to_owned).unwrap_or_else(|| format!("{node:?}"))
+}
+
+/// The resource a `!Ref` or `!GetAtt` names.
+fn target(node: &Yaml<'_>) -> String {
+    match node {
+        Yaml::Tagged(tag, inner) if tag.suffix == "Ref" => text(inner),
+        Yaml::Tagged(tag, inner) if tag.suffix == "GetAtt" => {
+            text(inner).split('.').next().unwrap_or_default().to_owned()
+        }
+        other => text(other),
+    }
+}
+
+#[test]
+fn every_alarm_tells_the_alarm_topic() {
+    let template = template();
+    let resources = get(&template, &["Resources"]).as_mapping().unwrap();
+    let alarms: Vec<(String, &Yaml<'_>)> = resources
+        .iter()
+        .filter(|(_, r)| r.as_mapping_get("Type").and_then(Yaml::as_str) == Some("AWS::CloudWatch::Alarm"))
+        .map(|(name, r)| (text(name), r))
+        .collect();
+    assert!(alarms.len() >= 3, "the two dead-letter queues and the queue age: {alarms:?}");
+    for (name, alarm) in alarms {
+        let actions = get(alarm, &["Properties", "AlarmActions"]).as_vec().unwrap();
+        assert_eq!(actions.iter().map(target).collect::<Vec<_>>(), ["AlarmTopic"], "{name}");
+    }
+}
+
+#[test]
+fn jobs_waiting_too_long_raise_an_alarm() {
+    // Jobs that no worker takes never reach a dead-letter queue: their age is what tells.
+    let template = template();
+    let alarm = get(&template, &["Resources", "JobQueueAgeAlarm", "Properties"]);
+    assert_eq!(text(get(alarm, &["MetricName"])), "ApproximateAgeOfOldestMessage");
+    assert_eq!(target(get(alarm, &["Dimensions"]).as_vec().unwrap()[0].as_mapping_get("Value").unwrap()), "JobQueue");
+    assert_eq!(target(get(alarm, &["Threshold"])), "MaxJobWaitSeconds", "the threshold is a parameter");
+}
+
+#[test]
+fn worker_tasks_that_stop_abnormally_are_told_to_the_alarm_topic() {
+    let template = template();
+    let rule = get(&template, &["Resources", "WorkerStoppedAbnormallyRule", "Properties"]);
+    let pattern = get(rule, &["EventPattern"]);
+    assert_eq!(text(&get(pattern, &["source"]).as_vec().unwrap()[0]), "aws.ecs");
+    assert_eq!(text(&get(pattern, &["detail-type"]).as_vec().unwrap()[0]), "ECS Task State Change");
+    let detail = get(pattern, &["detail"]);
+    assert_eq!(target(&get(detail, &["clusterArn"]).as_vec().unwrap()[0]), "WorkerCluster");
+    assert_eq!(text(&get(detail, &["lastStatus"]).as_vec().unwrap()[0]), "STOPPED");
+    // Either it never started, or its container exited with a code other than 0.
+    let either = get(detail, &["$or"]).as_vec().unwrap();
+    assert_eq!(text(&get(&either[0], &["stopCode"]).as_vec().unwrap()[0]), "TaskFailedToStart");
+    let exit = &get(&either[1], &["containers", "exitCode"]).as_vec().unwrap()[0];
+    assert_eq!(exit.as_mapping_get("anything-but").and_then(Yaml::as_integer), Some(0));
+    let targets = get(rule, &["Targets"]).as_vec().unwrap();
+    assert_eq!(target(get(&targets[0], &["Arn"])), "AlarmTopic");
+    // AND the topic lets this rule publish
+    let statements = get(&template, &["Resources", "AlarmTopicPolicy", "Properties", "PolicyDocument", "Statement"]);
+    let allowed = statements.as_vec().unwrap().iter().any(|s| {
+        s.as_mapping_get("Principal").and_then(|p| p.as_mapping_get("Service")).map(text).as_deref()
+            == Some("events.amazonaws.com")
+            && target(get(s, &["Condition", "ArnEquals", "aws:SourceArn"])) == "WorkerStoppedAbnormallyRule"
+    });
+    assert!(allowed, "AlarmTopicPolicy admits events.amazonaws.com for WorkerStoppedAbnormallyRule");
+}
+
+/// The dashboard's body, with the number placeholders filled so that it parses as JSON.
+fn dashboard() -> serde_json::Value {
+    let template = template();
+    let body = get(&template, &["Resources", "Dashboard", "Properties", "DashboardBody"]);
+    let Yaml::Tagged(tag, inner) = body else { panic!("DashboardBody is a !Sub") };
+    assert_eq!(tag.suffix, "Sub");
+    let text = text(&inner.as_vec().expect("!Sub [body, variables]")[0]);
+    serde_json::from_str(&text.replace("${MaxJobWaitSeconds}", "0")).expect("the dashboard body is JSON")
+}
+
+#[test]
+fn the_dashboard_plots_only_metrics_the_binaries_write_and_shows_every_alarm() {
+    let dashboard = dashboard();
+    let widgets = dashboard["widgets"].as_array().unwrap();
+    // Metrics rows are [namespace, name, dimensions..., {options}], "." repeating the row above's
+    // value and "..." repeating the whole row above.
+    let mut ours = BTreeSet::new();
+    for widget in widgets {
+        let mut previous: Vec<serde_json::Value> = Vec::new();
+        for row in widget["properties"]["metrics"].as_array().into_iter().flatten() {
+            let row = row.as_array().unwrap();
+            let row: Vec<serde_json::Value> = if row[0] == "..." {
+                previous.clone()
+            } else {
+                row.iter().enumerate().map(|(i, v)| if v == "." { previous[i].clone() } else { v.clone() }).collect()
+            };
+            if row[0] == "${Namespace}" {
+                ours.insert(row[1].as_str().unwrap().to_owned());
+            }
+            previous = row;
+        }
+    }
+    let written: BTreeSet<String> =
+        worker::metrics::NAMES.iter().chain(lambda_trigger::metrics::NAMES).map(|n| (*n).to_owned()).collect();
+    let unknown: Vec<_> = ours.difference(&written).collect();
+    assert!(unknown.is_empty(), "the dashboard plots metrics nothing writes: {unknown:?}");
+    for needed in [
+        "FilesSucceeded",
+        "FilesFailed",
+        "RowsIn",
+        "RowsOut",
+        "RowsBad",
+        "RowsPerSecond",
+        "UploadToStartSeconds",
+        "WorkersActive",
+    ] {
+        assert!(ours.contains(needed), "the dashboard shows {needed}");
+    }
+    let alarms =
+        widgets.iter().find(|w| w["type"] == "alarm").expect("an alarm widget")["properties"]["alarms"].to_string();
+    for alarm in ["DeadLetterQueueAlarm", "TriggerDeadLetterQueueAlarm", "JobQueueAgeAlarm"] {
+        assert!(alarms.contains(alarm), "the dashboard shows {alarm}");
+    }
+}
