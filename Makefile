@@ -22,7 +22,7 @@ MODELS_STAMP := .tools/models/.installed-$(shell sha256sum tools/requirements-mo
 MODELS_PYTHON := .tools/models/bin/python
 CHECKOV     := .tools/checkov/bin/checkov
 
-.PHONY: local test setup build lint lint-deploy models push-image sam-build bench
+.PHONY: local test setup build lint lint-deploy models push-image sam-build deploy bench
 
 local: setup build
 	target/debug/sluice-local run $(ARGS)
@@ -74,9 +74,15 @@ models: $(MODELS_STAMP)
 sam-build: $(TOOL_STAMPS) $(LAMBDA_STAMP)
 	PATH="$(CURDIR)/.tools/lambda/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(SAM) build
 
-# Builds the worker image (linux/amd64) and pushes it to ECR; prints the WorkerImageUri.
+# Builds the worker image (linux/amd64), pushes it to ECR and records it for the next deploy.
 push-image:
 	scripts/push-worker-image.sh $(TAG)
+
+# Deploys the stack (docs/deploy.md). The first run asks for the parameters and keeps them in
+# samconfig.local.toml (untracked: they are this account's); later runs deploy with them.
+DEPLOY_CONFIG := samconfig.local.toml
+deploy: sam-build
+	SAM_CLI_TELEMETRY=0 $(SAM) deploy --config-file $(DEPLOY_CONFIG) $(if $(wildcard $(DEPLOY_CONFIG)),,--guided)
 
 # Throughput and peak memory against pandas + onnxruntime (release build; prints a table).
 bench: $(MODELS_STAMP)
