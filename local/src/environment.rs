@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use lambda_trigger::config as trigger;
+use shared::config::EnvVar;
 use worker::config as worker;
 
 pub use crate::process::EnvMap;
@@ -89,7 +90,7 @@ pub fn worker_environment(
     visibility_timeout: Duration,
     settings: &WorkerSettings,
 ) -> EnvMap {
-    let mut env = crate::aws::moto_env(endpoint);
+    let env = crate::aws::moto_env(endpoint);
     let vars = [
         (worker::QUEUE_URL, queue_url.to_owned()),
         (worker::POLL_WAIT_SECONDS, settings.poll_wait_seconds.to_string()),
@@ -102,14 +103,24 @@ pub fn worker_environment(
         (worker::COMPLETION_EVENTS, settings.completion_events.to_string()),
         (worker::METRICS_NAMESPACE, METRICS_NAMESPACE.to_owned()),
     ];
+    complete(env, vars, worker::VARS, &settings.rust_log)
+}
+
+/// `env` with `vars` set, every other variable of `declared` at its default (as the template
+/// writes them out), and the log filter.
+fn complete(
+    mut env: EnvMap,
+    vars: impl IntoIterator<Item = (EnvVar, String)>,
+    declared: &[EnvVar],
+    rust_log: &str,
+) -> EnvMap {
     env.extend(vars.into_iter().map(|(var, value)| (var.name.to_owned(), value)));
-    // The rest as the template leaves them: their defaults, written out.
-    for var in worker::VARS {
+    for var in declared {
         if let Some(default) = var.default {
             env.entry(var.name.to_owned()).or_insert_with(|| default.to_owned());
         }
     }
-    env.insert(RUST_LOG.to_owned(), settings.rust_log.clone());
+    env.insert(RUST_LOG.to_owned(), rust_log.to_owned());
     env
 }
 
@@ -128,7 +139,7 @@ pub struct TriggerTargets<'a> {
 /// The trigger function's environment: where jobs go, how workers are started, and the moto
 /// variables for the stack's endpoint.
 pub fn trigger_environment(targets: &TriggerTargets<'_>, settings: &TriggerSettings) -> EnvMap {
-    let mut env = crate::aws::moto_env(targets.endpoint);
+    let env = crate::aws::moto_env(targets.endpoint);
     let vars = [
         (trigger::QUEUE_URL, targets.queue_url.to_owned()),
         (trigger::OUTPUT_BUCKET, targets.output_bucket.to_owned()),
@@ -143,21 +154,12 @@ pub fn trigger_environment(targets: &TriggerTargets<'_>, settings: &TriggerSetti
         (trigger::MAX_WORKERS, settings.max_workers.to_string()),
         (trigger::METRICS_NAMESPACE, METRICS_NAMESPACE.to_owned()),
     ];
-    env.extend(vars.into_iter().map(|(var, value)| (var.name.to_owned(), value)));
-    for var in trigger::VARS {
-        if let Some(default) = var.default {
-            env.entry(var.name.to_owned()).or_insert_with(|| default.to_owned());
-        }
-    }
-    env.insert(RUST_LOG.to_owned(), settings.rust_log.clone());
-    env
+    complete(env, vars, trigger::VARS, &settings.rust_log)
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-
-    use shared::config::EnvVar;
 
     use super::*;
 
