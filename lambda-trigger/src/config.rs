@@ -1,5 +1,6 @@
 //! The trigger's settings, from the function's environment.
 
+use shared::ModelRequest;
 use shared::config::{ConfigError, EnvVar, Environment};
 use shared::location::Location;
 
@@ -8,7 +9,21 @@ pub const OUTPUT_BUCKET: EnvVar = EnvVar::required("OUTPUT_BUCKET", "the name of
 pub const OUTPUT_PREFIX: EnvVar = EnvVar::optional("OUTPUT_PREFIX", "a key prefix for outputs, e.g. results/", "");
 pub const INPUT_PREFIX: EnvVar =
     EnvVar::optional("INPUT_PREFIX", "the key prefix of input files; other keys are ignored", "");
-pub const MODEL_URI: EnvVar = EnvVar::required("MODEL_URI", "s3://bucket/key of the ONNX model");
+pub const MODEL_URI: EnvVar = EnvVar::optional(
+    "MODEL_URI",
+    "s3://bucket/key of the one ONNX model every input runs (set it or MODEL_REPOSITORY, not both)",
+    "",
+);
+pub const MODEL_REPOSITORY: EnvVar = EnvVar::optional(
+    "MODEL_REPOSITORY",
+    "s3://bucket/prefix/ of the model repository (<name>/<version>/model.onnx); set it or MODEL_URI, not both",
+    "",
+);
+pub const DEFAULT_MODEL: EnvVar = EnvVar::optional(
+    "DEFAULT_MODEL",
+    "NAME or NAME@VERSION of the repository's model for inputs whose key names none (only with MODEL_REPOSITORY)",
+    "",
+);
 pub const ECS_CLUSTER: EnvVar = EnvVar::required("ECS_CLUSTER", "the name or ARN of the ECS cluster");
 pub const WORKER_TASK_DEFINITION: EnvVar =
     EnvVar::required("WORKER_TASK_DEFINITION", "the worker's task definition (family, family:revision or ARN)");
@@ -46,6 +61,8 @@ pub const VARS: &[EnvVar] = &[
     OUTPUT_PREFIX,
     INPUT_PREFIX,
     MODEL_URI,
+    MODEL_REPOSITORY,
+    DEFAULT_MODEL,
     ECS_CLUSTER,
     WORKER_TASK_DEFINITION,
     WORKER_SUBNETS,
@@ -72,7 +89,16 @@ pub struct JobSettings {
     pub input_prefix: String,
     pub output_bucket: String,
     pub output_prefix: String,
-    pub model_uri: String,
+    pub models: Models,
+}
+
+/// Where the models come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Models {
+    /// One model for every input.
+    File(String),
+    /// A model repository: each input's key names its model (see [`shared::models`]).
+    Repository { root: String, default: Option<ModelRequest> },
 }
 
 /// Where and how worker tasks are started.
@@ -100,8 +126,7 @@ pub enum Capacity {
 
 impl TriggerConfig {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<Self, ConfigError> {
-        let model_uri = env.string(&MODEL_URI)?;
-        Location::parse(&model_uri).map_err(|e| ConfigError::invalid(&MODEL_URI, e.to_string()))?;
+        let models = models(env)?;
         let subnets = env.list(&WORKER_SUBNETS)?;
         if subnets.is_empty() {
             return Err(ConfigError::invalid(&WORKER_SUBNETS, "lists no subnet"));
@@ -129,7 +154,7 @@ impl TriggerConfig {
                 input_prefix: env.string(&INPUT_PREFIX)?,
                 output_bucket: env.string(&OUTPUT_BUCKET)?,
                 output_prefix: env.string(&OUTPUT_PREFIX)?,
-                model_uri,
+                models,
             },
             fleet: FleetSettings {
                 cluster: env.string(&ECS_CLUSTER)?,
@@ -141,6 +166,42 @@ impl TriggerConfig {
                 capacity,
             },
         })
+    }
+}
+
+fn models<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<Models, ConfigError> {
+    let (uri, repository, default) =
+        (env.string(&MODEL_URI)?, env.string(&MODEL_REPOSITORY)?, env.string(&DEFAULT_MODEL)?);
+    let s3 = |var: &EnvVar, value: &str| match Location::parse(value) {
+        Ok(Location::S3(_)) => Ok(()),
+        Ok(Location::Local(_)) => Err(ConfigError::invalid(var, format!("is {value:?}, not an s3:// URI"))),
+        Err(e) => Err(ConfigError::invalid(var, e.to_string())),
+    };
+    match (uri.is_empty(), repository.is_empty()) {
+        (false, true) => {
+            s3(&MODEL_URI, &uri)?;
+            if !default.is_empty() {
+                return Err(ConfigError::invalid(
+                    &DEFAULT_MODEL,
+                    format!("is {default:?}, but it needs MODEL_REPOSITORY"),
+                ));
+            }
+            Ok(Models::File(uri))
+        }
+        (true, false) => {
+            // A prefix: `s3://bucket/` or `s3://bucket/prefix/`.
+            let root = if repository.ends_with('/') { repository } else { format!("{repository}/") };
+            let probe = format!("{root}x");
+            s3(&MODEL_REPOSITORY, &probe)
+                .map_err(|_| ConfigError::invalid(&MODEL_REPOSITORY, format!("is {root:?}")))?;
+            let default = Some(default)
+                .filter(|d| !d.is_empty())
+                .map(|d| ModelRequest::parse(&d).map_err(|e| ConfigError::invalid(&DEFAULT_MODEL, e.to_string())))
+                .transpose()?;
+            Ok(Models::Repository { root, default })
+        }
+        (false, false) => Err(ConfigError::invalid(&MODEL_REPOSITORY, "is set, and so is MODEL_URI: set one of them")),
+        (true, true) => Err(ConfigError::invalid(&MODEL_REPOSITORY, "is not set, nor is MODEL_URI: set one of them")),
     }
 }
 
@@ -280,6 +341,36 @@ mod tests {
                 ][..],
                 "WORKER_ASSIGN_PUBLIC_IP",
             ),
+        ] {
+            let err = TriggerConfig::from_env(&env(&with(extra))).unwrap_err();
+            assert_eq!(err.name, name, "{extra:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_model_file_or_a_repository_with_an_optional_default() {
+        let config = TriggerConfig::from_env(&env(COMPLETE)).unwrap();
+        assert_eq!(config.jobs.models, Models::File("s3://models/iris.onnx".into()));
+        let repository =
+            with(&[("MODEL_URI", ""), ("MODEL_REPOSITORY", "s3://models/repo"), ("DEFAULT_MODEL", "iris@2")]);
+        let config = TriggerConfig::from_env(&env(&repository)).unwrap();
+        assert_eq!(
+            config.jobs.models,
+            Models::Repository { root: "s3://models/repo/".into(), default: ModelRequest::parse("iris@2").ok() }
+        );
+        let bucket_root = with(&[("MODEL_URI", ""), ("MODEL_REPOSITORY", "s3://models/")]);
+        let config = TriggerConfig::from_env(&env(&bucket_root)).unwrap();
+        assert_eq!(config.jobs.models, Models::Repository { root: "s3://models/".into(), default: None });
+        for (extra, name) in [
+            (&[("MODEL_REPOSITORY", "s3://models/repo/")][..], "MODEL_REPOSITORY"),
+            (&[("MODEL_URI", "")][..], "MODEL_REPOSITORY"),
+            (&[("DEFAULT_MODEL", "iris")][..], "DEFAULT_MODEL"),
+            (
+                &[("MODEL_URI", ""), ("MODEL_REPOSITORY", "s3://models/"), ("DEFAULT_MODEL", "iris@x")][..],
+                "DEFAULT_MODEL",
+            ),
+            (&[("MODEL_URI", ""), ("MODEL_REPOSITORY", "/local/models")][..], "MODEL_REPOSITORY"),
+            (&[("MODEL_URI", "models/iris.onnx")][..], "MODEL_URI"),
         ] {
             let err = TriggerConfig::from_env(&env(&with(extra))).unwrap_err();
             assert_eq!(err.name, name, "{extra:?}: {err}");

@@ -6,9 +6,9 @@
 //! upload but lacks what a job needs is an error.
 
 use aws_lambda_events::s3::S3EventRecord;
-use shared::{InputObject, JobMessage, OutputLocation, decode_event_key};
+use shared::{InputObject, JobMessage, ModelRequest, ModelSource, OutputLocation, decode_event_key};
 
-use crate::config::JobSettings;
+use crate::config::{JobSettings, Models};
 
 /// Why a record was not turned into a job.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -73,7 +73,17 @@ pub fn job_for_record(
     let input =
         InputObject { bucket, key, size, etag, version_id: object.version_id.clone().filter(|v| !v.is_empty()) };
     let output = OutputLocation { bucket: settings.output_bucket.clone(), prefix: settings.output_prefix.clone() };
-    Ok(RecordOutcome::Job(Box::new(JobMessage::new(input, output, &settings.model_uri, record.event_time))))
+    // The key says which model it wants; whether the repository has it is the worker's to see
+    // (the trigger reads no model).
+    let model = match &settings.models {
+        Models::File(uri) => ModelSource::File { uri: uri.clone() },
+        Models::Repository { root, default } => ModelSource::Repository {
+            root: root.clone(),
+            requested: ModelRequest::from_key(&input.key, &settings.input_prefix),
+            default: default.clone(),
+        },
+    };
+    Ok(RecordOutcome::Job(Box::new(JobMessage::new(input, output, model, record.event_time))))
 }
 
 #[cfg(test)]
@@ -85,7 +95,7 @@ mod tests {
             input_prefix: "incoming/".into(),
             output_bucket: "out".into(),
             output_prefix: "results/".into(),
-            model_uri: "s3://models/iris.onnx".into(),
+            models: Models::File("s3://models/iris.onnx".into()),
         }
     }
 
@@ -119,8 +129,28 @@ mod tests {
         assert_eq!(job.input.bucket, "in");
         assert_eq!(job.input.size, 1024);
         assert_eq!(job.output.bucket, "out");
-        assert_eq!(job.model_uri, "s3://models/iris.onnx");
+        assert_eq!(job.model, ModelSource::File { uri: "s3://models/iris.onnx".into() });
         assert_eq!(job.output_keys().data, "results/incoming/my file+1.csv.out");
+    }
+
+    #[test]
+    fn with_a_repository_the_first_folder_after_the_prefix_is_the_requested_model() {
+        let mut repository = settings();
+        repository.models =
+            Models::Repository { root: "s3://models/repo/".into(), default: Some(ModelRequest::latest("iris")) };
+        let job = |key| match job_for_record(0, &record("ObjectCreated:Put", "in", key), &repository).unwrap() {
+            RecordOutcome::Job(job) => job,
+            other => panic!("{other:?}"),
+        };
+        let ModelSource::Repository { root, requested, default } = job("incoming/half_plus_two@3/a.csv").model else {
+            panic!()
+        };
+        assert_eq!(root, "s3://models/repo/");
+        assert_eq!(requested, Some(ModelRequest { name: "half_plus_two".into(), version: Some(3) }));
+        assert_eq!(default, Some(ModelRequest::latest("iris")));
+        let ModelSource::Repository { requested, .. } = job("incoming/a.csv").model else { panic!() };
+        assert_eq!(requested, None, "no folder: the default model");
+        assert_eq!(job("incoming/a.csv").version, 2);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use aws_lambda_events::s3::S3Event;
 use chrono::{DateTime, Utc};
-use lambda_trigger::config::{Capacity, FleetSettings, JobSettings};
+use lambda_trigger::config::{Capacity, FleetSettings, JobSettings, Models};
 use lambda_trigger::fleet::{FleetError, StoppedWorker, WorkerFleet};
 use lambda_trigger::queue::{Backlog, FailedEntry, JobQueue, QueueError};
 use lambda_trigger::{TriggerConfig, TriggerError, handle};
@@ -107,7 +107,7 @@ fn config(max_workers: usize) -> TriggerConfig {
             input_prefix: "incoming/".into(),
             output_bucket: "sluice-output".into(),
             output_prefix: String::new(),
-            model_uri: "s3://models/iris.onnx".into(),
+            models: Models::File("s3://models/iris.onnx".into()),
         },
         fleet: FleetSettings {
             cluster: "sluice".into(),

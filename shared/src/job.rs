@@ -2,26 +2,79 @@
 //!
 //! The message is JSON with an explicit `version`. A worker that meets a version it does not
 //! know, or a body that does not parse, treats it as a permanent failure of that message (it is
-//! reported and deleted), never as a reason to crash.
+//! handed back until it reaches the dead-letter queue), never as a reason to crash.
+//!
+//! - Version 1 names one model file (`model_uri`): what a single-model deployment sends. It is
+//!   still written for such deployments, so that workers from before version 2 take them during
+//!   an update.
+//! - Version 2 names the model source (`model`): one file, or the model repository with the
+//!   model the input's key named and the deployment's default.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::OutputKeys;
+use crate::models::ModelRequest;
 
-/// The version this code writes and understands.
-pub const JOB_MESSAGE_VERSION: u32 = 1;
+/// The newest version this code writes and understands (it understands every earlier one).
+pub const JOB_MESSAGE_VERSION: u32 = 2;
 
 /// Everything a worker needs to process one input file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobMessage {
     pub version: u32,
     pub input: InputObject,
     pub output: OutputLocation,
-    /// `s3://bucket/key.onnx` or a local path (local runs and tests).
-    pub model_uri: String,
+    pub model: ModelSource,
     /// When S3 says the object was created.
     pub event_time: DateTime<Utc>,
+}
+
+/// Which model runs over the input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum ModelSource {
+    /// One model file: `s3://bucket/key.onnx`, or a local path (local runs and tests).
+    File { uri: String },
+    /// The model repository at `root` (`s3://bucket/prefix/` or a folder): the model the
+    /// input's key `requested` if the repository has one of that name, else `default`.
+    Repository {
+        root: String,
+        #[serde(default)]
+        requested: Option<ModelRequest>,
+        #[serde(default)]
+        default: Option<ModelRequest>,
+    },
+}
+
+impl From<&str> for ModelSource {
+    fn from(uri: &str) -> Self {
+        ModelSource::File { uri: uri.to_owned() }
+    }
+}
+
+impl From<String> for ModelSource {
+    fn from(uri: String) -> Self {
+        ModelSource::File { uri }
+    }
+}
+
+impl std::fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSource::File { uri } => f.write_str(uri),
+            ModelSource::Repository { root, requested, default } => {
+                write!(f, "{root}")?;
+                if let Some(requested) = requested {
+                    write!(f, " model {requested}")?;
+                }
+                if let Some(default) = default {
+                    write!(f, " (default {default})")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The object that triggered the job, as the S3 event described it.
@@ -47,38 +100,94 @@ pub struct OutputLocation {
 /// Why a message body is not a job this code can run.
 #[derive(Debug, thiserror::Error)]
 pub enum JobMessageError {
-    #[error("job message is not valid JSON for version {JOB_MESSAGE_VERSION}: {0}")]
-    Malformed(#[source] serde_json::Error),
-    #[error("job message has version {found}, this worker understands version {JOB_MESSAGE_VERSION}")]
+    #[error("job message is not valid JSON for version {version}: {source}")]
+    Malformed {
+        version: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("job message has version {found}, this worker understands versions 1 to {JOB_MESSAGE_VERSION}")]
     UnknownVersion { found: u64 },
     #[error("job message has no numeric \"version\" field")]
     MissingVersion,
+}
+
+/// Version 1 on the wire.
+#[derive(Serialize, Deserialize)]
+struct WireV1 {
+    version: u32,
+    input: InputObject,
+    output: OutputLocation,
+    model_uri: String,
+    event_time: DateTime<Utc>,
+}
+
+/// Version 2 on the wire.
+#[derive(Serialize, Deserialize)]
+struct WireV2 {
+    version: u32,
+    input: InputObject,
+    output: OutputLocation,
+    model: ModelSource,
+    event_time: DateTime<Utc>,
 }
 
 impl JobMessage {
     pub fn new(
         input: InputObject,
         output: OutputLocation,
-        model_uri: impl Into<String>,
+        model: impl Into<ModelSource>,
         event_time: DateTime<Utc>,
     ) -> Self {
-        Self { version: JOB_MESSAGE_VERSION, input, output, model_uri: model_uri.into(), event_time }
+        let model = model.into();
+        let version = match model {
+            ModelSource::File { .. } => 1,
+            ModelSource::Repository { .. } => JOB_MESSAGE_VERSION,
+        };
+        Self { version, input, output, model, event_time }
     }
 
     /// Parses a queue message body, checking the version before the shape so that a message
     /// from a newer trigger is reported as such rather than as "malformed".
     pub fn from_json(body: &str) -> Result<Self, JobMessageError> {
-        let value: serde_json::Value = serde_json::from_str(body).map_err(JobMessageError::Malformed)?;
+        let malformed = |version| move |source| JobMessageError::Malformed { version, source };
+        let value: serde_json::Value = serde_json::from_str(body).map_err(malformed(JOB_MESSAGE_VERSION.into()))?;
         match value.get("version").and_then(serde_json::Value::as_u64) {
-            Some(v) if v == u64::from(JOB_MESSAGE_VERSION) => {}
-            Some(found) => return Err(JobMessageError::UnknownVersion { found }),
-            None => return Err(JobMessageError::MissingVersion),
+            Some(1) => {
+                let wire: WireV1 = serde_json::from_value(value).map_err(malformed(1))?;
+                Ok(Self {
+                    version: 1,
+                    input: wire.input,
+                    output: wire.output,
+                    model: ModelSource::File { uri: wire.model_uri },
+                    event_time: wire.event_time,
+                })
+            }
+            Some(2) => {
+                let wire: WireV2 = serde_json::from_value(value).map_err(malformed(2))?;
+                Ok(Self {
+                    version: 2,
+                    input: wire.input,
+                    output: wire.output,
+                    model: wire.model,
+                    event_time: wire.event_time,
+                })
+            }
+            Some(found) => Err(JobMessageError::UnknownVersion { found }),
+            None => Err(JobMessageError::MissingVersion),
         }
-        serde_json::from_value(value).map_err(JobMessageError::Malformed)
     }
 
+    /// Version 1 for a model file (what every worker understands), version 2 otherwise.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a JobMessage always serialises")
+        let (input, output, event_time) = (self.input.clone(), self.output.clone(), self.event_time);
+        let json = match &self.model {
+            ModelSource::File { uri } if self.version == 1 => {
+                serde_json::to_string(&WireV1 { version: 1, input, output, model_uri: uri.clone(), event_time })
+            }
+            model => serde_json::to_string(&WireV2 { version: 2, input, output, model: model.clone(), event_time }),
+        };
+        json.expect("a JobMessage always serialises")
     }
 
     /// The keys of this job's outputs in the output bucket.
@@ -129,6 +238,36 @@ mod tests {
     }
 
     #[test]
+    fn a_model_file_is_version_1_as_workers_before_version_2_read_it() {
+        let value: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        assert_eq!(value["model_uri"], "s3://models/iris.onnx");
+        assert!(value.get("model").is_none());
+        // A version-1 body as earlier triggers wrote it still parses.
+        let old = r#"{"version": 1, "input": {"bucket": "in", "key": "a.csv", "size": 1, "etag": "e"},
+            "output": {"bucket": "out", "prefix": ""}, "model_uri": "s3://m/iris.onnx",
+            "event_time": "2026-11-21T08:00:00Z"}"#;
+        let job = JobMessage::from_json(old).unwrap();
+        assert_eq!(job.model, ModelSource::File { uri: "s3://m/iris.onnx".into() });
+    }
+
+    #[test]
+    fn a_repository_route_is_version_2_and_round_trips() {
+        let mut job = sample();
+        job.model = ModelSource::Repository {
+            root: "s3://models/repo/".into(),
+            requested: Some(ModelRequest { name: "iris".into(), version: Some(2) }),
+            default: Some(ModelRequest::latest("half_plus_two")),
+        };
+        job.version = 2;
+        let json = job.to_json();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["version"], 2);
+        assert_eq!(value["model"]["source"], "repository");
+        assert_eq!(value["model"]["requested"], serde_json::json!({"name": "iris", "version": 2}));
+        assert_eq!(JobMessage::from_json(&json).unwrap(), job);
+    }
+
+    #[test]
     fn version_id_is_optional() {
         let mut job = sample();
         job.input.version_id = None;
@@ -140,16 +279,23 @@ mod tests {
     #[test]
     fn rejects_unknown_versions() {
         let mut value: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
-        value["version"] = 2.into();
+        value["version"] = 3.into();
         let err = JobMessage::from_json(&value.to_string()).unwrap_err();
-        assert!(matches!(err, JobMessageError::UnknownVersion { found: 2 }), "{err}");
-        assert!(err.to_string().contains("version 2"));
+        assert!(matches!(err, JobMessageError::UnknownVersion { found: 3 }), "{err}");
+        assert!(err.to_string().contains("version 3"));
     }
 
     #[test]
     fn rejects_missing_version_and_garbage() {
         assert!(matches!(JobMessage::from_json(r#"{"input": {}}"#), Err(JobMessageError::MissingVersion)));
-        assert!(matches!(JobMessage::from_json("not json"), Err(JobMessageError::Malformed(_))));
-        assert!(matches!(JobMessage::from_json(r#"{"version": 1, "input": 3}"#), Err(JobMessageError::Malformed(_))));
+        assert!(matches!(JobMessage::from_json("not json"), Err(JobMessageError::Malformed { .. })));
+        assert!(matches!(
+            JobMessage::from_json(r#"{"version": 1, "input": 3}"#),
+            Err(JobMessageError::Malformed { .. })
+        ));
+        assert!(matches!(
+            JobMessage::from_json(r#"{"version": 2, "model": {"source": "ftp"}}"#),
+            Err(JobMessageError::Malformed { version: 2, .. })
+        ));
     }
 }

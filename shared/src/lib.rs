@@ -8,6 +8,7 @@
 //! - [`aws_error`]: AWS errors with the service's code and message.
 //! - [`logging`]: text logs on a terminal, JSON lines elsewhere.
 //! - [`metrics`]: CloudWatch embedded-metric-format records.
+//! - [`models`]: the model repository's layout and the routing of inputs to models.
 
 pub mod aws_error;
 pub mod config;
@@ -16,9 +17,11 @@ pub mod keys;
 pub mod location;
 pub mod logging;
 pub mod metrics;
+pub mod models;
 pub mod report;
 
-pub use job::{InputObject, JobMessage, JobMessageError, OutputLocation};
+pub use job::{InputObject, JobMessage, JobMessageError, ModelSource, OutputLocation};
 pub use keys::{KeyDecodeError, OutputKeys, decode_event_key};
 pub use location::{Location, S3Uri};
+pub use models::ModelRequest;
 pub use report::{JobReport, JobStatus, RowCounts, RowError};
