@@ -49,6 +49,12 @@ pub const COMPLETION_EVENTS: EnvVar = EnvVar::optional(
     "true",
 );
 
+pub const MODEL_CACHE_BYTES: EnvVar = EnvVar::optional(
+    "MODEL_CACHE_BYTES",
+    "bytes of memory for loaded models (each counted as twice its file), least recently used out first; 0 for a quarter of the task's memory",
+    "0",
+);
+
 /// Every variable the worker reads.
 pub const VARS: &[EnvVar] = &[
     QUEUE_URL,
@@ -65,6 +71,7 @@ pub const VARS: &[EnvVar] = &[
     RETRY_DELAY_SECONDS,
     METRICS_NAMESPACE,
     COMPLETION_EVENTS,
+    MODEL_CACHE_BYTES,
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +88,8 @@ pub struct WorkerConfig {
     pub csv: CsvOptions,
     pub metrics_namespace: String,
     pub completion_events: bool,
+    /// The memory budget of the model cache.
+    pub model_cache_bytes: u64,
 }
 
 impl WorkerConfig {
@@ -97,7 +106,24 @@ impl WorkerConfig {
             csv: csv_options(env)?,
             metrics_namespace: env.string(&METRICS_NAMESPACE)?,
             completion_events: env.parse(&COMPLETION_EVENTS)?,
+            model_cache_bytes: match env.parse::<u64>(&MODEL_CACHE_BYTES)? {
+                0 => default_model_cache_bytes(),
+                bytes => bytes,
+            },
         })
+    }
+}
+
+/// A quarter of the memory this process may use (the task's, through its cgroup), or 512 MiB
+/// where no limit is set.
+pub fn default_model_cache_bytes() -> u64 {
+    const FALLBACK: u64 = 512 << 20;
+    let read = |path: &str| std::fs::read_to_string(path).ok().and_then(|text| text.trim().parse::<u64>().ok());
+    // cgroup v2 (Fargate, recent Docker), then v1; v1 reports "no limit" as a huge number.
+    let limit = read("/sys/fs/cgroup/memory.max").or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
+    match limit {
+        Some(limit) if limit < 1 << 50 => limit / 4,
+        _ => FALLBACK,
     }
 }
 
@@ -155,6 +181,8 @@ mod tests {
         assert_eq!(config.retry_delay, Duration::from_secs(10));
         assert_eq!(config.metrics_namespace, "sluice");
         assert!(config.completion_events);
+        assert_eq!(config.model_cache_bytes, default_model_cache_bytes());
+        assert!(config.model_cache_bytes > 0);
     }
 
     #[test]

@@ -18,12 +18,13 @@ use std::time::Instant;
 use chrono::Utc;
 use shared::metrics::{MetricRecord, Unit};
 use shared::report::{JobReport, JobStatus, ModelInfo, ReportOutputs, RowCounts};
-use shared::{JobMessage, S3Uri};
+use shared::{JobMessage, ModelSource, S3Uri};
 
 use crate::completions::CompletionEvents;
 use crate::config::WorkerConfig;
 use crate::engine::{CsvOptions, DataFormat, FileKind, TransformError, TransformOptions, TransformSummary, transform};
 use crate::models::{ModelCache, ModelLoadError};
+use crate::repository::{ModelRepository, ResolveError, ResolvedModel};
 use crate::retry::{Backoff, retry};
 use crate::store::{ObjectStore, StoreError};
 use crate::transfer::{InputSpec, ObjectState, Staged, Transfers, UploadError, input_channel};
@@ -139,8 +140,8 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
     async fn complete(&self, job: &JobMessage, attempt: u32) -> Result<JobReport, Unfinished> {
         let started_at = Utc::now();
         let clock = Instant::now();
-        let mut model_sha = None;
-        let result = match self.transform(job, &mut model_sha).await {
+        let mut model = ModelInfo { uri: job.model.to_string(), name: None, version: None, sha256: None };
+        let result = match self.transform(job, &mut model).await {
             Ok(done) => Ok(done),
             Err(Stop::File { reason, summary, errors }) => Err((reason, *summary, errors)),
             Err(Stop::Unfinished(unfinished)) => return Err(unfinished),
@@ -152,7 +153,7 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
             input: job.input.clone(),
             outputs,
             rows: RowCounts { input: summary.rows_in, output: summary.rows_out, bad: summary.bad_rows },
-            model: ModelInfo { uri: job.model_uri.clone(), sha256: model_sha },
+            model,
             started_at,
             finished_at: Utc::now(),
             duration_seconds: clock.elapsed().as_secs_f64(),
@@ -167,10 +168,12 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
     }
 
     /// Runs the model over the input into staged outputs.
-    async fn transform(&self, job: &JobMessage, model_sha: &mut Option<String>) -> Result<Transformed<S>, Stop<S>> {
+    async fn transform(&self, job: &JobMessage, info: &mut ModelInfo) -> Result<Transformed<S>, Stop<S>> {
         let kind = input_kind(job, &self.settings).map_err(Stop::file)?;
-        let model = self.models.get(&job.model_uri).await.map_err(|e| Stop::from(model_failure(e)))?;
-        *model_sha = Some(model.model.sha256.clone());
+        let resolved = self.resolve(&job.model).await?;
+        (info.uri, info.name, info.version) = (resolved.uri.clone(), resolved.name.clone(), resolved.version);
+        let model = self.models.get(&resolved.uri).await.map_err(|e| Stop::from(model_failure(e)))?;
+        info.sha256 = Some(model.model.sha256.clone());
         let input = InputSpec {
             uri: input_uri(job),
             etag: Some(job.input.etag.clone()),
@@ -248,6 +251,21 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
                         Unfinished::Retry(RetryCause::Transient, format!("reading or writing failed: {error}"))
                     }),
             )),
+        }
+    }
+
+    /// The exact model the job runs: the latest version is resolved now, and recorded.
+    async fn resolve(&self, source: &ModelSource) -> Result<ResolvedModel, Stop<S>> {
+        match source {
+            ModelSource::File { uri } => Ok(ResolvedModel::file(uri.clone())),
+            ModelSource::Repository { root, requested, default } => {
+                let repository = ModelRepository::new(self.models.files(), root).map_err(resolve_failure)?;
+                let resolved =
+                    repository.resolve(requested.as_ref(), default.as_ref()).await.map_err(resolve_failure)?;
+                tracing::info!(model = resolved.name.as_deref().unwrap_or(""), version = resolved.version,
+                    uri = %resolved.uri, "model resolved");
+                Ok(resolved)
+            }
         }
     }
 
@@ -355,6 +373,16 @@ fn upload_failure(error: UploadError) -> Unfinished {
     match error {
         UploadError::Store(error) => output_failure(error),
         UploadError::Abandoned => Unfinished::Retry(RetryCause::Transient, error.to_string()),
+    }
+}
+
+/// No model could be chosen: the input's fault when it names a model or version that is not
+/// there, the operator's when the deployment's default or the repository itself is wrong.
+fn resolve_failure<S: ObjectStore>(error: ResolveError) -> Stop<S> {
+    match error {
+        error if error.is_the_inputs() => Stop::file(error.to_string()),
+        ResolveError::Storage(error) => model_failure(error).into(),
+        error => Unfinished::Retry(RetryCause::Operator, error.to_string()).into(),
     }
 }
 

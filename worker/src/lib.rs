@@ -4,7 +4,8 @@
 //! - Ports and their AWS adapters: [`queue`] ([`sqs`]), [`store`] ([`s3`]), [`completions`]
 //!   (EventBridge).
 //! - [`transfer`]: streaming over the store: resumed, verified downloads and staged uploads.
-//! - [`models`]: loading a model and its sidecar configuration once.
+//! - [`models`]: model files and a cache of loaded models within a memory budget.
+//! - [`repository`]: the model repository, and which model a job runs.
 //! - [`job`]: one job, from input to report, ending as one [`job::JobOutcome`].
 //! - [`drain`]: the queue loop with heartbeat, retries and graceful stop.
 //! - [`local_transform`]: `worker transform`, one file from the command line.
@@ -19,6 +20,7 @@ pub mod local_transform;
 pub mod metrics;
 pub mod models;
 pub mod queue;
+pub mod repository;
 pub mod retry;
 pub mod s3;
 pub mod shutdown;

@@ -12,12 +12,16 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shared::location::Location;
 
 use crate::engine::{CsvOptions, FileKind, TransformOptions, TransformSummary, transform};
-use crate::models::load_model;
+use crate::models::{ModelFiles, load_model};
+use crate::repository::{ModelRepository, ResolvedModel};
 use crate::s3::S3Store;
 use crate::transfer::{InputSpec, PartWriter, PendingUpload, Transfers, input_channel};
 
 pub struct TransformRequest {
+    /// A model file, or with `model_repository` a model of it: `NAME` or `NAME@VERSION`.
     pub model: String,
+    /// A model repository (`s3://bucket/prefix/` or a folder).
+    pub model_repository: Option<String>,
     pub input: String,
     pub output: String,
     /// Default: `<output>.errors.csv`.
@@ -30,6 +34,9 @@ pub struct TransformRequest {
 pub struct TransformRun {
     pub summary: TransformSummary,
     pub elapsed: Duration,
+    /// The model that ran, as resolved.
+    pub model: ResolvedModel,
+    pub model_sha256: String,
 }
 
 impl TransformRun {
@@ -42,6 +49,17 @@ impl TransformRun {
             self.summary.bad_rows,
             self.summary.rows_in as f64 / seconds.max(1e-9)
         )
+    }
+
+    /// Which model ran: `model iris version 2 (…/iris/2/model.onnx, sha256 …)`, or its file.
+    pub fn model_line(&self) -> String {
+        let short = &self.model_sha256[..self.model_sha256.len().min(12)];
+        match (&self.model.name, self.model.version) {
+            (Some(name), Some(version)) => {
+                format!("model {name} version {version} ({}, sha256 {short}…)", self.model.uri)
+            }
+            _ => format!("model {} (sha256 {short}…)", self.model.uri),
+        }
     }
 }
 
@@ -111,9 +129,21 @@ impl Sink {
 /// Runs the request; the progress bar shows on a terminal only.
 pub async fn run(request: TransformRequest) -> Result<TransformRun> {
     let uses_s3 = [&request.model, &request.input, &request.output].iter().any(|u| u.starts_with("s3://"))
-        || request.errors.as_deref().is_some_and(|e| e.starts_with("s3://"));
+        || [&request.errors, &request.model_repository]
+            .iter()
+            .any(|u| u.as_deref().is_some_and(|u| u.starts_with("s3://")));
     let storage = if uses_s3 { Some(Transfers::new(S3Store::from_environment().await)) } else { None };
-    let loaded = load_model(storage.as_ref(), &request.model).await?;
+    let resolved = match &request.model_repository {
+        None => ResolvedModel::file(request.model.clone()),
+        Some(root) => {
+            let wanted = shared::ModelRequest::parse(&request.model)
+                .with_context(|| format!("--model {:?} with --model-repository", request.model))?;
+            let files = ModelFiles::new(storage.clone());
+            ModelRepository::new(&files, root)?.resolve(Some(&wanted), None).await?
+        }
+    };
+    let loaded = load_model(storage.as_ref(), &resolved.uri).await?;
+    let model_sha256 = loaded.model.sha256.clone();
     let kind = FileKind::from_name(&request.input, None, request.csv)?;
     let errors_location = request.errors.clone().unwrap_or_else(|| format!("{}.errors.csv", request.output));
 
@@ -155,7 +185,7 @@ pub async fn run(request: TransformRequest) -> Result<TransformRun> {
     errors.close(bad_rows > 0).await?;
     output.close(result.is_ok()).await?;
     match result {
-        Ok(summary) => Ok(TransformRun { summary, elapsed }),
+        Ok(summary) => Ok(TransformRun { summary, elapsed, model: resolved, model_sha256 }),
         Err(error) if bad_rows > 0 => bail!("{}: {error} (rejected rows are in {errors_location})", request.input),
         Err(error) => bail!("{}: {error}", request.input),
     }

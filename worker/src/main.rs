@@ -34,9 +34,13 @@ enum Command {
     Drain,
     /// Run a model over one file (local path or s3://bucket/key) and write its predictions.
     Transform {
-        /// The ONNX model; its sidecar configuration `<model>.json` is read if present.
+        /// The ONNX model file (its sidecar `<model>.json` is read if present); with
+        /// --model-repository, a model of the repository: NAME (its latest version) or NAME@VERSION.
         #[arg(long)]
         model: String,
+        /// A model repository, s3://bucket/prefix/ or a folder, laid out <name>/<version>/model.onnx.
+        #[arg(long)]
+        model_repository: Option<String>,
         /// The input: .csv, .tsv, .jsonl or .ndjson, optionally .gz.
         #[arg(long)]
         input: String,
@@ -74,11 +78,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let command = cli.command.unwrap_or(Command::Drain);
+    // The queue mode's last word goes to its log (CloudWatch); a person at `worker transform`
+    // reads one plain line.
+    let in_a_log = matches!(command, Command::Drain);
     let result = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Drain) {
+        match command {
             Command::Drain => run_queue().await,
             Command::Transform {
                 model,
+                model_repository,
                 input,
                 output,
                 errors,
@@ -96,8 +105,9 @@ fn main() -> ExitCode {
                     threads: threads.filter(|&n| n > 0).unwrap_or_else(default_threads),
                 };
                 let csv = CsvOptions { has_header: !no_header, delimiter };
-                let request = TransformRequest { model, input, output, errors, options, csv };
+                let request = TransformRequest { model, model_repository, input, output, errors, options, csv };
                 let run = local_transform::run(request).await?;
+                println!("{}", run.model_line());
                 println!("{}", run.summary_line());
                 Ok(())
             }
@@ -105,8 +115,12 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+        Err(error) if in_a_log => {
             tracing::error!("worker: {error:#}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("worker: {error:#}");
             ExitCode::FAILURE
         }
     }
@@ -141,7 +155,7 @@ async fn serve_queue(
     let transfers = Transfers::new(S3Store::new(s3_client(sdk)));
     let queue = SqsWorkQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url);
     let runner = JobRunner {
-        models: ModelCache::new(transfers.clone()),
+        models: ModelCache::new(transfers.clone(), config.model_cache_bytes),
         transfers: transfers.clone(),
         events,
         settings: JobSettings::from(config),

@@ -97,7 +97,7 @@ mod tests {
             input: job.input.clone(),
             outputs: ReportOutputs::default(),
             rows: RowCounts { input: 1000, output: 990, bad: 10 },
-            model: ModelInfo { uri: job.model_uri.clone(), sha256: None },
+            model: ModelInfo { uri: job.model.to_string(), name: None, version: None, sha256: None },
             started_at: started,
             finished_at: started,
             duration_seconds: 2.0,

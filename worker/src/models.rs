@@ -1,6 +1,11 @@
-//! Loading models (and their sidecar configuration, if any) once, from S3 or a local path.
+//! Model files (and their sidecar configurations), read from S3 or a local path, and a cache of
+//! loaded models, least recently used first out, within a memory budget.
+//!
+//! A model is cached by its file's identity (URI and ETag, or size and modification time): a
+//! file replaced in place is loaded again by the next job that uses it, with nothing to restart.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use shared::location::Location;
 use tokio::sync::Mutex;
@@ -13,10 +18,31 @@ use crate::transfer::Transfers;
 /// The sidecar configuration is `<model>.json`.
 pub const SIDECAR_SUFFIX: &str = ".json";
 
+/// A loaded model takes about this many times its file's size in memory (tract's optimised plan
+/// holds the weights again, packed for its kernels); the cache budgets with it.
+pub const MEMORY_PER_FILE_BYTE: u64 = 2;
+
 /// A model ready to serve (with the configuration that maps columns to it: `model.config`).
 pub struct LoadedModel {
-    pub uri: String,
+    pub file: ModelFile,
     pub model: Model,
+}
+
+impl LoadedModel {
+    pub fn uri(&self) -> &str {
+        &self.file.uri
+    }
+}
+
+/// A model file as it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFile {
+    pub uri: String,
+    /// What changes when the file is replaced: its ETag in S3, its size and modification time
+    /// on disk.
+    pub fingerprint: String,
+    pub size: u64,
+    pub has_sidecar: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,77 +68,193 @@ impl ModelLoadError {
     }
 }
 
-/// Reads a model and its optional sidecar, and prepares the model to run.
+/// Where model files are read from: S3 through `storage` (when given), local paths from disk.
+pub struct ModelFiles<S: ObjectStore> {
+    storage: Option<Transfers<S>>,
+}
+
+impl<S: ObjectStore> ModelFiles<S> {
+    pub fn new(storage: Option<Transfers<S>>) -> Self {
+        Self { storage }
+    }
+
+    pub fn storage(&self) -> Option<&Transfers<S>> {
+        self.storage.as_ref()
+    }
+
+    fn s3(&self, uri: &str) -> Result<&Transfers<S>, ModelLoadError> {
+        self.storage.as_ref().ok_or_else(|| ModelLoadError::Local {
+            path: uri.to_owned(),
+            source: std::io::Error::other("reading s3:// models needs AWS access"),
+        })
+    }
+
+    /// The file at `uri` as it is now, or [`ModelLoadError::Missing`].
+    pub async fn stat(&self, uri: &str) -> Result<ModelFile, ModelLoadError> {
+        let missing = || ModelLoadError::Missing { uri: uri.to_owned() };
+        match Location::parse(uri)? {
+            Location::S3(model) => {
+                // Listing the model's own key gives its ETag and shows whether the sidecar
+                // (`<key>.json`) is there: the worker may list under the models' prefix and need
+                // not tell a missing sidecar from a refused one.
+                let listed = self.s3(uri)?.list(&model.bucket, &model.key).await?;
+                let file = listed.iter().find(|o| o.key == model.key).ok_or_else(missing)?;
+                let sidecar = format!("{}{SIDECAR_SUFFIX}", model.key);
+                Ok(ModelFile {
+                    uri: uri.to_owned(),
+                    fingerprint: file.etag.clone(),
+                    size: file.size,
+                    has_sidecar: listed.iter().any(|o| o.key == sidecar),
+                })
+            }
+            Location::Local(path) => {
+                let local = |source| ModelLoadError::Local { path: path.display().to_string(), source };
+                let metadata = match tokio::fs::metadata(&path).await {
+                    Ok(metadata) => metadata,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+                    Err(e) => return Err(local(e)),
+                };
+                let modified = metadata.modified().ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+                let mut sidecar = path.clone().into_os_string();
+                sidecar.push(SIDECAR_SUFFIX);
+                Ok(ModelFile {
+                    uri: uri.to_owned(),
+                    fingerprint: format!("{}-{}", metadata.len(), modified.map_or(0, |d| d.as_nanos())),
+                    size: metadata.len(),
+                    has_sidecar: tokio::fs::try_exists(&sidecar).await.map_err(local)?,
+                })
+            }
+        }
+    }
+
+    /// Reads and prepares the model of `file`.
+    pub async fn load(&self, file: ModelFile) -> Result<LoadedModel, ModelLoadError> {
+        let location = Location::parse(&file.uri)?;
+        let sidecar = location.with_suffix(SIDECAR_SUFFIX);
+        let (bytes, config_bytes) = match (&location, &sidecar) {
+            (Location::S3(model), Location::S3(sidecar)) => {
+                let storage = self.s3(&file.uri)?;
+                let config = if file.has_sidecar { Some(storage.read_all(sidecar).await?.to_vec()) } else { None };
+                (storage.read_all(model).await?.to_vec(), config)
+            }
+            (Location::Local(path), Location::Local(sidecar)) => {
+                let local = |source| ModelLoadError::Local { path: path.display().to_string(), source };
+                let bytes = tokio::fs::read(path).await.map_err(local)?;
+                let config = if file.has_sidecar { Some(tokio::fs::read(sidecar).await.map_err(local)?) } else { None };
+                (bytes, config)
+            }
+            _ => unreachable!("a location and its sidecar are of one kind"),
+        };
+        let config = config_bytes
+            .map(|bytes| ModelConfig::from_json(&bytes))
+            .transpose()
+            .map_err(|source| ModelLoadError::Config { uri: sidecar.to_string(), source })?;
+        // Optimising a model is CPU work: keep it off the async threads.
+        let uri = file.uri.clone();
+        let model = tokio::task::spawn_blocking(move || Model::load(&bytes, config))
+            .await
+            .map_err(|e| ModelLoadError::Model { uri: uri.clone(), source: ModelError::Unsupported(e.to_string()) })?
+            .map_err(|source| ModelLoadError::Model { uri, source })?;
+        Ok(LoadedModel { file, model })
+    }
+}
+
+/// Reads a model and its optional sidecar, and prepares the model to run (no cache).
 pub async fn load_model<S: ObjectStore>(
     storage: Option<&Transfers<S>>,
     uri: &str,
 ) -> Result<LoadedModel, ModelLoadError> {
-    let location = Location::parse(uri)?;
-    let sidecar = location.with_suffix(SIDECAR_SUFFIX);
-    let (bytes, config_bytes) = match (&location, &sidecar, storage) {
-        (Location::S3(model), Location::S3(sidecar), Some(storage)) => {
-            // Listing the model's own key shows whether the sidecar (`<key>.json`) is there: a
-            // worker may list that and nothing else of the model bucket, so a missing sidecar is
-            // never mistaken for a refused one.
-            let present = storage.list(&model.bucket, &model.key).await?;
-            if !present.contains(&model.key) {
-                return Err(ModelLoadError::Missing { uri: uri.to_owned() });
-            }
-            let config =
-                if present.contains(&sidecar.key) { Some(storage.read_all(sidecar).await?.to_vec()) } else { None };
-            (storage.read_all(model).await?.to_vec(), config)
-        }
-        (Location::Local(path), Location::Local(sidecar), _) => {
-            let local = |source| ModelLoadError::Local { path: path.display().to_string(), source };
-            let bytes = tokio::fs::read(path).await.map_err(local)?;
-            let config = match tokio::fs::read(sidecar).await {
-                Ok(bytes) => Some(bytes),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(local(e)),
-            };
-            (bytes, config)
-        }
-        _ => {
-            return Err(ModelLoadError::Local {
-                path: uri.to_owned(),
-                source: std::io::Error::other("reading s3:// models needs AWS access"),
-            });
-        }
-    };
-    let config = config_bytes
-        .map(|bytes| ModelConfig::from_json(&bytes))
-        .transpose()
-        .map_err(|source| ModelLoadError::Config { uri: sidecar.to_string(), source })?;
-    // Optimising a model is CPU work: keep it off the async threads.
-    let model = tokio::task::spawn_blocking(move || Model::load(&bytes, config))
-        .await
-        .map_err(|e| ModelLoadError::Model { uri: uri.to_owned(), source: ModelError::Unsupported(e.to_string()) })?
-        .map_err(|source| ModelLoadError::Model { uri: uri.to_owned(), source })?;
-    Ok(LoadedModel { uri: uri.to_owned(), model })
+    let files = ModelFiles::new(storage.cloned());
+    let file = files.stat(uri).await?;
+    files.load(file).await
 }
 
-/// Keeps the last model loaded: jobs name their model, and in steady state they all name the
-/// same one, so it is loaded once per worker.
-pub struct ModelCache<S> {
-    storage: Transfers<S>,
-    current: Mutex<Option<Arc<LoadedModel>>>,
+/// Loaded models, least recently used first out once their estimated memory passes `budget`
+/// (the model in use always stays, however large).
+pub struct ModelCache<S: ObjectStore> {
+    files: ModelFiles<S>,
+    budget: u64,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    models: Vec<Entry>,
+    clock: u64,
+}
+
+struct Entry {
+    model: Arc<LoadedModel>,
+    weight: u64,
+    last_used: u64,
 }
 
 impl<S: ObjectStore> ModelCache<S> {
-    pub fn new(storage: Transfers<S>) -> Self {
-        Self { storage, current: Mutex::new(None) }
+    /// A cache of at most about `budget` bytes of models.
+    pub fn new(storage: Transfers<S>, budget: u64) -> Self {
+        Self::with_files(ModelFiles::new(Some(storage)), budget)
     }
 
+    pub fn with_files(files: ModelFiles<S>, budget: u64) -> Self {
+        Self { files, budget, entries: Mutex::default() }
+    }
+
+    pub fn files(&self) -> &ModelFiles<S> {
+        &self.files
+    }
+
+    /// The model at `uri` as the file is now: from the cache, or loaded (and cached).
     pub async fn get(&self, uri: &str) -> Result<Arc<LoadedModel>, ModelLoadError> {
-        let mut current = self.current.lock().await;
-        if let Some(model) = current.as_ref().filter(|m| m.uri == uri) {
-            return Ok(model.clone());
+        let file = self.files.stat(uri).await?;
+        let mut entries = self.entries.lock().await;
+        entries.clock += 1;
+        let now = entries.clock;
+        if let Some(entry) = entries.models.iter_mut().find(|e| e.model.file == file) {
+            entry.last_used = now;
+            return Ok(Arc::clone(&entry.model));
         }
-        tracing::info!(model = uri, "loading model");
-        let loaded = Arc::new(load_model(Some(&self.storage), uri).await?);
+        // A file replaced in place: its old model goes.
+        entries.models.retain(|e| e.model.file.uri != file.uri);
+        tracing::info!(model = uri, bytes = file.size, "loading model");
+        let loaded = Arc::new(self.files.load(file).await?);
         tracing::info!(model = uri, sha256 = %loaded.model.sha256, features = loaded.model.n_features,
             outputs = ?loaded.model.column_names().collect::<Vec<_>>(), "model ready");
-        *current = Some(loaded.clone());
+        let weight = loaded.file.size.saturating_mul(MEMORY_PER_FILE_BYTE);
+        entries.models.push(Entry { model: Arc::clone(&loaded), weight, last_used: now });
+        self.evict(&mut entries, now);
         Ok(loaded)
+    }
+
+    fn evict(&self, entries: &mut Entries, keep: u64) {
+        loop {
+            let total: u64 = entries.models.iter().map(|e| e.weight).sum();
+            if total <= self.budget {
+                return;
+            }
+            let Some(oldest) = entries
+                .models
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.last_used != keep)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(i, _)| i)
+            else {
+                return;
+            };
+            let evicted = entries.models.remove(oldest);
+            tracing::info!(
+                model = evicted.model.uri(),
+                budget_bytes = self.budget,
+                "model cache full: unloaded the least recently used model"
+            );
+        }
+    }
+
+    /// The URIs of the cached models, most recently used first.
+    pub async fn cached(&self) -> Vec<String> {
+        let entries = self.entries.lock().await;
+        let mut models: Vec<&Entry> = entries.models.iter().collect();
+        models.sort_by_key(|e| std::cmp::Reverse(e.last_used));
+        models.iter().map(|e| e.model.uri().to_owned()).collect()
     }
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use shared::S3Uri;
 use shared::aws_error::AwsError;
 
-use crate::store::{GetRequest, ObjectBody, ObjectStore, StoreError};
+use crate::store::{GetRequest, ListedObject, ObjectBody, ObjectStore, StoreError};
 
 /// An S3 client for `sdk`.
 ///
@@ -85,13 +85,19 @@ impl ObjectStore for S3Store {
         })
     }
 
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
         let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
         let mut keys = Vec::new();
         while let Some(page) = pages.next().await {
             let page =
                 page.map_err(|e| AwsError::from_sdk("S3", "ListObjectsV2", e).on(format!("s3://{bucket}/{prefix}")))?;
-            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            keys.extend(page.contents().iter().filter_map(|o| {
+                Some(ListedObject {
+                    key: o.key()?.to_owned(),
+                    etag: o.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+                    size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                })
+            }));
         }
         Ok(keys)
     }

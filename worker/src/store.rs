@@ -43,11 +43,19 @@ pub struct ObjectBody {
     pub etag_is_md5: bool,
 }
 
+/// An object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+}
+
 /// The store, call by call.
 pub trait ObjectStore: Clone + Send + Sync + 'static {
     fn get(&self, request: &GetRequest) -> impl Future<Output = Result<ObjectBody, StoreError>> + Send;
-    /// The keys of `bucket` that start with `prefix` (all of them, page after page).
-    fn list(&self, bucket: &str, prefix: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// The objects of `bucket` whose keys start with `prefix` (all of them, page after page).
+    fn list(&self, bucket: &str, prefix: &str) -> impl Future<Output = Result<Vec<ListedObject>, StoreError>> + Send;
     /// The object's current ETag, or a `PreconditionFailed` error when `if_match` no longer holds.
     fn head(&self, uri: &S3Uri, if_match: Option<&str>) -> impl Future<Output = Result<String, StoreError>> + Send;
     fn put(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> impl Future<Output = Result<(), StoreError>> + Send;

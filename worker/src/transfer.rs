@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::retry::{Backoff, retry};
-use crate::store::{GetRequest, ObjectBody, ObjectStore, StoreError};
+use crate::store::{GetRequest, ListedObject, ObjectBody, ObjectStore, StoreError};
 
 /// Size of each multipart part; S3 wants at least 5 MiB for all but the last.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -85,8 +85,8 @@ impl<S: ObjectStore> Transfers<S> {
         .await
     }
 
-    /// The keys under `prefix`.
-    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    /// The objects under `prefix`.
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
         retry(&self.retry, || self.store.list(bucket, prefix)).await
     }
 

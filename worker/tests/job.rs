@@ -26,7 +26,7 @@ fn setup() -> (MemoryStore, JobRunner<MemoryStore, RecordedEvents>, RecordedEven
     let transfers = Transfers::with_retry(store.clone(), quick);
     let events = RecordedEvents::default();
     let runner = JobRunner {
-        models: ModelCache::new(transfers.clone()),
+        models: ModelCache::new(transfers.clone(), 1 << 30),
         transfers,
         events: events.clone(),
         settings: JobSettings {
@@ -234,13 +234,13 @@ async fn a_missing_or_broken_model_is_left_for_the_operator() {
     // Missing.
     let (store, runner, _) = setup();
     let mut job = upload(&store, "a.csv", iris());
-    job.model_uri = "s3://models/absent.onnx".into();
+    job.model = "s3://models/absent.onnx".into();
     let (cause, reason) = retry_of(runner.run(&job, 1).await);
     assert_eq!(cause, RetryCause::Operator);
     assert!(reason.contains("s3://models/absent.onnx does not exist"), "{reason}");
     // Broken.
     store.put_object("models", "broken.onnx", "not a model");
-    job.model_uri = "s3://models/broken.onnx".into();
+    job.model = "s3://models/broken.onnx".into();
     let (cause, reason) = retry_of(runner.run(&job, 1).await);
     assert_eq!(cause, RetryCause::Operator);
     assert!(reason.contains("not a valid ONNX file"), "{reason}");

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 use worker::completions::CompletionEvents;
 use worker::queue::{Delivery, QueueError, WorkQueue};
-use worker::store::{GetRequest, ObjectBody, ObjectStore, StoreError};
+use worker::store::{GetRequest, ListedObject, ObjectBody, ObjectStore, StoreError};
 
 // ---------------------------------------------------------------------------------------------
 // Queue
@@ -362,10 +362,19 @@ impl ObjectStore for MemoryStore {
         })
     }
 
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
         self.check("ListObjectsV2", &uri(bucket, prefix))?;
         let state = self.state.lock().unwrap();
-        Ok(state.objects.keys().filter(|(b, k)| b == bucket && k.starts_with(prefix)).map(|(_, k)| k.clone()).collect())
+        Ok(state
+            .objects
+            .iter()
+            .filter(|((b, k), _)| b == bucket && k.starts_with(prefix))
+            .map(|((_, key), object)| ListedObject {
+                key: key.clone(),
+                etag: object.etag.clone(),
+                size: object.data.len() as u64,
+            })
+            .collect())
     }
 
     async fn head(&self, uri: &S3Uri, if_match: Option<&str>) -> Result<String, StoreError> {
