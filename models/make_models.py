@@ -21,6 +21,8 @@ It writes:
   models/<model>.onnx.json     sidecar model configurations (not for half_plus_two)
   examples/data/iris.csv, diabetes.csv, half_plus_two.csv   example inputs
   models/reference/<model>.csv  onnxruntime outputs for those CSV files
+  models/repository/<name>/<version>/model.onnx (+ .json)   the example model repository:
+      iris 1 (the logistic regression), iris 2 (the MLP), diabetes 1, half_plus_two 1
 
 Everything is deterministic (fixed random_state everywhere), so re-running the
 script reproduces the same models and the same reference outputs. The script
@@ -32,6 +34,7 @@ onnxruntime agrees with scikit-learn.
 import csv
 import json
 import os
+import shutil
 import sys
 import warnings
 
@@ -373,6 +376,31 @@ def half_plus_two_model(csv_path):
     )
 
 
+# The example repository: (name, version, the model file it is a copy of).
+REPOSITORY = [
+    ("iris", 1, "iris_logreg.onnx"),
+    ("iris", 2, "iris_mlp.onnx"),
+    ("diabetes", 1, "diabetes_linreg.onnx"),
+    ("half_plus_two", 1, "half_plus_two.onnx"),
+]
+
+
+def write_repository():
+    """Lays the example models out as a model repository, <name>/<version>/model.onnx with its
+    sidecar model.onnx.json, as the worker and the model servers read it."""
+    root = os.path.join(MODELS, "repository")
+    shutil.rmtree(root, ignore_errors=True)
+    print("repository:")
+    for name, version, source in REPOSITORY:
+        folder = os.path.join(root, name, str(version))
+        os.makedirs(folder)
+        shutil.copyfile(os.path.join(MODELS, source), os.path.join(folder, "model.onnx"))
+        sidecar = os.path.join(MODELS, source + ".json")
+        if os.path.exists(sidecar):
+            shutil.copyfile(sidecar, os.path.join(folder, "model.onnx.json"))
+        print(f"  {name}/{version}/model.onnx = {source}")
+
+
 def main():
     print(f"python {sys.version.split()[0]}, onnx {onnx.__version__}, "
           f"onnxruntime {ort.__version__}")
@@ -386,6 +414,7 @@ def main():
     iris_named_model(iris_csv)
     diabetes_model(diabetes_csv)
     half_plus_two_model(hp2_csv)
+    write_repository()
     print("all checks passed")
 
 

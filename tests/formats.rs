@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use shared::JobStatus;
 use sluice_e2e::*;
-use sluice_local::PipelineOptions;
+use sluice_local::{LocalModels, PipelineOptions};
 
 const DRAIN: Duration = Duration::from_secs(180);
 
@@ -54,7 +54,8 @@ async fn json_lines_and_gzip_inputs_get_outputs_in_their_format() {
 async fn a_model_with_its_configuration_inside_needs_no_sidecar() {
     // GIVEN a deployment whose model names its own classes and carries its configuration in its
     // ONNX metadata, with no sidecar in the bucket
-    let mut pipeline = start(PipelineOptions { model: repo("models/iris_named.onnx"), ..quick_options() }).await;
+    let mut pipeline =
+        start(PipelineOptions { models: LocalModels::File(repo("models/iris_named.onnx")), ..quick_options() }).await;
     assert!(!repo("models/iris_named.onnx.json").exists());
     pipeline.put_input("iris.csv", std::fs::read(repo("examples/data/iris.csv")).unwrap()).await.unwrap();
     // WHEN the file is processed

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use shared::JobStatus;
 use sluice_e2e::*;
-use sluice_local::Signal;
+use sluice_local::{LocalModels, PipelineOptions, Signal};
 
 const DRAIN: Duration = Duration::from_secs(120);
 
@@ -208,5 +208,99 @@ async fn sigterm_returns_the_job_in_hand_and_leaves_no_partial_output() {
     assert!(object(&pipeline, "big.csv.out").await.is_none());
     // AND no unfinished multipart upload is left behind
     assert_eq!(open_uploads(&pipeline).await, 0);
+    pipeline.shutdown().await;
+}
+
+/// The rows of a reference output, by id: (label, values).
+fn reference(model: &str) -> Vec<Vec<String>> {
+    csv_rows(&std::fs::read(repo(&format!("models/reference/{model}.csv"))).unwrap())
+}
+
+/// Whether `got` (an output's rows) matches onnxruntime's `want`: labels exactly (by class name
+/// for iris), values within 1e-5.
+fn assert_matches_reference(got: &[Vec<String>], want: &[Vec<String>], what: &str) {
+    let classes = ["setosa", "versicolor", "virginica"];
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        for (col, (a, b)) in g.iter().zip(w).enumerate() {
+            match (a.parse::<f64>(), b.parse::<f64>()) {
+                (Ok(a), Ok(b)) if col > 1 || w.len() == 2 => {
+                    assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{what} id {} column {col}: {a} vs {b}", w[0])
+                }
+                _ if col == 1 && w.len() == 5 => {
+                    assert_eq!(a, classes[b.parse::<usize>().unwrap()], "{what} label of id {}", w[0])
+                }
+                _ => assert_eq!(a, b, "{what} id {} column {col}", w[0]),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_model_repository_runs_each_file_with_the_model_its_folder_names() {
+    // GIVEN the example repository (iris at versions 1 and 2, half_plus_two, diabetes) with iris@1
+    // as the default model
+    let options = PipelineOptions {
+        models: LocalModels::Repository { folder: repo("models/repository"), default: Some("iris@1".into()) },
+        ..quick_options()
+    };
+    let mut pipeline = start(options).await;
+    let iris = std::fs::read(repo("examples/data/iris.csv")).unwrap();
+    // WHEN files go under each model's folder, a pinned version's, no folder and a folder that
+    // names no model
+    let files = [
+        ("iris/a.csv", iris.clone()),
+        ("iris@1/a.csv", iris.clone()),
+        ("half_plus_two/x.csv", std::fs::read(repo("examples/data/half_plus_two.csv")).unwrap()),
+        ("diabetes/d.csv", std::fs::read(repo("examples/data/diabetes.csv")).unwrap()),
+        ("root.csv", iris.clone()),
+        ("daily/b.csv", iris.clone()),
+    ];
+    for (key, body) in &files {
+        pipeline.put_input(key, body.clone()).await.unwrap();
+    }
+    pipeline.wait_until_drained(DRAIN).await.unwrap();
+    // THEN each ran the model (and version) it named, or the default, as the reports record
+    let expected = [
+        ("iris/a.csv", "iris", 2, "iris_mlp"),
+        ("iris@1/a.csv", "iris", 1, "iris_logreg"),
+        ("half_plus_two/x.csv", "half_plus_two", 1, "half_plus_two"),
+        ("diabetes/d.csv", "diabetes", 1, "diabetes_linreg"),
+        ("root.csv", "iris", 1, "iris_logreg"),
+        ("daily/b.csv", "iris", 1, "iris_logreg"),
+    ];
+    for (key, name, version, reference_name) in expected {
+        let report = report(&pipeline, key).await;
+        assert_eq!(report.status, JobStatus::Succeeded, "{key}: {:?}", report.reason);
+        assert_eq!((report.model.name.as_deref(), report.model.version), (Some(name), Some(version)), "{key}");
+        assert_eq!(report.model.uri, format!("s3://sluice-models/repository/{name}/{version}/model.onnx"));
+        let out = object(&pipeline, &format!("{key}.out")).await.unwrap();
+        let got = if name == "half_plus_two" {
+            // The reference holds the input beside the output: x,y.
+            csv_rows(&out)
+                .into_iter()
+                .zip(reference(reference_name))
+                .map(|(y, r)| vec![r[0].clone(), y[0].clone()])
+                .collect()
+        } else {
+            csv_rows(&out)
+        };
+        assert_matches_reference(&got, &reference(reference_name), key);
+    }
+    // AND a new version put into the repository is used by the next file, with no redeploy
+    let forest = std::fs::read(repo("models/iris_forest.onnx")).unwrap();
+    let sidecar = std::fs::read(repo("models/iris_forest.onnx.json")).unwrap();
+    for (key, body) in [("repository/iris/3/model.onnx", forest), ("repository/iris/3/model.onnx.json", sidecar)] {
+        pipeline.s3.put_object().bucket("sluice-models").key(key).body(body.into()).send().await.unwrap();
+    }
+    pipeline.put_input("iris/c.csv", iris).await.unwrap();
+    pipeline.wait_until_drained(DRAIN).await.unwrap();
+    let report = report(&pipeline, "iris/c.csv").await;
+    assert_eq!(report.model.version, Some(3));
+    assert_matches_reference(
+        &csv_rows(&object(&pipeline, "iris/c.csv.out").await.unwrap()),
+        &reference("iris_forest"),
+        "v3",
+    );
     pipeline.shutdown().await;
 }

@@ -50,11 +50,20 @@ impl Default for WorkerSettings {
     }
 }
 
+/// Where the trigger says the models are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerModels {
+    /// `s3://bucket/key` of the one model (`MODEL_URI`).
+    File(String),
+    /// `s3://bucket/prefix/` of the repository (`MODEL_REPOSITORY`) and the default model
+    /// (`DEFAULT_MODEL`).
+    Repository { root: String, default: Option<String> },
+}
+
 /// The trigger's tunables (everything in its environment that does not come from the stack).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TriggerSettings {
-    /// `s3://bucket/key` of the ONNX model (`MODEL_URI`).
-    pub model_uri: String,
+    pub models: TriggerModels,
     /// Only keys under this prefix are jobs (`INPUT_PREFIX`).
     pub input_prefix: String,
     /// Prefix of output keys in the output bucket (`OUTPUT_PREFIX`).
@@ -66,10 +75,10 @@ pub struct TriggerSettings {
 }
 
 impl TriggerSettings {
-    /// Settings for `model_uri` with no prefixes, at most two workers, and `info` logs.
+    /// Settings for the model at `model_uri` with no prefixes, at most two workers, and `info` logs.
     pub fn new(model_uri: impl Into<String>) -> Self {
         Self {
-            model_uri: model_uri.into(),
+            models: TriggerModels::File(model_uri.into()),
             input_prefix: String::new(),
             output_prefix: String::new(),
             max_workers: 2,
@@ -145,7 +154,27 @@ pub fn trigger_environment(targets: &TriggerTargets<'_>, settings: &TriggerSetti
         (trigger::OUTPUT_BUCKET, targets.output_bucket.to_owned()),
         (trigger::OUTPUT_PREFIX, settings.output_prefix.clone()),
         (trigger::INPUT_PREFIX, settings.input_prefix.clone()),
-        (trigger::MODEL_URI, settings.model_uri.clone()),
+        (
+            trigger::MODEL_URI,
+            match &settings.models {
+                TriggerModels::File(uri) => uri.clone(),
+                TriggerModels::Repository { .. } => String::new(),
+            },
+        ),
+        (
+            trigger::MODEL_REPOSITORY,
+            match &settings.models {
+                TriggerModels::File(_) => String::new(),
+                TriggerModels::Repository { root, .. } => root.clone(),
+            },
+        ),
+        (
+            trigger::DEFAULT_MODEL,
+            match &settings.models {
+                TriggerModels::Repository { default: Some(default), .. } => default.clone(),
+                _ => String::new(),
+            },
+        ),
         (trigger::ECS_CLUSTER, targets.cluster.to_owned()),
         (trigger::WORKER_TASK_DEFINITION, targets.task_definition.to_owned()),
         (trigger::WORKER_SUBNETS, targets.subnets.join(",")),

@@ -24,11 +24,11 @@ pub mod process;
 pub mod provision;
 pub mod repo;
 
-pub use environment::{TriggerSettings, WorkerSettings};
+pub use environment::{TriggerModels, TriggerSettings, WorkerSettings};
 pub use events::{S3EventSource, s3_object_created_event, s3_test_event};
 pub use fargate::{FargateEmulator, FargateOptions, FinishedWorker, RunningWorker, WorkerCommand};
 pub use lambda::{AsyncInvocation, AsyncOutcome, DeadLetterQueue, FunctionConfig, FunctionError, LambdaFunction};
 pub use moto::MotoServer;
-pub use pipeline::{LocalPipeline, PipelineOptions};
+pub use pipeline::{LocalModels, LocalPipeline, PipelineOptions};
 pub use process::{EnvMap, Signal};
 pub use provision::{Stack, StackSettings};

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use sluice_local::pipeline::{DrainReport, LocalPipeline, OutputSet, PipelineOptions};
+use shared::{JobReport, JobStatus};
+use sluice_local::pipeline::{DrainReport, LocalModels, LocalPipeline, OutputSet, PipelineOptions};
+use sluice_local::repo::in_repo;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -30,12 +32,20 @@ struct RunArgs {
     /// moto's port on 127.0.0.1.
     #[arg(long, default_value_t = 4566)]
     port: u16,
-    /// The ONNX model (default: models/iris_logreg.onnx in the repository).
+    /// A folder laid out as a model repository, <name>/<version>/model.onnx (default:
+    /// models/repository, with iris at versions 1 and 2, half_plus_two and diabetes).
+    #[arg(long, conflicts_with = "model")]
+    model_repository: Option<PathBuf>,
+    /// The repository's model for files whose key names none: NAME or NAME@VERSION.
+    #[arg(long, default_value = "iris", conflicts_with = "model")]
+    default_model: String,
+    /// One ONNX model for every file, instead of a repository.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Files to upload to the input bucket (default: examples/data/iris.csv in the repository).
+    /// Files to upload, as FILE (to the bucket's root: the default model) or FILE=KEY (the key's
+    /// first folder names the model: iris/day1.csv, iris@1/day1.csv). Default: the examples.
     #[arg(long, num_args = 1..)]
-    data: Vec<PathBuf>,
+    data: Vec<String>,
     /// Exit after printing the first outputs instead of waiting for more uploads.
     #[arg(long)]
     once: bool,
@@ -72,20 +82,44 @@ async fn main() {
 
 async fn run(args: RunArgs) -> Result<()> {
     let started = Instant::now();
+    let models = match &args.model {
+        Some(model) => LocalModels::File(model.clone()),
+        None => LocalModels::Repository {
+            folder: args.model_repository.clone().unwrap_or_else(|| in_repo("models/repository")),
+            default: Some(args.default_model.clone()),
+        },
+    };
     let options = PipelineOptions {
         moto_port: Some(args.port),
-        model: args.model.clone().unwrap_or_else(|| sluice_local::repo::in_repo("models/iris_logreg.onnx")),
+        models,
         max_workers: args.max_workers,
         trigger_binary: args.trigger_binary.clone(),
         worker_binary: args.worker_binary.clone(),
         ..PipelineOptions::default()
     };
-    let data = if args.data.is_empty() {
-        vec![sluice_local::repo::in_repo("examples/data/iris.csv")]
+    let data: Vec<(PathBuf, Option<String>)> = if !args.data.is_empty() {
+        args.data
+            .iter()
+            .map(|arg| match arg.split_once('=') {
+                Some((file, key)) => (PathBuf::from(file), Some(key.to_owned())),
+                None => (PathBuf::from(arg), None),
+            })
+            .collect()
+    } else if args.model.is_some() {
+        vec![(in_repo("examples/data/iris.csv"), None)]
     } else {
-        args.data.clone()
+        // One file per model of the example repository, and one for the default model.
+        [
+            ("examples/data/iris.csv", "iris/iris.csv"),
+            ("examples/data/iris.csv", "iris@1/iris.csv"),
+            ("examples/data/half_plus_two.csv", "half_plus_two/half_plus_two.csv"),
+            ("examples/data/diabetes.csv", "diabetes/diabetes.csv"),
+        ]
+        .into_iter()
+        .map(|(file, key)| (in_repo(file), Some(key.to_owned())))
+        .collect()
     };
-    for file in &data {
+    for (file, _) in &data {
         if !file.is_file() {
             anyhow::bail!("the data file {} does not exist", file.display());
         }
@@ -108,13 +142,13 @@ async fn run(args: RunArgs) -> Result<()> {
 async fn process_and_watch(
     pipeline: &mut LocalPipeline,
     args: &RunArgs,
-    data: &[PathBuf],
+    data: &[(PathBuf, Option<String>)],
     ready: Duration,
 ) -> Result<()> {
     let timeout = Duration::from_secs(args.timeout);
     let mut printed: HashMap<String, String> = HashMap::new();
-    for file in data {
-        let key = pipeline.upload_file(file, None).await?;
+    for (file, key) in data {
+        let key = pipeline.upload_file(file, key.as_deref()).await?;
         println!("uploaded {} to s3://{}/{key}", file.display(), pipeline.stack.input_bucket);
     }
     let report = pipeline.wait_until_drained(timeout).await?;
@@ -198,12 +232,13 @@ async fn print_output_set(pipeline: &LocalPipeline, set: &OutputSet, report_text
     }
     if let Some(key) = &set.report_key {
         println!("-- s3://{bucket}/{key}");
-        let pretty = serde_json::from_str::<serde_json::Value>(report_text)
-            .ok()
-            .and_then(|v| serde_json::to_string_pretty(&v).ok())
-            .unwrap_or_else(|| report_text.to_owned());
-        for line in pretty.lines() {
-            println!("   {line}");
+        match serde_json::from_str::<JobReport>(report_text) {
+            Ok(report) => {
+                for line in report_lines(&report) {
+                    println!("   {line}");
+                }
+            }
+            Err(_) => println!("   {report_text}"),
         }
     }
     if let Some(key) = &set.errors_key {
@@ -214,6 +249,24 @@ async fn print_output_set(pipeline: &LocalPipeline, set: &OutputSet, report_text
         }
     }
     Ok(())
+}
+
+/// A report in two lines: what happened, and which model did it.
+fn report_lines(report: &JobReport) -> [String; 2] {
+    let rows = report.rows;
+    let what = match (report.status, &report.reason) {
+        (JobStatus::Succeeded, _) => {
+            format!("succeeded: {} rows in, {} out, {} bad", rows.input, rows.output, rows.bad)
+        }
+        (JobStatus::Failed, reason) => format!("failed: {}", reason.as_deref().unwrap_or("no reason given")),
+    };
+    let model = &report.model;
+    let sha = model.sha256.as_deref().map(|s| format!(", sha256 {}…", &s[..s.len().min(12)])).unwrap_or_default();
+    let which = match (&model.name, model.version) {
+        (Some(name), Some(version)) => format!("model {name} version {version} ({}{sha})", model.uri),
+        _ => format!("model {}{sha}", model.uri),
+    };
+    [what, which]
 }
 
 /// Prints the completion events after the first `seen`; returns how many there are now.

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 
-use crate::environment::{EnvMap, TriggerSettings};
+use crate::environment::{EnvMap, TriggerModels, TriggerSettings};
 use crate::events::S3EventSource;
 use crate::fargate::{FargateEmulator, FargateOptions, FinishedWorker, WorkerCommand};
 use crate::lambda::{AsyncInvocation, DeadLetterQueue, FunctionConfig, LambdaFunction};
@@ -32,9 +32,9 @@ pub use shared::keys::{DATA_SUFFIX as OUTPUT_SUFFIX, ERRORS_SUFFIX, REPORT_SUFFI
 pub struct PipelineOptions {
     /// moto's port; a free one when `None`.
     pub moto_port: Option<u16>,
-    /// The ONNX model to upload; its sidecar `<model>.json` goes along when present.
-    pub model: PathBuf,
-    /// The bucket the model is uploaded to (`MODEL_URI` = `s3://<bucket>/<file name>`).
+    /// The models: one file for every input, or a repository.
+    pub models: LocalModels,
+    /// The bucket the models are uploaded to.
     pub model_bucket: String,
     pub stack: StackSettings,
     /// Trigger settings other than the model URI.
@@ -60,7 +60,7 @@ impl Default for PipelineOptions {
     fn default() -> Self {
         Self {
             moto_port: None,
-            model: crate::repo::in_repo("models/iris_logreg.onnx"),
+            models: LocalModels::File(crate::repo::in_repo("models/iris_logreg.onnx")),
             model_bucket: "sluice-models".to_owned(),
             stack: StackSettings::default(),
             input_prefix: String::new(),
@@ -76,6 +76,20 @@ impl Default for PipelineOptions {
         }
     }
 }
+
+/// The models of a local pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LocalModels {
+    /// One ONNX model for every input (`MODEL_URI` = `s3://<bucket>/<file name>`); its sidecar
+    /// `<model>.json` goes along when present.
+    File(PathBuf),
+    /// A folder laid out as a model repository (`<name>/<version>/model.onnx`), uploaded to
+    /// `s3://<bucket>/repository/` (`MODEL_REPOSITORY`), and the default model, if any.
+    Repository { folder: PathBuf, default: Option<String> },
+}
+
+/// Where the repository goes in the model bucket.
+pub const REPOSITORY_PREFIX: &str = "repository/";
 
 /// One S3 event handed to the trigger.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +153,7 @@ pub struct LocalPipeline {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub ecs: aws_sdk_ecs::Client,
+    /// `s3://…` of the one model file, or of the model repository's root.
     pub model_uri: String,
     trigger_dead_letter_queue: DeadLetterQueue,
     events: S3EventSource,
@@ -164,12 +179,15 @@ impl LocalPipeline {
             Some(path) => path.clone(),
             None => crate::binaries::workspace_binary("worker")?,
         };
-        if !options.model.is_file() {
-            bail!(
-                "the model {} does not exist (pass --model, or generate the example models with \
-                 make models)",
-                options.model.display()
-            );
+        match &options.models {
+            LocalModels::File(model) if !model.is_file() => bail!(
+                "the model {} does not exist (pass --model, or generate the example models with make models)",
+                model.display()
+            ),
+            LocalModels::Repository { folder, .. } if !folder.is_dir() => {
+                bail!("the model repository {} is not a folder", folder.display())
+            }
+            _ => {}
         }
 
         let moto = MotoServer::start(options.moto_port).await?;
@@ -178,10 +196,21 @@ impl LocalPipeline {
         let sqs = crate::aws::sqs_client(&config);
         let ecs = crate::aws::ecs_client(&config);
         let stack = Stack::provision(&config, &options.stack).await?;
-        let model_uri = upload_model(&s3, &options.model_bucket, &options.model).await?;
+        ensure_bucket(&s3, &options.model_bucket).await?;
+        let (model_uri, models) = match &options.models {
+            LocalModels::File(model) => {
+                let uri = upload_model(&s3, &options.model_bucket, model).await?;
+                (uri.clone(), TriggerModels::File(uri))
+            }
+            LocalModels::Repository { folder, default } => {
+                upload_folder(&s3, &options.model_bucket, REPOSITORY_PREFIX, folder).await?;
+                let root = format!("s3://{}/{REPOSITORY_PREFIX}", options.model_bucket);
+                (root.clone(), TriggerModels::Repository { root, default: default.clone() })
+            }
+        };
 
         let trigger_settings = TriggerSettings {
-            model_uri: model_uri.clone(),
+            models,
             input_prefix: options.input_prefix.clone(),
             output_prefix: options.output_prefix.clone(),
             max_workers: options.max_workers,
@@ -500,9 +529,34 @@ async fn reconcile_on_schedule(trigger: Arc<LambdaFunction>, dead_letters: DeadL
     }
 }
 
+/// Uploads every file under `folder` to `s3://<bucket>/<prefix><path relative to folder>`.
+async fn upload_folder(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, folder: &Path) -> Result<()> {
+    let mut pending = vec![folder.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let mut entries = tokio::fs::read_dir(&dir).await.with_context(|| format!("cannot read {}", dir.display()))?;
+        while let Some(entry) = entries.next_entry().await? {
+            let path = entry.path();
+            if entry.file_type().await?.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let relative = path.strip_prefix(folder).expect("under the folder").to_string_lossy().replace('\\', "/");
+            let key = format!("{prefix}{relative}");
+            let body = ByteStream::from_path(&path).await.with_context(|| format!("cannot read {}", path.display()))?;
+            s3.put_object()
+                .bucket(bucket)
+                .key(&key)
+                .body(body)
+                .send()
+                .await
+                .with_context(|| format!("cannot upload {} to s3://{bucket}/{key}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Uploads the model (and its sidecar `<model>.json`, if any) and returns the model's URI.
 async fn upload_model(s3: &aws_sdk_s3::Client, bucket: &str, model: &Path) -> Result<String> {
-    ensure_bucket(s3, bucket).await?;
     let name = file_name(model)?;
     let mut files = vec![(model.to_path_buf(), name.clone())];
     let mut sidecar = model.as_os_str().to_owned();

@@ -9,7 +9,7 @@ use serde_json::Value;
 use shared::JobReport;
 use sluice_local::events::s3_object_created_event;
 use sluice_local::lambda::{AsyncInvocation, DeadLetterQueue};
-use sluice_local::{FargateOptions, LocalPipeline, PipelineOptions, StackSettings, WorkerSettings};
+use sluice_local::{FargateOptions, LocalModels, LocalPipeline, PipelineOptions, StackSettings, WorkerSettings};
 
 /// template.yaml as YAML, CloudFormation's tags (`!Ref`, `!Sub`, ...) kept as tagged nodes.
 pub mod template {
@@ -37,7 +37,7 @@ pub fn repo(path: &str) -> PathBuf {
 /// Options for a pipeline that reacts within seconds: short visibility timeout and polls.
 pub fn quick_options() -> PipelineOptions {
     PipelineOptions {
-        model: repo("models/iris_logreg.onnx"),
+        models: LocalModels::File(repo("models/iris_logreg.onnx")),
         stack: StackSettings {
             visibility_timeout: Duration::from_secs(4),
             worker: WorkerSettings {
