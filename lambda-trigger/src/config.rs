@@ -247,12 +247,7 @@ fn capacity<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<Capac
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> Environment<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-        Environment::from_fn(move |name: &str| map.get(name).cloned())
-    }
+    use shared::config::environment_of as env;
 
     const COMPLETE: &[(&str, &str)] = &[
         ("QUEUE_URL", "http://127.0.0.1:4566/123456789012/sluice-jobs"),

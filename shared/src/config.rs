@@ -51,6 +51,13 @@ pub struct Environment<F> {
     lookup: F,
 }
 
+/// An environment of the given pairs and nothing else (tests, examples).
+pub fn environment_of(pairs: &[(&str, &str)]) -> Environment<impl Fn(&str) -> Option<String>> {
+    let map: std::collections::HashMap<String, String> =
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    Environment::from_fn(move |name: &str| map.get(name).cloned())
+}
+
 /// The process environment.
 pub fn process_environment() -> Environment<impl Fn(&str) -> Option<String>> {
     Environment::from_fn(|name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))

@@ -161,12 +161,7 @@ pub fn parse_delimiter(text: &str) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> Environment<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-        Environment::from_fn(move |name: &str| map.get(name).cloned())
-    }
+    use shared::config::environment_of as env;
 
     #[test]
     fn defaults_fill_everything_but_the_queue() {
