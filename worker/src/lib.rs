@@ -9,6 +9,7 @@
 //! - [`job`]: one job, from input to report, ending as one [`job::JobOutcome`].
 //! - [`drain`]: the queue loop with heartbeat, retries and graceful stop.
 //! - [`local_transform`]: `worker transform`, one file from the command line.
+//! - [`serve`]: `worker serve`, online inference over TF Serving, KServe v2 and TorchServe.
 //! - [`metrics`], [`retry`], [`shutdown`], [`config`]: what the rest shares.
 
 pub mod completions;
@@ -23,6 +24,7 @@ pub mod queue;
 pub mod repository;
 pub mod retry;
 pub mod s3;
+pub mod serve;
 pub mod shutdown;
 pub mod sqs;
 pub mod store;

@@ -1,7 +1,8 @@
-//! The worker binary: `worker` drains the job queue (the container's command);
-//! `worker transform` runs a model over a local file.
+//! The worker binary: `worker` drains the job queue (the batch container's command);
+//! `worker transform` runs a model over one file; `worker serve` answers online requests.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use aws_config::BehaviorVersion;
@@ -15,8 +16,12 @@ use worker::drain::{DrainSettings, drain};
 use worker::engine::{CsvOptions, TransformOptions, default_threads};
 use worker::job::{JobRunner, JobSettings};
 use worker::local_transform::{self, TransformRequest};
-use worker::models::ModelCache;
+use worker::models::{ModelCache, ModelFiles};
 use worker::s3::{S3Store, s3_client};
+use worker::serve::AppState;
+use worker::serve::config::ServeSettings;
+use worker::serve::metrics::Metrics;
+use worker::serve::registry::{Registry, ServeSource};
 use worker::shutdown;
 use worker::sqs::SqsWorkQueue;
 use worker::transfer::Transfers;
@@ -66,6 +71,25 @@ enum Command {
         #[arg(long, default_value = ",")]
         delimiter: String,
     },
+    /// Serve every model of a repository online: TF Serving REST, KServe v2 and TorchServe
+    /// endpoints (settings from the environment; these flags override them).
+    Serve {
+        /// The model repository, s3://bucket/prefix/ or a folder [env: MODEL_REPOSITORY].
+        #[arg(long)]
+        model_repository: Option<String>,
+        /// Instead of a repository, one model file, served under --name.
+        #[arg(long, conflicts_with = "model_repository", requires = "name")]
+        model: Option<String>,
+        /// The name to serve --model under.
+        #[arg(long, requires = "model")]
+        name: Option<String>,
+        /// The port [env: PORT, default 8080].
+        #[arg(long)]
+        port: Option<u16>,
+        /// The address to listen on [env: BIND, default 127.0.0.1].
+        #[arg(long)]
+        bind: Option<std::net::IpAddr>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,10 +105,13 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Drain);
     // The queue mode's last word goes to its log (CloudWatch); a person at `worker transform`
     // reads one plain line.
-    let in_a_log = matches!(command, Command::Drain);
+    let in_a_log = matches!(command, Command::Drain | Command::Serve { .. });
     let result = runtime.block_on(async {
         match command {
             Command::Drain => run_queue().await,
+            Command::Serve { model_repository, model, name, port, bind } => {
+                run_server(model_repository, model.zip(name), port, bind).await
+            }
             Command::Transform {
                 model,
                 model_repository,
@@ -166,4 +193,48 @@ async fn serve_queue(
     // Aborts of abandoned uploads finish before the process exits, whatever happened.
     transfers.finish_cleanups().await;
     Ok(summary?)
+}
+
+async fn run_server(
+    repository: Option<String>,
+    file: Option<(String, String)>,
+    port: Option<u16>,
+    bind: Option<std::net::IpAddr>,
+) -> anyhow::Result<()> {
+    let mut settings = ServeSettings::from_env(&process_environment())?;
+    settings.port = port.unwrap_or(settings.port);
+    settings.bind = bind.unwrap_or(settings.bind);
+    let source = match (file, repository.or_else(|| settings.model_repository.clone())) {
+        (Some((uri, name)), _) => {
+            anyhow::ensure!(shared::models::is_model_name(&name), "--name {name:?} is not a model name");
+            ServeSource::File { uri, name }
+        }
+        (None, Some(root)) => ServeSource::Repository(root),
+        (None, None) => {
+            anyhow::bail!("nothing to serve: give --model-repository (or MODEL_REPOSITORY), or --model and --name")
+        }
+    };
+    let on_s3 = match &source {
+        ServeSource::File { uri, .. } | ServeSource::Repository(uri) => uri.starts_with("s3://"),
+    };
+    let storage = if on_s3 { Some(Transfers::new(S3Store::from_environment().await)) } else { None };
+    let metrics = Metrics::new();
+    let registry = Registry::load(&source, &ModelFiles::new(storage), settings.batch, &|name, version| {
+        metrics.batch_observer(name, version)
+    })
+    .await?;
+    let listener = tokio::net::TcpListener::bind((settings.bind, settings.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", settings.bind, settings.port))?;
+    let models: Vec<String> = registry
+        .models()
+        .iter()
+        .flat_map(|(name, versions)| versions.keys().map(move |v| format!("{name}@{v}")))
+        .collect();
+    tracing::info!(address = %listener.local_addr()?, models = ?models, healthy = registry.healthy(), "serving");
+    let shutdown = shutdown::on_signals().context("cannot listen for stop signals")?;
+    let state = Arc::new(AppState { registry, metrics, settings });
+    worker::serve::run(listener, state, shutdown).await?;
+    tracing::info!("server stopped");
+    Ok(())
 }

@@ -22,7 +22,7 @@ pub mod sources;
 use std::io;
 
 pub use format::{CsvOptions, DataFormat, FileKind, UnsupportedFile};
-pub use model::{METADATA_KEY, Model, ModelError};
+pub use model::{Element, METADATA_KEY, Model, ModelError, OutputKind, OutputSpec, OutputValues};
 pub use model_config::{ColumnRef, ModelConfig, Passthrough};
 pub use pipeline::transform;
 use shared::report::RowError;

@@ -41,6 +41,8 @@ pub const RUN_ROW_MULTIPLE: usize = 16;
 /// A model ready to run: the optimised plan and what its inputs and outputs look like.
 pub struct Model {
     plan: Plan,
+    /// The name of the model's one input.
+    pub input_name: String,
     pub n_features: usize,
     pub outputs: Vec<OutputSpec>,
     /// The configuration in force: the sidecar's, the model's embedded one, or the default.
@@ -56,6 +58,19 @@ pub struct OutputSpec {
     pub kind: OutputKind,
     /// Column names in the output file.
     pub columns: Vec<String>,
+    /// 1 for `[batch]`, 2 for `[batch, width]`.
+    pub rank: usize,
+    /// What the ONNX model itself outputs here (a classifier's string labels are run as the
+    /// integers 0, 1, … and named back: see [`number_string_labels`]).
+    pub element: Element,
+}
+
+/// The element type of a model output, as the model declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Element {
+    Int64,
+    String,
+    Float32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -126,8 +141,9 @@ impl Model {
         let mut proto =
             onnx.proto_model_for_read(&mut &bytes[..]).map_err(|e| ModelError::Unreadable(format!("{e:#}")))?;
         let graph = proto.graph.as_mut().ok_or_else(|| ModelError::Unreadable("it has no graph".into()))?;
-        let n_features = feature_count(graph)?;
+        let (input_name, n_features) = feature_count(graph)?;
         let declared = declared_labels(graph)?;
+        let string_labels = matches!(declared, Some(DeclaredLabels::Names(_)));
         number_string_labels(graph);
         let graph_outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
         let config = match sidecar {
@@ -153,11 +169,11 @@ impl Model {
             .enumerate()
             .map(|(ix, name)| {
                 let fact = typed.output_fact(ix).map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
-                output_spec(name, fact, classes.as_ref())
+                output_spec(name, fact, classes.as_ref(), string_labels)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let plan = typed.into_runnable().map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
-        Ok(Self { plan, n_features, outputs, config, sha256: hex::encode(Sha256::digest(bytes)) })
+        Ok(Self { plan, input_name, n_features, outputs, config, sha256: hex::encode(Sha256::digest(bytes)) })
     }
 
     /// Every output column name, in order.
@@ -234,6 +250,16 @@ impl OutputValues {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The values of `rows` rows from row `start`, `width` values a row.
+    pub fn rows(&self, start: usize, rows: usize, width: usize) -> OutputValues {
+        let range = start * width..(start + rows) * width;
+        match self {
+            OutputValues::Int(v) => OutputValues::Int(v[range].to_vec()),
+            OutputValues::Text(v) => OutputValues::Text(v[range].to_vec()),
+            OutputValues::Float(v) => OutputValues::Float(v[range].to_vec()),
+        }
+    }
 }
 
 /// Marks the upper halves of the vector registers clean (`vzeroupper`), where the CPU has AVX.
@@ -252,8 +278,8 @@ pub fn clear_upper_vector_state() {
     }
 }
 
-/// The fixed second dimension of the model's single 2-D input.
-fn feature_count(graph: &pb::GraphProto) -> Result<usize, ModelError> {
+/// The name and the fixed second dimension of the model's single 2-D input.
+fn feature_count(graph: &pb::GraphProto) -> Result<(String, usize), ModelError> {
     use pb::tensor_shape_proto::dimension::Value;
     use pb::type_proto::Value as Type;
     let initializers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
@@ -272,7 +298,7 @@ fn feature_count(graph: &pb::GraphProto) -> Result<usize, ModelError> {
         }
     };
     match dims.get(1).and_then(|d| d.value.as_ref()) {
-        Some(Value::DimValue(n)) if dims.len() == 2 && *n > 0 => Ok(*n as usize),
+        Some(Value::DimValue(n)) if dims.len() == 2 && *n > 0 => Ok((input.name.clone(), *n as usize)),
         _ => Err(ModelError::Unsupported(format!(
             "input {:?} must be 2-D [batch, features] with a fixed number of features",
             input.name
@@ -366,7 +392,12 @@ fn class_names(
     })
 }
 
-fn output_spec(name: &str, fact: &TypedFact, classes: Option<&Classes>) -> Result<OutputSpec, ModelError> {
+fn output_spec(
+    name: &str,
+    fact: &TypedFact,
+    classes: Option<&Classes>,
+    string_labels: bool,
+) -> Result<OutputSpec, ModelError> {
     let unsupported = |why: &str| ModelError::Unsupported(format!("output {name:?} {why}"));
     let rank = fact.rank();
     let width = match rank {
@@ -383,10 +414,13 @@ fn output_spec(name: &str, fact: &TypedFact, classes: Option<&Classes>) -> Resul
     let dt = fact.datum_type;
     let is_label = rank == 1 && (dt.is_integer() || dt == DatumType::TDim || dt == DatumType::String);
     if is_label {
+        let element = if string_labels || dt == DatumType::String { Element::String } else { Element::Int64 };
         return Ok(OutputSpec {
             name: name.to_owned(),
             kind: OutputKind::Label { classes: classes.cloned() },
             columns: vec![name.to_owned()],
+            rank,
+            element,
         });
     }
     if !(dt.is_float() || dt.is_integer() || dt == DatumType::TDim) {
@@ -397,7 +431,8 @@ fn output_spec(name: &str, fact: &TypedFact, classes: Option<&Classes>) -> Resul
         Some(classes) if classes.names.len() == width => classes.names.iter().map(|c| format!("{name}_{c}")).collect(),
         _ => (0..width).map(|i| format!("{name}_{i}")).collect(),
     };
-    Ok(OutputSpec { name: name.to_owned(), kind: OutputKind::Values { width }, columns })
+    let element = if dt.is_float() { Element::Float32 } else { Element::Int64 };
+    Ok(OutputSpec { name: name.to_owned(), kind: OutputKind::Values { width }, columns, rank, element })
 }
 
 fn tensor_values(tensor: &Tensor) -> TractResult<OutputValues> {

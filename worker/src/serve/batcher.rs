@@ -1,0 +1,202 @@
+//! Dynamic batching: concurrent requests for one model run together, as Triton's dynamic
+//! batcher runs them. A request joins the batch being gathered. The batch runs on the blocking
+//! thread pool (never on the async executor's threads), at most `parallel` batches of a model at
+//! once: as soon as a run is free, or once it holds `max_batch_rows` rows. While every run is
+//! busy, requests that arrive join the waiting batch, so under load batches grow by themselves
+//! and an idle model answers a lone request at once. `max_delay` (0 by default, as Triton's
+//! `max_queue_delay_microseconds`) also holds a batch back that long for company when a run is
+//! free. The queue of waiting requests is bounded: when it is full a request is refused at once
+//! (the server answers 503 with `Retry-After`).
+//!
+//! Each request's rows start at a multiple of [`RUN_ROW_MULTIPLE`] within the batch, where they
+//! would be in a run of their own (see that constant): results are identical to one-by-one runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::engine::model::RUN_ROW_MULTIPLE;
+use crate::engine::{Model, OutputValues};
+use crate::models::LoadedModel;
+
+/// How requests are batched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// The most rows one model run takes (a larger request runs alone).
+    pub max_batch_rows: usize,
+    /// How long the first request of a batch waits for others while a run is free.
+    pub max_delay: Duration,
+    /// Requests waiting for a model, at most; more are refused.
+    pub queue_capacity: usize,
+    /// Batches of one model running at once.
+    pub parallel: usize,
+}
+
+/// Why a request got no predictions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InferError {
+    #[error("the model's queue is full ({0} requests waiting): try again shortly")]
+    Overloaded(usize),
+    #[error("the model failed: {0}")]
+    Model(String),
+    #[error("the server is stopping")]
+    Stopped,
+}
+
+/// What the batcher reports of each batch it runs.
+pub trait BatchObserver: Send + Sync + 'static {
+    fn batch_ran(&self, requests: usize, rows: usize);
+}
+
+/// The batching front of one loaded model.
+#[derive(Clone)]
+pub struct Batcher {
+    requests: mpsc::Sender<Pending>,
+    capacity: usize,
+}
+
+struct Pending {
+    features: Vec<f32>,
+    rows: usize,
+    reply: oneshot::Sender<Result<Vec<OutputValues>, InferError>>,
+}
+
+impl Batcher {
+    /// Starts batching for `model`; the batcher stops when the last handle is dropped.
+    pub fn start(model: Arc<LoadedModel>, settings: BatchSettings, observer: Arc<dyn BatchObserver>) -> Self {
+        let (requests, queue) = mpsc::channel(settings.queue_capacity.max(1));
+        tokio::spawn(gather(model, settings, queue, observer));
+        Self { requests, capacity: settings.queue_capacity.max(1) }
+    }
+
+    /// Requests waiting to join a batch.
+    pub fn waiting(&self) -> usize {
+        self.capacity - self.requests.capacity()
+    }
+
+    /// The predictions for `rows` rows of `features` (row-major), each output's values for
+    /// these rows only.
+    pub async fn infer(&self, features: Vec<f32>, rows: usize) -> Result<Vec<OutputValues>, InferError> {
+        if rows == 0 || !features.len().is_multiple_of(rows) {
+            return Err(InferError::Model(format!("{} values do not make {rows} rows", features.len())));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.requests.try_send(Pending { features, rows, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => InferError::Overloaded(self.capacity),
+            mpsc::error::TrySendError::Closed(_) => InferError::Stopped,
+        })?;
+        answer.await.map_err(|_| InferError::Stopped)?
+    }
+}
+
+/// Rows a request takes in a batch: its own, rounded up to a whole run group.
+fn slots(rows: usize) -> usize {
+    rows.max(1).next_multiple_of(RUN_ROW_MULTIPLE)
+}
+
+async fn gather(
+    model: Arc<LoadedModel>,
+    settings: BatchSettings,
+    mut queue: mpsc::Receiver<Pending>,
+    observer: Arc<dyn BatchObserver>,
+) {
+    let running = Arc::new(Semaphore::new(settings.parallel.max(1)));
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queue.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut batch = Gathering::new(first, settings.max_batch_rows);
+        // What is queued already, then what comes within the delay.
+        let deadline = Instant::now() + settings.max_delay;
+        while batch.is_open() {
+            let next = match queue.try_recv() {
+                Ok(next) => next,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                // (A timer at a passed deadline would still wait for the timer's next turn.)
+                Err(mpsc::error::TryRecvError::Empty) if settings.max_delay.is_zero() => break,
+                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, queue.recv()).await {
+                    Ok(Some(next)) => next,
+                    Ok(None) | Err(_) => break,
+                },
+            };
+            batch.add(next);
+        }
+        // Then, once a run is free, what came while every run was busy.
+        let Ok(permit) = Arc::clone(&running).acquire_owned().await else { return };
+        while batch.is_open() {
+            let Ok(next) = queue.try_recv() else { break };
+            batch.add(next);
+        }
+        carried = batch.left_over.take();
+        let model = Arc::clone(&model);
+        let observer = Arc::clone(&observer);
+        let requests = batch.requests;
+        tokio::task::spawn_blocking(move || {
+            run(&model.model, requests, observer.as_ref());
+            drop(permit);
+        });
+    }
+}
+
+/// A batch being gathered: open until it is full or a request did not fit (that request starts
+/// the next batch).
+struct Gathering {
+    requests: Vec<Pending>,
+    used: usize,
+    max_rows: usize,
+    left_over: Option<Pending>,
+}
+
+impl Gathering {
+    fn new(first: Pending, max_rows: usize) -> Self {
+        Self { used: slots(first.rows), requests: vec![first], max_rows, left_over: None }
+    }
+
+    fn is_open(&self) -> bool {
+        self.used < self.max_rows && self.left_over.is_none()
+    }
+
+    fn add(&mut self, next: Pending) {
+        if self.used + slots(next.rows) > self.max_rows {
+            self.left_over = Some(next);
+        } else {
+            self.used += slots(next.rows);
+            self.requests.push(next);
+        }
+    }
+}
+
+/// Runs one batch and answers each of its requests.
+fn run(model: &Model, batch: Vec<Pending>, observer: &dyn BatchObserver) {
+    let n = model.n_features;
+    let total: usize = batch.iter().map(|p| slots(p.rows)).sum();
+    let mut features = vec![0.0f32; total * n];
+    let mut offset = 0;
+    for pending in &batch {
+        features[offset * n..(offset + pending.rows) * n].copy_from_slice(&pending.features[..pending.rows * n]);
+        offset += slots(pending.rows);
+    }
+    observer.batch_ran(batch.len(), batch.iter().map(|p| p.rows).sum());
+    let predictions = model.predict(&features, total);
+    let mut offset = 0;
+    for pending in batch {
+        let answer = match &predictions {
+            Ok(outputs) => Ok(outputs
+                .iter()
+                .zip(&model.outputs)
+                .map(|(values, spec)| values.rows(offset, pending.rows, spec.width()))
+                .collect()),
+            Err(error) => Err(InferError::Model(error.to_string())),
+        };
+        offset += slots(pending.rows);
+        // A request whose client went away is simply not answered.
+        let _ = pending.reply.send(answer);
+    }
+}

@@ -1,0 +1,129 @@
+//! The server's settings, from the environment (the ECS service's task definition), which the
+//! `worker serve` flags override.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use shared::config::{ConfigError, EnvVar, Environment};
+
+use crate::engine::default_threads;
+
+use super::batcher::BatchSettings;
+
+pub const MODEL_REPOSITORY: EnvVar =
+    EnvVar::optional("MODEL_REPOSITORY", "s3://bucket/prefix/ or a folder of the models to serve", "");
+pub const PORT: EnvVar = EnvVar::optional("PORT", "the TCP port to listen on, from 1 to 65535", "8080");
+pub const BIND: EnvVar =
+    EnvVar::optional("BIND", "the IP address to listen on, e.g. 127.0.0.1 or 0.0.0.0", "127.0.0.1");
+pub const MAX_BATCH_ROWS: EnvVar =
+    EnvVar::optional("MAX_BATCH_ROWS", "the most rows one model run takes, from 1 to 65536", "256");
+pub const MAX_BATCH_DELAY_MICROS: EnvVar = EnvVar::optional(
+    "MAX_BATCH_DELAY_MICROS",
+    "microseconds a request waits for others to batch with while the model is free, from 0 to 1000000",
+    "0",
+);
+pub const QUEUE_CAPACITY: EnvVar = EnvVar::optional(
+    "QUEUE_CAPACITY",
+    "requests that may wait for one model, from 1 to 100000; more are answered 503",
+    "512",
+);
+pub const MAX_BODY_BYTES: EnvVar = EnvVar::optional(
+    "MAX_BODY_BYTES",
+    "the largest request body in bytes, from 1024 to 1073741824; larger ones are answered 413",
+    "16777216",
+);
+pub const REQUEST_TIMEOUT_SECONDS: EnvVar = EnvVar::optional(
+    "REQUEST_TIMEOUT_SECONDS",
+    "seconds a request may take, body included, from 1 to 3600; slower ones are answered 408",
+    "30",
+);
+pub const SHUTDOWN_GRACE_SECONDS: EnvVar = EnvVar::optional(
+    "SHUTDOWN_GRACE_SECONDS",
+    "seconds to finish requests in flight after SIGTERM, from 0 to 600 (below the task's stop timeout)",
+    "25",
+);
+pub const INFERENCE_THREADS: EnvVar = EnvVar::optional(
+    "INFERENCE_THREADS",
+    "batches of one model run at once, from 1 to 256, or 0 for one per core",
+    "0",
+);
+
+/// Every variable `worker serve` reads.
+pub const VARS: &[EnvVar] = &[
+    MODEL_REPOSITORY,
+    PORT,
+    BIND,
+    MAX_BATCH_ROWS,
+    MAX_BATCH_DELAY_MICROS,
+    QUEUE_CAPACITY,
+    MAX_BODY_BYTES,
+    REQUEST_TIMEOUT_SECONDS,
+    SHUTDOWN_GRACE_SECONDS,
+    INFERENCE_THREADS,
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeSettings {
+    pub model_repository: Option<String>,
+    pub bind: IpAddr,
+    pub port: u16,
+    pub batch: BatchSettings,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl ServeSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<Self, ConfigError> {
+        let threads = match env.parse_in(&INFERENCE_THREADS, 0..=256usize)? {
+            0 => default_threads(),
+            n => n,
+        };
+        let repository = env.string(&MODEL_REPOSITORY)?;
+        Ok(Self {
+            model_repository: Some(repository).filter(|r| !r.is_empty()),
+            bind: env.parse(&BIND)?,
+            port: env.parse_in(&PORT, 1..=65535)?,
+            batch: BatchSettings {
+                max_batch_rows: env.parse_in(&MAX_BATCH_ROWS, 1..=65536)?,
+                max_delay: Duration::from_micros(env.parse_in(&MAX_BATCH_DELAY_MICROS, 0..=1_000_000)?),
+                queue_capacity: env.parse_in(&QUEUE_CAPACITY, 1..=100_000)?,
+                parallel: threads,
+            },
+            max_body_bytes: env.parse_in(&MAX_BODY_BYTES, 1024..=1 << 30)?,
+            request_timeout: Duration::from_secs(env.parse_in(&REQUEST_TIMEOUT_SECONDS, 1..=3600)?),
+            shutdown_grace: Duration::from_secs(env.parse_in(&SHUTDOWN_GRACE_SECONDS, 0..=600)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::config::environment_of as env;
+
+    #[test]
+    fn defaults_listen_on_loopback_and_batch_briefly() {
+        let settings = ServeSettings::from_env(&env(&[])).unwrap();
+        assert_eq!((settings.bind.to_string(), settings.port), ("127.0.0.1".into(), 8080));
+        assert_eq!(settings.batch.max_batch_rows, 256);
+        assert_eq!(settings.batch.max_delay, Duration::ZERO);
+        assert_eq!(settings.model_repository, None);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("PORT", "0"),
+            ("BIND", "localhost:80"),
+            ("MAX_BATCH_ROWS", "0"),
+            ("MAX_BATCH_DELAY_MICROS", "soon"),
+            ("QUEUE_CAPACITY", "0"),
+            ("MAX_BODY_BYTES", "10"),
+            ("REQUEST_TIMEOUT_SECONDS", "0"),
+            ("INFERENCE_THREADS", "999"),
+        ] {
+            assert_eq!(ServeSettings::from_env(&env(&[(name, value)])).unwrap_err().name, name, "{name}={value}");
+        }
+    }
+}

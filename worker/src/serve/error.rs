@@ -1,0 +1,116 @@
+//! One error type for every endpoint, answered in the shape of the protocol asked: `{"error":
+//! "…"}` for TF Serving and KServe v2, `{"code", "type", "message"}` for TorchServe.
+
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+
+use super::batcher::InferError;
+use super::registry::LookupError;
+
+/// The protocol a request spoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    TfServing,
+    KServe,
+    TorchServe,
+}
+
+impl Protocol {
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::TfServing => "tfserving",
+            Protocol::KServe => "kserve",
+            Protocol::TorchServe => "torchserve",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Overloaded(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("the request body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServeError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ServeError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServeError::Overloaded(_) | ServeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// TorchServe's exception names.
+    fn torchserve_type(&self) -> &'static str {
+        match self {
+            ServeError::NotFound(_) => "ModelNotFoundException",
+            ServeError::BadRequest(_) => "BadRequestException",
+            ServeError::Overloaded(_) => "ServiceUnavailableException",
+            ServeError::Unavailable(_) => "ModelUnavailableException",
+            ServeError::TooLarge(_) => "RequestEntityTooLargeException",
+            ServeError::Internal(_) => "InternalServerException",
+        }
+    }
+
+    /// The error as `protocol` answers it.
+    pub fn into_response_for(self, protocol: Protocol) -> Response {
+        let status = self.status();
+        let body = match protocol {
+            Protocol::TfServing | Protocol::KServe => json!({ "error": self.to_string() }),
+            Protocol::TorchServe => {
+                json!({ "code": status.as_u16(), "type": self.torchserve_type(), "message": self.to_string() })
+            }
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(self, ServeError::Overloaded(_)) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<LookupError> for ServeError {
+    fn from(error: LookupError) -> Self {
+        match error {
+            LookupError::Unavailable { .. } => ServeError::Unavailable(error.to_string()),
+            _ => ServeError::NotFound(error.to_string()),
+        }
+    }
+}
+
+impl From<InferError> for ServeError {
+    fn from(error: InferError) -> Self {
+        match error {
+            InferError::Overloaded(_) | InferError::Stopped => ServeError::Overloaded(error.to_string()),
+            InferError::Model(_) => ServeError::Internal(error.to_string()),
+        }
+    }
+}
+
+/// The request body, or why it could not be read (413 past the body limit).
+pub fn body(result: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ServeError> {
+    result.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ServeError::TooLarge(limit),
+        _ => ServeError::BadRequest(format!("the request body cannot be read: {rejection}")),
+    })
+}
+
+/// The body as JSON, or a 400 naming where it is broken.
+pub fn json_body(body: &[u8]) -> Result<serde_json::Value, ServeError> {
+    serde_json::from_slice(body).map_err(|e| ServeError::BadRequest(format!("the body is not valid JSON: {e}")))
+}

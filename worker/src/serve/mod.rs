@@ -1,0 +1,140 @@
+//! `worker serve`: online inference from the same models as the batch pipeline, speaking the
+//! protocols existing clients use: TensorFlow Serving's REST API ([`tfserving`]), KServe's v2 /
+//! Open Inference Protocol ([`kserve`], as Triton's clients speak it) and TorchServe's
+//! ([`torchserve`]), with `GET /metrics` in the Prometheus text format.
+//!
+//! - [`registry`]: every model of the repository, loaded once, each with its [`batcher`].
+//! - [`batcher`]: concurrent requests for a model run together, off the async threads.
+//! - [`tensors`]: JSON tensors to feature rows and predictions back.
+//! - [`error`]: one error type, answered in each protocol's own shape.
+//!
+//! Cross-cutting limits are layers: the body limit (413), the request time-out (408). The server
+//! stops on the injected shutdown: it accepts nothing new and finishes what is in flight within
+//! the grace period.
+
+pub mod batcher;
+pub mod config;
+pub mod error;
+pub mod kserve;
+pub mod metrics;
+pub mod registry;
+pub mod tensors;
+pub mod tfserving;
+pub mod torchserve;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::shutdown::Shutdown;
+use config::ServeSettings;
+use error::{Protocol, ServeError};
+use metrics::Metrics;
+use registry::Registry;
+
+/// What the handlers share.
+pub struct AppState {
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub settings: ServeSettings,
+}
+
+impl AppState {
+    /// Runs a handler's work, answers its error in `protocol`'s shape, and counts the request.
+    pub async fn answer(
+        &self,
+        protocol: Protocol,
+        model: &str,
+        work: impl Future<Output = Result<Response, ServeError>>,
+    ) -> Response {
+        let started = Instant::now();
+        let response = match work.await {
+            Ok(response) => response,
+            Err(error) => {
+                if error.status().is_server_error() {
+                    tracing::warn!(protocol = protocol.label(), model, %error, "request failed");
+                }
+                error.into_response_for(protocol)
+            }
+        };
+        // Only models the server has get a label of their own: a client cannot grow the metrics.
+        let label = if self.registry.versions(model).is_some() { model } else { "" };
+        self.metrics.request(protocol, label, response.status().as_u16(), started.elapsed());
+        response
+    }
+}
+
+/// A version from a path (`…/versions/2`); anything but a positive integer names no version.
+pub(crate) fn version_number(text: &str) -> Result<u64, ServeError> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ServeError::NotFound(format!("{text:?} is not a model version (a positive integer)")))
+}
+
+/// Every route of the three protocols, with the body limit and the time-out.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.settings.max_body_bytes;
+    let timeout = state.settings.request_timeout;
+    Router::new()
+        // TensorFlow Serving: the verb rides on the last segment (`iris:predict`).
+        .route("/v1/models/{name}", get(tfserving::status).post(tfserving::predict))
+        .route("/v1/models/{name}/metadata", get(tfserving::metadata))
+        .route(
+            "/v1/models/{name}/versions/{version}",
+            get(tfserving::status_of_version).post(tfserving::predict_version),
+        )
+        .route("/v1/models/{name}/versions/{version}/metadata", get(tfserving::metadata_of_version))
+        // KServe v2.
+        .route("/v2", get(kserve::server_metadata))
+        .route("/v2/health/live", get(kserve::live))
+        .route("/v2/health/ready", get(kserve::ready))
+        .route("/v2/models/{name}", get(kserve::model_metadata))
+        .route("/v2/models/{name}/ready", get(kserve::model_ready))
+        .route("/v2/models/{name}/infer", post(kserve::infer))
+        .route("/v2/models/{name}/versions/{version}", get(kserve::model_version_metadata))
+        .route("/v2/models/{name}/versions/{version}/ready", get(kserve::model_version_ready))
+        .route("/v2/models/{name}/versions/{version}/infer", post(kserve::infer_version))
+        // TorchServe.
+        .route("/ping", get(torchserve::ping))
+        .route("/predictions/{name}", post(torchserve::predict))
+        .route("/predictions/{name}/{version}", post(torchserve::predict_version))
+        .route("/metrics", get(prometheus))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
+        .with_state(state)
+}
+
+async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
+    let mut response = state.metrics.encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+/// Serves on `listener` until `shutdown`, then lets requests in flight finish for the grace
+/// period.
+pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: Shutdown) -> std::io::Result<()> {
+    let grace = state.settings.shutdown_grace;
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let stopping = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.wait().await });
+    tokio::select! {
+        result = server => result,
+        () = async { shutdown.wait().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "requests still in flight at the end of the grace period: stopping");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! TensorFlow Serving's REST API: `POST /v1/models/{name}[/versions/{v}]:predict` with
+//! `instances` (rows) or `inputs` (columns), answering `predictions` or `outputs`; the model
+//! status `GET /v1/models/{name}[/versions/{v}]` and its `…/metadata`.
+//!
+//! <https://www.tensorflow.org/tfx/serving/api_rest>
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use super::error::{Protocol, ServeError, body, json_body};
+use super::registry::{ServedModel, Slot};
+use super::tensors::{Features, datatype, from_columns, from_instances, row_value};
+use super::{AppState, version_number};
+
+const PROTOCOL: Protocol = Protocol::TfServing;
+
+/// `GET /v1/models/{name}`, or `POST /v1/models/{name}:predict`.
+pub async fn status(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    state.answer(PROTOCOL, &name, async { status_of(&state, &name, None) }).await
+}
+
+pub async fn status_of_version(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    state.answer(PROTOCOL, &name, async { status_of(&state, &name, Some(version_number(&version)?)) }).await
+}
+
+pub async fn metadata(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    state.answer(PROTOCOL, &name, async { metadata_of(&state, &name, None) }).await
+}
+
+pub async fn metadata_of_version(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    state.answer(PROTOCOL, &name, async { metadata_of(&state, &name, Some(version_number(&version)?)) }).await
+}
+
+/// `POST /v1/models/{name}:predict`: the path segment holds the name and the verb.
+pub async fn predict(
+    State(state): State<Arc<AppState>>,
+    Path(name_and_verb): Path<String>,
+    request: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (name, verb) = name_and_verb.split_once(':').unwrap_or((&name_and_verb, ""));
+    let name = name.to_owned();
+    state
+        .answer(PROTOCOL, &name, async {
+            check_verb(verb)?;
+            predict_with(&state, &name, None, request).await
+        })
+        .await
+}
+
+/// `POST /v1/models/{name}/versions/{v}:predict`.
+pub async fn predict_version(
+    State(state): State<Arc<AppState>>,
+    Path((name, version_and_verb)): Path<(String, String)>,
+    request: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (version, verb) = version_and_verb.split_once(':').unwrap_or((&version_and_verb, ""));
+    let version = version.to_owned();
+    state
+        .answer(PROTOCOL, &name, async {
+            check_verb(verb)?;
+            predict_with(&state, &name, Some(version_number(&version)?), request).await
+        })
+        .await
+}
+
+fn check_verb(verb: &str) -> Result<(), ServeError> {
+    match verb {
+        "predict" => Ok(()),
+        "classify" | "regress" => Err(ServeError::BadRequest(format!(
+            ":{verb} needs a tf.Example signature, which an ONNX model does not have; use :predict"
+        ))),
+        _ => Err(ServeError::NotFound(format!("no such method {verb:?}: use POST .../v1/models/NAME:predict"))),
+    }
+}
+
+async fn predict_with(
+    state: &AppState,
+    name: &str,
+    version: Option<u64>,
+    request: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServeError> {
+    let model = state.registry.get(name, version)?;
+    let request = json_body(&body(request, state.settings.max_body_bytes)?)?;
+    let Value::Object(request) = request else {
+        return Err(ServeError::BadRequest("the body is not a JSON object with \"instances\" or \"inputs\"".into()));
+    };
+    let loaded = &model.loaded.model;
+    let (features, columnar) = match (request.get("instances"), request.get("inputs")) {
+        (Some(instances), None) => (from_instances(instances, loaded), false),
+        (None, Some(inputs)) => (from_columns(inputs, loaded), true),
+        (Some(_), Some(_)) => return Err(ServeError::BadRequest("give \"instances\" or \"inputs\", not both".into())),
+        (None, None) => return Err(ServeError::BadRequest("the body has neither \"instances\" nor \"inputs\"".into())),
+    };
+    let features = features.map_err(ServeError::BadRequest)?;
+    let outputs = model.batcher.infer(features.values.clone(), features.rows).await?;
+    Ok(Json(if columnar {
+        columns_answer(model, &outputs, &features)
+    } else {
+        rows_answer(model, &outputs, &features)
+    })
+    .into_response())
+}
+
+/// `{"predictions": [...]}`: per row, the one output's value, or an object of every output's.
+fn rows_answer(model: &ServedModel, outputs: &[crate::engine::OutputValues], features: &Features) -> Value {
+    let specs = &model.loaded.model.outputs;
+    let predictions: Vec<Value> = (0..features.rows)
+        .map(|row| match specs.len() {
+            1 => row_value(&specs[0], &outputs[0], row, features.form),
+            _ => Value::Object(
+                specs
+                    .iter()
+                    .zip(outputs)
+                    .map(|(spec, values)| (spec.name.clone(), row_value(spec, values, row, features.form)))
+                    .collect(),
+            ),
+        })
+        .collect();
+    json!({ "predictions": predictions })
+}
+
+/// `{"outputs": ...}`: the one output's rows, or an object of every output's.
+fn columns_answer(model: &ServedModel, outputs: &[crate::engine::OutputValues], features: &Features) -> Value {
+    let specs = &model.loaded.model.outputs;
+    let column = |spec, values| -> Value {
+        Value::Array((0..features.rows).map(|row| row_value(spec, values, row, features.form)).collect())
+    };
+    let outputs: Value = match specs.len() {
+        1 => column(&specs[0], &outputs[0]),
+        _ => Value::Object(
+            specs.iter().zip(outputs).map(|(spec, values)| (spec.name.clone(), column(spec, values))).collect(),
+        ),
+    };
+    json!({ "outputs": outputs })
+}
+
+/// `GetModelStatusResponse`: every version's state, or one's.
+fn status_of(state: &AppState, name: &str, version: Option<u64>) -> Result<Response, ServeError> {
+    let versions = state
+        .registry
+        .versions(name)
+        .ok_or_else(|| ServeError::NotFound(format!("Could not find any versions of model {name}")))?;
+    let statuses: Vec<Value> = versions
+        .iter()
+        .filter(|(v, _)| version.is_none_or(|wanted| **v == wanted))
+        .map(|(v, slot)| match slot {
+            Slot::Ready(_) => json!({
+                "version": v.to_string(), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}
+            }),
+            Slot::Failed(reason) => json!({
+                "version": v.to_string(), "state": "END", "status": {"error_code": "UNKNOWN", "error_message": reason}
+            }),
+        })
+        .collect();
+    if statuses.is_empty() {
+        return Err(ServeError::NotFound(format!(
+            "Could not find version {} of model {name}",
+            version.unwrap_or_default()
+        )));
+    }
+    Ok(Json(json!({ "model_version_status": statuses })).into_response())
+}
+
+/// `GetModelMetadataResponse`: the `serving_default` signature of the model's input and outputs.
+fn metadata_of(state: &AppState, name: &str, version: Option<u64>) -> Result<Response, ServeError> {
+    let model = state.registry.get(name, version)?;
+    let loaded = &model.loaded.model;
+    let tensor = |name: &str, element, dims: &[i64]| {
+        json!({
+            "dtype": match datatype(element) { "INT64" => "DT_INT64", "BYTES" => "DT_STRING", _ => "DT_FLOAT" },
+            "tensor_shape": {
+                "dim": dims.iter().map(|d| json!({"size": d.to_string(), "name": ""})).collect::<Vec<_>>(),
+                "unknown_rank": false,
+            },
+            "name": name,
+        })
+    };
+    let mut inputs = Map::new();
+    inputs.insert(
+        loaded.input_name.clone(),
+        tensor(&loaded.input_name, crate::engine::Element::Float32, &[-1, loaded.n_features as i64]),
+    );
+    let outputs: Map<String, Value> = loaded
+        .outputs
+        .iter()
+        .map(|spec| {
+            let dims: Vec<i64> = if spec.rank == 1 { vec![-1] } else { vec![-1, spec.width() as i64] };
+            (spec.name.clone(), tensor(&spec.name, spec.element, &dims))
+        })
+        .collect();
+    Ok(Json(json!({
+        "model_spec": { "name": model.name, "signature_name": "", "version": model.version.to_string() },
+        "metadata": { "signature_def": { "signature_def": { "serving_default": {
+            "inputs": inputs, "outputs": outputs, "method_name": "tensorflow/serving/predict"
+        }}}}
+    }))
+    .into_response())
+}

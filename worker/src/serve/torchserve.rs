@@ -1,0 +1,163 @@
+//! TorchServe's (and MXNet Model Server's) inference API: `GET /ping` and `POST
+//! /predictions/{name}[/{version}]`. The body is rows of features as JSON (one object or list,
+//! or a list of them) or CSV with a header; the answer names its columns as the batch outputs do
+//! (pass-through columns, the label as the class name, one probability per class), as JSON, or
+//! as CSV for a CSV request.
+//!
+//! <https://pytorch.org/serve/inference_api.html>
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::error::{Protocol, ServeError, body};
+use super::registry::ServedModel;
+use super::{AppState, version_number};
+use crate::engine::batch::Batch;
+use crate::engine::sinks::OutputLayout;
+use crate::engine::sources::{CsvSource, JsonLinesSource, RowSource};
+use crate::engine::{DataFormat, TransformError};
+
+const PROTOCOL: Protocol = Protocol::TorchServe;
+
+/// Healthy once every model is loaded.
+pub async fn ping(State(state): State<Arc<AppState>>) -> Response {
+    if state.registry.healthy() {
+        Json(json!({ "status": "Healthy" })).into_response()
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "status": "Unhealthy" }))).into_response()
+    }
+}
+
+pub async fn predict(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    request: Result<Bytes, BytesRejection>,
+) -> Response {
+    state.answer(PROTOCOL, &name, async { predict_with(&state, &name, None, &headers, request).await }).await
+}
+
+pub async fn predict_version(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    request: Result<Bytes, BytesRejection>,
+) -> Response {
+    state
+        .answer(PROTOCOL, &name, async {
+            predict_with(&state, &name, Some(version_number(&version)?), &headers, request).await
+        })
+        .await
+}
+
+/// How the request gave its rows, and so how the answer gives its own.
+enum Shape {
+    /// One JSON object or list: one object or list back.
+    One,
+    /// A JSON list of rows: a list back.
+    Many,
+    Csv,
+}
+
+async fn predict_with(
+    state: &AppState,
+    name: &str,
+    version: Option<u64>,
+    headers: &HeaderMap,
+    request: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServeError> {
+    let model = state.registry.get(name, version)?;
+    let body = body(request, state.settings.max_body_bytes)?;
+    let csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/csv") || t.starts_with("application/csv"));
+    let (shape, lines) = if csv { (Shape::Csv, body.to_vec()) } else { json_rows(&body)? };
+    let format = if csv { DataFormat::Csv { delimiter: b',', has_header: true } } else { DataFormat::JsonLines };
+    let (batch, layout) = parse(model, format, lines)?;
+    let outputs = model.batcher.infer(batch.features.clone(), batch.rows).await?;
+    let mut text = layout.header().map_err(|e| ServeError::Internal(e.to_string()))?;
+    layout.format(&batch, &outputs, &model.loaded.model, &mut text);
+    Ok(match shape {
+        Shape::Csv => {
+            let mut response = text.into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
+            response
+        }
+        Shape::One | Shape::Many => {
+            let mut rows: Vec<Value> = text
+                .split(|&b| b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| serde_json::from_slice(line).map_err(|e| ServeError::Internal(e.to_string())))
+                .collect::<Result<_, _>>()?;
+            match shape {
+                Shape::One => Json(rows.pop().unwrap_or(Value::Null)).into_response(),
+                _ => Json(Value::Array(rows)).into_response(),
+            }
+        }
+    })
+}
+
+/// A JSON body as JSON Lines: one object or list (one row), or a list of objects or lists.
+fn json_rows(body: &[u8]) -> Result<(Shape, Vec<u8>), ServeError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ServeError::BadRequest(format!("the body is not valid JSON (send CSV as Content-Type text/csv): {e}"))
+    })?;
+    let row_of = |value: &Value| matches!(value, Value::Object(_) | Value::Array(_));
+    let (shape, rows): (Shape, Vec<&Value>) = match &value {
+        Value::Array(items) if !items.is_empty() && items.iter().all(row_of) => (Shape::Many, items.iter().collect()),
+        Value::Object(_) | Value::Array(_) => (Shape::One, vec![&value]),
+        other => {
+            return Err(ServeError::BadRequest(format!(
+                "the body is {}; send a row (an object of features, or a list of them), or a list of rows",
+                super::tensors::kind_of(other)
+            )));
+        }
+    };
+    let mut lines = Vec::with_capacity(body.len() + rows.len());
+    for row in rows {
+        serde_json::to_writer(&mut lines, row).expect("a JSON value serialises");
+        lines.push(b'\n');
+    }
+    Ok((shape, lines))
+}
+
+/// The rows, read as the batch engine reads a file; any bad row fails the request with its reason.
+fn parse(model: &ServedModel, format: DataFormat, text: Vec<u8>) -> Result<(Batch, OutputLayout), ServeError> {
+    let loaded = &model.loaded.model;
+    let rejected = |e: TransformError| ServeError::BadRequest(e.to_string());
+    let mut source: Box<dyn RowSource> = match format {
+        DataFormat::Csv { delimiter, has_header } => Box::new(
+            CsvSource::open(Cursor::new(text), delimiter, has_header, &loaded.config, loaded.n_features)
+                .map_err(rejected)?,
+        ),
+        DataFormat::JsonLines => {
+            Box::new(JsonLinesSource::open(Cursor::new(text), &loaded.config, loaded.n_features).map_err(rejected)?)
+        }
+    };
+    let mut batch = Batch::default();
+    while source.fill(&mut batch, usize::MAX).map_err(rejected)? {}
+    if let Some(bad) = batch.bad.first() {
+        let rows = if format == DataFormat::JsonLines { "row" } else { "line" };
+        return Err(ServeError::BadRequest(format!(
+            "{} of {} rows cannot be used; the first, {rows} {}: {}",
+            batch.bad.len(),
+            batch.rows_read,
+            bad.line,
+            bad.reason
+        )));
+    }
+    if batch.rows == 0 {
+        return Err(ServeError::BadRequest("the body has no rows".into()));
+    }
+    let layout = OutputLayout::new(format, source.plan(), source.named(), loaded);
+    Ok((batch, layout))
+}

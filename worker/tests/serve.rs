@@ -1,0 +1,553 @@
+//! `worker serve` over plain HTTP/1.1, as curl sends it: the three protocols' requests,
+//! answers and errors, dynamic batching, the body limit, metrics, and a graceful stop. The
+//! server runs in the test's process on a free port of 127.0.0.1, with the example repository.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{MemoryStore, repo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use worker::models::ModelFiles;
+use worker::serve::AppState;
+use worker::serve::batcher::{BatchObserver, BatchSettings, Batcher, InferError};
+use worker::serve::config::ServeSettings;
+use worker::serve::metrics::Metrics;
+use worker::serve::registry::{Registry, ServeSource};
+use worker::shutdown::{ShutdownTrigger, shutdown_channel};
+
+/// A server on a free port; stops when the trigger fires (or is dropped with the test).
+struct Server {
+    address: std::net::SocketAddr,
+    stop: ShutdownTrigger,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+fn settings() -> ServeSettings {
+    let mut settings = ServeSettings::from_env(&shared::config::Environment::from_fn(|_: &str| None)).unwrap();
+    settings.batch.max_delay = Duration::from_millis(2);
+    settings
+}
+
+async fn start_with(source: ServeSource, settings: ServeSettings) -> Server {
+    let files: ModelFiles<MemoryStore> = ModelFiles::new(None);
+    let metrics = Metrics::new();
+    let registry =
+        Registry::load(&source, &files, settings.batch, &|name, version| metrics.batch_observer(name, version))
+            .await
+            .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, shutdown) = shutdown_channel();
+    let state = Arc::new(AppState { registry, metrics, settings });
+    let done = tokio::spawn(worker::serve::run(listener, state, shutdown));
+    Server { address, stop, done }
+}
+
+async fn start() -> Server {
+    start_with(ServeSource::Repository(repo("models/repository").display().to_string()), settings()).await
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request on its own connection, as curl sends it.
+async fn http(server: &Server, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n", server.address);
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    read_answer(&mut stream).await
+}
+
+async fn read_answer(stream: &mut TcpStream) -> Answer {
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v == "chunked") {
+        body = unchunk(&body);
+    }
+    Answer { status, headers, body }
+}
+
+fn unchunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
+        data = &data[line_end + 2 + size + 2..];
+    }
+}
+
+async fn post_json(server: &Server, path: &str, body: &Value) -> Answer {
+    http(server, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes()).await
+}
+
+/// iris rows: the first, one from the middle and the last (one of each class).
+const IRIS: [[f32; 4]; 3] = [[5.1, 3.5, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [5.9, 3.0, 5.1, 1.8]];
+
+#[tokio::test]
+async fn tf_serving_half_plus_two_answers_as_documented() {
+    let server = start().await;
+    let answer = post_json(&server, "/v1/models/half_plus_two:predict", &json!({"instances": [1.0, 2.0, 5.0]})).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json(), json!({"predictions": [2.5, 3.0, 4.5]}));
+    // Columnar, and a pinned version.
+    let answer =
+        post_json(&server, "/v1/models/half_plus_two/versions/1:predict", &json!({"inputs": [1.0, 2.0]})).await;
+    assert_eq!(answer.json(), json!({"outputs": [2.5, 3.0]}));
+    // Rows given as lists come back as lists.
+    let answer = post_json(&server, "/v1/models/half_plus_two:predict", &json!({"instances": [[1.0], [3.0]]})).await;
+    assert_eq!(answer.json(), json!({"predictions": [[2.5], [3.5]]}));
+}
+
+#[tokio::test]
+async fn tf_serving_rows_and_columns_name_every_output() {
+    let server = start().await;
+    let answer = post_json(&server, "/v1/models/iris/versions/1:predict", &json!({"instances": IRIS})).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    let predictions = answer.json()["predictions"].clone();
+    let labels: Vec<i64> = predictions.as_array().unwrap().iter().map(|p| p["label"].as_i64().unwrap()).collect();
+    assert_eq!(labels, [0, 1, 2]);
+    // Same as the batch pipeline's onnxruntime reference for row 1 (id 1).
+    let p = &predictions[0]["probabilities"];
+    assert!((p[0].as_f64().unwrap() - 0.98165685).abs() < 1e-6, "{p}");
+    // Named inputs in the rows, and the columnar form.
+    let named: Vec<Value> = IRIS.iter().map(|row| json!({"features": row})).collect();
+    let rows = post_json(&server, "/v1/models/iris/versions/1:predict", &json!({"instances": named})).await.json();
+    assert_eq!(rows["predictions"], predictions);
+    let columns =
+        post_json(&server, "/v1/models/iris/versions/1:predict", &json!({"inputs": {"features": IRIS}})).await.json();
+    assert_eq!(columns["outputs"]["label"], json!([0, 1, 2]));
+    assert_eq!(columns["outputs"]["probabilities"][0], predictions[0]["probabilities"]);
+}
+
+#[tokio::test]
+async fn tf_serving_status_metadata_and_errors() {
+    let server = start().await;
+    let status = http(&server, "GET", "/v1/models/iris", &[], b"").await.json();
+    let versions: Vec<&str> =
+        status["model_version_status"].as_array().unwrap().iter().map(|s| s["version"].as_str().unwrap()).collect();
+    assert_eq!(versions, ["1", "2"]);
+    assert_eq!(status["model_version_status"][1]["state"], "AVAILABLE");
+    let one = http(&server, "GET", "/v1/models/iris/versions/2", &[], b"").await.json();
+    assert_eq!(one["model_version_status"].as_array().unwrap().len(), 1);
+    let metadata = http(&server, "GET", "/v1/models/iris/metadata", &[], b"").await.json();
+    assert_eq!(metadata["model_spec"], json!({"name": "iris", "signature_name": "", "version": "2"}));
+    let signature = &metadata["metadata"]["signature_def"]["signature_def"]["serving_default"];
+    assert_eq!(signature["inputs"]["features"]["tensor_shape"]["dim"][1]["size"], "4");
+    assert_eq!(signature["outputs"]["label"]["dtype"], "DT_INT64");
+    for (method, path, body, status, fragment) in [
+        ("POST", "/v1/models/absent:predict", "{\"instances\": [1]}", 404, "\"absent\" is not served"),
+        ("POST", "/v1/models/iris/versions/9:predict", "{\"instances\": [1]}", 404, "has no version 9"),
+        ("GET", "/v1/models/absent", "", 404, "Could not find any versions of model absent"),
+        ("POST", "/v1/models/iris:predict", "{\"instances\": [[1, 2, 3]]}", 400, "has 3 features; the model takes 4"),
+        (
+            "POST",
+            "/v1/models/iris:predict",
+            "{\"instances\": [[1, 2, 3, \"x\"]]}",
+            400,
+            "feature 3 of instance 0 is a string",
+        ),
+        ("POST", "/v1/models/iris:predict", "{\"instances\": ", 400, "not valid JSON"),
+        ("POST", "/v1/models/iris:predict", "{\"rows\": []}", 400, "neither \"instances\" nor \"inputs\""),
+        ("POST", "/v1/models/iris:predict", "{\"instances\": []}", 400, "\"instances\" is empty"),
+        ("POST", "/v1/models/iris:classify", "{}", 400, "use :predict"),
+        (
+            "POST",
+            "/v1/models/iris:predict",
+            "{\"instances\": [{\"x\": [1, 2, 3, 4]}]}",
+            400,
+            "the model has one input, \"features\"",
+        ),
+    ] {
+        let answer = http(&server, method, path, &[], body.as_bytes()).await;
+        assert_eq!(answer.status, status, "{method} {path} {body}");
+        let error = answer.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(fragment), "{method} {path}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn kserve_v2_health_metadata_and_inference() {
+    let server = start().await;
+    assert_eq!(http(&server, "GET", "/v2/health/live", &[], b"").await.json(), json!({"live": true}));
+    assert_eq!(http(&server, "GET", "/v2/health/ready", &[], b"").await.json(), json!({"ready": true}));
+    assert_eq!(http(&server, "GET", "/v2", &[], b"").await.json()["extensions"], json!(["binary_tensor_data"]));
+    let metadata = http(&server, "GET", "/v2/models/iris", &[], b"").await.json();
+    assert_eq!(metadata["versions"], json!(["1", "2"]));
+    assert_eq!(metadata["inputs"], json!([{"name": "features", "datatype": "FP32", "shape": [-1, 4]}]));
+    assert_eq!(http(&server, "GET", "/v2/models/iris/versions/1/ready", &[], b"").await.status, 200);
+    assert_eq!(http(&server, "GET", "/v2/models/absent/ready", &[], b"").await.status, 404);
+    let request = json!({
+        "id": "r1",
+        "inputs": [{"name": "features", "shape": [3, 4], "datatype": "FP32", "data": IRIS}],
+        "outputs": [{"name": "label"}],
+    });
+    let answer = post_json(&server, "/v2/models/iris/versions/1/infer", &request).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    assert_eq!(
+        answer.json(),
+        json!({"model_name": "iris", "model_version": "1", "id": "r1",
+               "outputs": [{"name": "label", "datatype": "INT64", "shape": [3], "data": [0, 1, 2]}]})
+    );
+    // half_plus_two with a one-dimensional input answers one-dimensional.
+    let request = json!({"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1.0, 2.0, 5.0]}]});
+    let answer = post_json(&server, "/v2/models/half_plus_two/infer", &request).await.json();
+    assert_eq!(answer["outputs"][0], json!({"name": "y", "datatype": "FP32", "shape": [3], "data": [2.5, 3.0, 4.5]}));
+    for (body, fragment) in [
+        (
+            json!({"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}),
+            "has shape [1, 3]",
+        ),
+        (
+            json!({"inputs": [{"name": "features", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}),
+            "needs 8 values",
+        ),
+        (
+            json!({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}]}),
+            "not a number type",
+        ),
+        (
+            json!({"inputs": [{"name": "nope", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}),
+            "unexpected input \"nope\"",
+        ),
+        (
+            json!({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}], "outputs": [{"name": "nope"}]}),
+            "has no output \"nope\"",
+        ),
+        (json!({"inputs": []}), "has 0 inputs"),
+    ] {
+        let answer = post_json(&server, "/v2/models/iris/infer", &body).await;
+        assert_eq!(answer.status, 400, "{body}");
+        assert!(answer.json()["error"].as_str().unwrap().contains(fragment), "{}", answer.json());
+    }
+}
+
+#[tokio::test]
+async fn kserve_v2_binary_tensors_in_and_out() {
+    let server = start().await;
+    // The inputs as Triton's client sends them by default: binary after the JSON header.
+    let tensor: Vec<u8> = IRIS.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+    let header = json!({
+        "inputs": [{"name": "features", "shape": [3, 4], "datatype": "FP32", "parameters": {"binary_data_size": tensor.len()}}],
+        "parameters": {"binary_data_output": true},
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&tensor);
+    let length = header.len().to_string();
+    let answer = http(
+        &server,
+        "POST",
+        "/v2/models/iris/versions/1/infer",
+        &[("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", &length)],
+        &body,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let json_length: usize = answer.header("inference-header-content-length").unwrap().parse().unwrap();
+    let description: Value = serde_json::from_slice(&answer.body[..json_length]).unwrap();
+    let outputs = description["outputs"].as_array().unwrap();
+    assert_eq!(outputs[0]["parameters"]["binary_data_size"], 24, "3 int64 labels");
+    assert_eq!(outputs[1]["parameters"]["binary_data_size"], 36, "3 x 3 float probabilities");
+    let tail = &answer.body[json_length..];
+    let labels: Vec<i64> = tail[..24].chunks(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
+    assert_eq!(labels, [0, 1, 2]);
+    let first = f32::from_le_bytes(tail[24..28].try_into().unwrap());
+    assert!((first - 0.981_656_85).abs() < 1e-6, "{first}");
+}
+
+#[tokio::test]
+async fn torchserve_rows_as_json_or_csv_answer_as_the_batch_outputs_do() {
+    let server = start().await;
+    assert_eq!(http(&server, "GET", "/ping", &[], b"").await.json(), json!({"status": "Healthy"}));
+    let row = json!({"id": 1, "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2});
+    let one = post_json(&server, "/predictions/iris/1", &row).await;
+    assert_eq!(one.status, 200, "{:?}", one.json());
+    let one = one.json();
+    assert_eq!(one["id"], 1);
+    assert_eq!(one["label"], "setosa");
+    assert_eq!(one["probabilities_setosa"], json!(0.98165685));
+    let many = post_json(&server, "/predictions/iris/1", &json!([row, row])).await.json();
+    assert_eq!(many, json!([one, one]));
+    let csv = "id,sepal_length,sepal_width,petal_length,petal_width\n1,5.1,3.5,1.4,0.2\n2,6.4,3.2,4.5,1.5\n";
+    let answer = http(&server, "POST", "/predictions/iris/1", &[("Content-Type", "text/csv")], csv.as_bytes()).await;
+    assert_eq!(answer.header("content-type"), Some("text/csv"));
+    let text = String::from_utf8(answer.body).unwrap();
+    let expected = std::fs::read_to_string(repo("models/reference/iris_logreg.csv")).unwrap();
+    assert!(
+        text.starts_with("id,label,probabilities_setosa,probabilities_versicolor,probabilities_virginica\n1,setosa,")
+    );
+    let first_reference: f64 = expected.lines().nth(1).unwrap().split(',').nth(2).unwrap().parse().unwrap();
+    let first: f64 = text.lines().nth(1).unwrap().split(',').nth(2).unwrap().parse().unwrap();
+    assert!((first - first_reference).abs() < 1e-6, "{first} vs onnxruntime's {first_reference}");
+    // Errors in TorchServe's shape.
+    let missing = post_json(&server, "/predictions/absent", &row).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["type"], "ModelNotFoundException");
+    let bad = post_json(&server, "/predictions/iris", &json!({"id": 1, "sepal_length": "long"})).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["code"], 400);
+    assert!(bad.json()["message"].as_str().unwrap().contains("columns do not fit"), "{}", bad.json());
+    let bad_value = post_json(
+        &server,
+        "/predictions/iris",
+        &json!([row, {"id": 2, "sepal_length": "x", "sepal_width": 1, "petal_length": 1, "petal_width": 1}]),
+    )
+    .await;
+    assert_eq!(bad_value.status, 400);
+    assert!(
+        bad_value.json()["message"].as_str().unwrap().contains("1 of 2 rows cannot be used"),
+        "{}",
+        bad_value.json()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_are_batched_and_answered_as_one_by_one() {
+    let mut settings = settings();
+    settings.batch.max_delay = Duration::from_millis(20);
+    settings.batch.parallel = 1;
+    let server = start_with(ServeSource::Repository(repo("models/repository").display().to_string()), settings).await;
+    // GIVEN each iris row's answer on its own
+    let rows: Vec<Vec<f32>> = (0..24).map(|i| IRIS[i % 3].iter().map(|v| v + (i as f32) * 0.01).collect()).collect();
+    let mut alone = Vec::new();
+    for row in &rows {
+        alone.push(post_json(&server, "/v1/models/iris:predict", &json!({"instances": [row]})).await.json());
+    }
+    // WHEN they are sent all at once, over TF Serving and KServe alike
+    let together = futures_join(rows.iter().map(|row| {
+        let server = &server;
+        async move { post_json(server, "/v1/models/iris:predict", &json!({"instances": [row]})).await.json() }
+    }))
+    .await;
+    // THEN every answer is the same as alone, to the bit
+    assert_eq!(together, alone);
+    // AND batches of more than one request ran
+    let metrics = String::from_utf8(http(&server, "GET", "/metrics", &[], b"").await.body).unwrap();
+    let (sum, count) = histogram(&metrics, "sluice_batch_requests", "model=\"iris\",version=\"2\"");
+    assert!(sum > count, "some batches held several requests: {sum} requests in {count} batches\n{metrics}");
+    assert!(
+        metrics.contains("sluice_requests_total{model=\"iris\",protocol=\"tfserving\",code=\"200\"} 48"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sluice_request_duration_seconds_bucket"), "{metrics}");
+}
+
+/// Runs the futures concurrently on this task and returns their outputs in order.
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs = Vec::new();
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(output) => {
+                        *result = Some(output);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    outputs.extend(results.into_iter().map(Option::unwrap));
+    outputs
+}
+
+/// The `_sum` and `_count` of a histogram series.
+fn histogram(metrics: &str, name: &str, labels: &str) -> (f64, f64) {
+    let value = |suffix: &str| {
+        let prefix = format!("{name}_{suffix}{{{labels}}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    };
+    (value("sum"), value("count"))
+}
+
+/// Records each batch, and holds the first one until released.
+struct HoldFirst {
+    started: tokio::sync::mpsc::UnboundedSender<(usize, usize)>,
+    release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl BatchObserver for HoldFirst {
+    fn batch_ran(&self, requests: usize, rows: usize) {
+        let _ = self.started.send((requests, rows));
+        if let Some(release) = self.release.lock().unwrap().take() {
+            let _ = release.recv();
+        }
+    }
+}
+
+/// Polls `future` once (a request's first poll sends it to the batcher).
+async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) {
+    std::future::poll_fn(|cx| {
+        assert!(std::pin::Pin::new(&mut *future).poll(cx).is_pending(), "answered before its batch ran");
+        std::task::Poll::Ready(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn requests_that_arrive_while_the_model_is_busy_run_together_next() {
+    let files: ModelFiles<MemoryStore> = ModelFiles::new(None);
+    let uri = repo("models/iris_logreg.onnx").display().to_string();
+    let loaded = Arc::new(files.load(files.stat(&uri).await.unwrap()).await.unwrap());
+    let (started, mut batches) = tokio::sync::mpsc::unbounded_channel();
+    let (release, held) = std::sync::mpsc::channel();
+    let observer = Arc::new(HoldFirst { started, release: std::sync::Mutex::new(Some(held)) });
+    let settings = BatchSettings { max_batch_rows: 256, max_delay: Duration::ZERO, queue_capacity: 16, parallel: 1 };
+    let batcher = Batcher::start(loaded, settings, observer);
+    // GIVEN a lone request on an idle model: it runs at once, alone (no delay to wait out), and is held
+    let mut first = Box::pin(batcher.infer(IRIS[0].to_vec(), 1));
+    poll_once(&mut first).await;
+    assert_eq!(batches.recv().await, Some((1, 1)));
+    // WHEN one request comes while it runs, and is taken into the next batch
+    let mut rest: Vec<_> = (0..3).map(|i| Box::pin(batcher.infer(IRIS[i].to_vec(), 1))).collect();
+    poll_once(&mut rest[0]).await;
+    while batcher.waiting() > 0 {
+        tokio::task::yield_now().await;
+    }
+    // AND two more come after that, still while the first batch runs
+    poll_once(&mut rest[1]).await;
+    poll_once(&mut rest[2]).await;
+    release.send(()).unwrap();
+    // THEN all three run together as the next batch, and everyone is answered
+    assert_eq!(batches.recv().await, Some((3, 3)));
+    assert!(first.await.is_ok());
+    for answer in rest {
+        assert!(answer.await.is_ok());
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_at_once_with_retry_after() {
+    // The batcher: with room for two waiting requests, a third sent before any is taken is refused.
+    let files: ModelFiles<MemoryStore> = ModelFiles::new(None);
+    let uri = repo("models/iris_logreg.onnx").display().to_string();
+    let loaded = Arc::new(files.load(files.stat(&uri).await.unwrap()).await.unwrap());
+    let settings = BatchSettings { max_batch_rows: 16, max_delay: Duration::ZERO, queue_capacity: 2, parallel: 1 };
+    let batcher = Batcher::start(loaded, settings, Metrics::new().batch_observer("iris", 1));
+    let row = IRIS[0].to_vec();
+    let answers = futures_join((0..3).map(|_| batcher.infer(row.clone(), 1))).await;
+    assert!(answers[0].is_ok() && answers[1].is_ok());
+    assert_eq!(answers[2], Err(InferError::Overloaded(2)));
+    // The server answers that with 503 and Retry-After, in each protocol's shape.
+    let error = worker::serve::error::ServeError::from(InferError::Overloaded(2));
+    let response = error.into_response_for(worker::serve::error::Protocol::TorchServe);
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_with_413() {
+    let mut settings = settings();
+    settings.max_body_bytes = 1024;
+    let server = start_with(ServeSource::Repository(repo("models/repository").display().to_string()), settings).await;
+    let big = json!({"instances": vec![[5.1, 3.5, 1.4, 0.2]; 100]});
+    let answer = post_json(&server, "/v1/models/iris:predict", &big).await;
+    assert_eq!(answer.status, 413);
+    assert!(answer.json()["error"].as_str().unwrap().contains("larger than the limit of 1024 bytes"));
+    let answer = post_json(&server, "/predictions/iris", &big).await;
+    assert_eq!((answer.status, answer.json()["type"].clone()), (413, json!("RequestEntityTooLargeException")));
+}
+
+#[tokio::test]
+async fn a_model_that_cannot_load_is_reported_and_the_others_serve() {
+    let root = std::env::temp_dir().join(format!("sluice-serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for (path, source) in
+        [("iris/1/model.onnx", "models/iris_logreg.onnx"), ("iris/1/model.onnx.json", "models/iris_logreg.onnx.json")]
+    {
+        std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+        std::fs::copy(repo(source), root.join(path)).unwrap();
+    }
+    std::fs::create_dir_all(root.join("broken/1")).unwrap();
+    std::fs::write(root.join("broken/1/model.onnx"), "not a model").unwrap();
+    let server = start_with(ServeSource::Repository(root.display().to_string()), settings()).await;
+    let status = http(&server, "GET", "/v1/models/broken", &[], b"").await.json();
+    assert_eq!(status["model_version_status"][0]["state"], "END");
+    assert!(
+        status["model_version_status"][0]["status"]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid ONNX file")
+    );
+    let answer = post_json(&server, "/v2/models/broken/infer", &json!({"inputs": []})).await;
+    assert_eq!(answer.status, 503);
+    assert!(answer.json()["error"].as_str().unwrap().contains("could not be loaded"));
+    assert_eq!(http(&server, "GET", "/v2/models/broken/ready", &[], b"").await.status, 503);
+    assert_eq!(http(&server, "GET", "/ping", &[], b"").await.status, 500, "not every model is loaded");
+    let answer = post_json(&server, "/v1/models/iris:predict", &json!({"instances": [IRIS[0]]})).await;
+    assert_eq!(answer.status, 200);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[tokio::test]
+async fn on_shutdown_a_request_in_flight_finishes_and_the_server_stops() {
+    let server = start().await;
+    // GIVEN a request whose body is half sent
+    let body = json!({"instances": [1.0, 2.0, 5.0]}).to_string();
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let head = format!(
+        "POST /v1/models/half_plus_two:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    // Wait until the server has the request: its counter of open requests is not observable,
+    // so a second, complete request on another connection proves the server read the first's head.
+    assert_eq!(http(&server, "GET", "/v2/health/live", &[], b"").await.status, 200);
+    // WHEN the server is asked to stop
+    server.stop.trigger();
+    // THEN the rest of the body is still read and answered
+    stream.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let answer = read_answer(&mut stream).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json(), json!({"predictions": [2.5, 3.0, 4.5]}));
+    // AND the server stops, and accepts no new connection
+    tokio::time::timeout(Duration::from_secs(10), server.done).await.expect("stopped in time").unwrap().unwrap();
+    assert!(TcpStream::connect(server.address).await.is_err());
+}
