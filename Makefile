@@ -2,6 +2,7 @@
 #   make local   runs the whole pipeline on this machine against moto (the local AWS stand-in)
 #   make test    runs every check and test (what CI runs)
 # Both set up what they need: a Python venv with pinned tools (.venv) and the Rust workspace.
+# Beside them: make serve (the online mode), make bench and make bench-serve (benchmarks).
 # For AWS: make push-image (the worker image to ECR), make sam-build (the function), then
 # sam deploy --guided (docs/deploy.md).
 
@@ -11,8 +12,9 @@ PYTHON  ?= python3
 CARGO   ?= cargo
 
 # The SAM CLI and checkov pin boto3 versions that conflict with each other and with .venv's AWS
-# CLI, so each has a venv of its own: .tools/NAME from tools/requirements-NAME.txt.
-TOOLS       := sam checkov
+# CLI, so each has a venv of its own: .tools/NAME from tools/requirements-NAME.txt; so does
+# Triton's Python client, for the online mode's client test.
+TOOLS       := sam checkov tritonclient
 TOOL_STAMPS := $(foreach tool,$(TOOLS),.tools/$(tool)/.installed-$(shell sha256sum tools/requirements-$(tool).txt | cut -c1-12))
 SAM         := .tools/sam/bin/sam
 # cargo-lambda and zig, for sam-build only.
@@ -22,7 +24,7 @@ MODELS_STAMP := .tools/models/.installed-$(shell sha256sum tools/requirements-mo
 MODELS_PYTHON := .tools/models/bin/python
 CHECKOV     := .tools/checkov/bin/checkov
 
-.PHONY: local test setup build lint lint-deploy models push-image sam-build deploy bench
+.PHONY: local test setup build lint lint-deploy models push-image sam-build deploy bench serve bench-serve
 
 local: setup build
 	target/debug/sluice-local run $(ARGS)
@@ -88,3 +90,16 @@ deploy: sam-build
 bench: $(MODELS_STAMP)
 	$(CARGO) build --release --workspace
 	$(MODELS_PYTHON) bench/bench.py $(ARGS)
+
+# The online mode on 127.0.0.1:8080 with the example repository, after the requests to try.
+serve: build
+	@sed -n '/^# TensorFlow/,$$p' examples/serve/requests.sh
+	@echo
+	target/debug/worker serve --model-repository models/repository $(ARGS)
+
+# Requests/s and latency of worker serve against FastAPI + onnxruntime, with wrk as the load
+# generator (Debian's package, installed when missing).
+bench-serve: $(MODELS_STAMP)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(CARGO) build --release --workspace
+	$(MODELS_PYTHON) bench/bench_serve.py $(ARGS)

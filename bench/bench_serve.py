@@ -1,0 +1,235 @@
+"""Requests per second and latency of `worker serve` against FastAPI + uvicorn + onnxruntime.
+
+Both servers serve models/repository and answer the same TensorFlow Serving predict request, one
+row per request: iris version 1 (logistic regression), iris version 2 (MLP) and half_plus_two.
+Each server is pinned to core 0 and given one inference thread; the load generator, wrk, is
+pinned to core 1 and drives each case for --duration seconds with 1, 16 and 64 connections.
+
+The load generator must not be the limit. Two checks are printed: wrk's ceiling (the same
+connections on `GET /ping` of `worker serve`, a route that does no work), and the share of its
+core wrk used in each run (from its CPU time): a run in which wrk kept its core busy says more
+about wrk than about the server.
+
+    .tools/models/bin/python bench/bench_serve.py                # make bench-serve
+    .tools/models/bin/python bench/bench_serve.py --duration 5 --connections 16
+
+Needs `cargo build --release --workspace` (make bench-serve does it) and wrk (Debian's package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "worker"
+REPOSITORY = ROOT / "models" / "repository"
+SERVER_CORE, CLIENT_CORE = "0", "1"
+
+# (case, path, body): TF Serving's predict request with one row.
+CASES = [
+    ("iris v1 logreg", "/v1/models/iris/versions/1:predict", {"instances": [[5.9, 3.0, 5.1, 1.8]]}),
+    ("iris v2 mlp", "/v1/models/iris/versions/2:predict", {"instances": [[5.9, 3.0, 5.1, 1.8]]}),
+    ("half_plus_two", "/v1/models/half_plus_two/versions/1:predict", {"instances": [1.0, 2.0, 5.0]}),
+]
+
+
+@dataclass
+class Run:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    client_cpu: float  # share of its core wrk used
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"the server exited with {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{url} did not answer within {timeout:.0f} s")
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def numbers(value) -> list[float]:
+    """The numbers of a JSON answer, in order (keys sorted)."""
+    if isinstance(value, dict):
+        return [n for key in sorted(value) for n in numbers(value[key])]
+    if isinstance(value, list):
+        return [n for item in value for n in numbers(item)]
+    return [float(value)]
+
+
+def milliseconds(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def wrk(url: str, connections: int, duration: int, body: dict | None, scripts: Path) -> Run:
+    command = ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if body is not None:
+        script = scripts / f"post-{abs(hash(json.dumps(body)))}.lua"
+        script.write_text(
+            'wrk.method = "POST"\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(json.dumps(body))}\n"
+        )
+        command += ["-s", str(script)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    output = subprocess.run([*command, url], check=True, capture_output=True, text=True).stdout
+    elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / elapsed
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    return Run(
+        requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        p50_ms=milliseconds(percentiles["50"]),
+        p99_ms=milliseconds(percentiles["99"]),
+        errors=(int(errors.group(1)) if errors else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0),
+        client_cpu=cpu,
+    )
+
+
+def resident_peak_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def start(name: str, command: list[str], env: dict[str, str], health: str) -> subprocess.Popen:
+    process = subprocess.Popen(
+        ["taskset", "-c", SERVER_CORE, *command],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    wait_until_up(health, process)
+    print(f"{name}: pid {process.pid}, pinned to core {SERVER_CORE}", flush=True)
+    return process
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
+    parser.add_argument("--connections", default="1,16,64", help="comma-separated (default 1,16,64)")
+    parser.add_argument("--skip-python", action="store_true", help="only worker serve")
+    args = parser.parse_args()
+    connections = [int(c) for c in args.connections.split(",")]
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: apt-get install wrk")
+    if not WORKER.exists():
+        sys.exit(f"{WORKER} is missing: cargo build --release --workspace")
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("needs two cores: one for the server, one for the load generator")
+
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
+    try:
+        port = free_port()
+        sluice = f"http://127.0.0.1:{port}"
+        servers["worker serve"] = (
+            start(
+                "worker serve",
+                [str(WORKER), "serve", "--model-repository", str(REPOSITORY), "--port", str(port)],
+                {"INFERENCE_THREADS": "1", "RUST_LOG": "warn"},
+                f"{sluice}/v2/health/ready",
+            ),
+            sluice,
+        )
+        if not args.skip_python:
+            port = free_port()
+            fastapi = f"http://127.0.0.1:{port}"
+            command = [sys.executable, "-m", "uvicorn", "bench.fastapi_server:app", "--port", str(port)]
+            command += ["--log-level", "warning", "--no-access-log"]
+            servers["FastAPI"] = (
+                start("FastAPI + onnxruntime", command, {"MODEL_REPOSITORY": str(REPOSITORY)}, f"{fastapi}/ping"),
+                fastapi,
+            )
+
+        # Both answer the same, before anything is timed.
+        for case, path, body in CASES:
+            answers = {name: post(url + path, body)["predictions"] for name, (_, url) in servers.items()}
+            print(f"{case}: {json.dumps(answers['worker serve'])}")
+            ours = numbers(answers["worker serve"])
+            for name, answer in answers.items():
+                theirs = numbers(answer)
+                if len(theirs) != len(ours) or any(abs(a - b) > 1e-5 + 1e-4 * abs(a) for a, b in zip(ours, theirs)):
+                    sys.exit(f"{case}: {name} answers {json.dumps(answer)}")
+
+        with tempfile.TemporaryDirectory() as scripts:
+            scripts = Path(scripts)
+            print(f"\nwrk's ceiling: GET /ping of worker serve, {args.duration} s each")
+            for c in connections:
+                run = wrk(f"{sluice}/ping", c, args.duration, None, scripts)
+                print(f"  {c:>3} connections: {run.requests_per_second:>9,.0f} req/s, wrk used {run.client_cpu:.0%} of its core")
+
+            print(f"\nTF Serving predict, one row per request, {args.duration} s each")
+            header = f"{'case':<16} {'conns':>5} {'server':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'wrk cpu':>7}"
+            print(header)
+            print("-" * len(header))
+            results: dict[tuple[str, int, str], Run] = {}
+            for case, path, body in CASES:
+                for c in connections:
+                    for name, (_, url) in servers.items():
+                        run = wrk(url + path, c, args.duration, body, scripts)
+                        results[(case, c, name)] = run
+                        print(
+                            f"{case:<16} {c:>5} {name:<14} {run.requests_per_second:>9,.0f} {run.p50_ms:>8.3f} "
+                            f"{run.p99_ms:>8.3f} {run.errors:>6} {run.client_cpu:>7.0%}",
+                            flush=True,
+                        )
+
+        if "FastAPI" in servers:
+            print("\nworker serve / FastAPI, requests per second (and p99 latency FastAPI / worker serve)")
+            for case, _, _ in CASES:
+                ratios = []
+                for c in connections:
+                    ours, theirs = results[(case, c, "worker serve")], results[(case, c, "FastAPI")]
+                    ratios.append(
+                        f"{c} conns {ours.requests_per_second / theirs.requests_per_second:.1f}x "
+                        f"({theirs.p99_ms / ours.p99_ms:.1f}x)"
+                    )
+                print(f"  {case:<16} " + ", ".join(ratios))
+        print("\npeak resident memory: " + ", ".join(f"{name} {resident_peak_mb(p.pid):.0f} MB" for name, (p, _) in servers.items()))
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Drives `worker serve` with Triton's official HTTP client, as a KServe v2 user would.
+
+    python tests/clients/tritonclient_check.py HOST:PORT REPOSITORY_ROOT
+
+Checks health, metadata and readiness, then runs every iris row through version 1 (the
+logistic regression) with the client's defaults (binary tensors both ways) and with JSON
+tensors, and compares the answers with onnxruntime's reference outputs; runs half_plus_two; and
+checks that a malformed request raises the client's error with the server's message.
+Exits non-zero on the first failure.
+"""
+
+import csv
+import os
+import sys
+
+import numpy as np
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        next(reader)
+        return [row for row in reader]
+
+
+def main():
+    url, root = sys.argv[1], sys.argv[2]
+    client = httpclient.InferenceServerClient(url=url)
+    assert client.is_server_live(), "server live"
+    assert client.is_server_ready(), "server ready"
+    assert client.is_model_ready("iris"), "iris ready"
+    assert client.is_model_ready("iris", model_version="1"), "iris version 1 ready"
+    assert not client.is_model_ready("absent"), "an absent model is not ready"
+    server = client.get_server_metadata()
+    assert "binary_tensor_data" in server["extensions"], server
+    metadata = client.get_model_metadata("iris", model_version="1")
+    assert metadata["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}], metadata
+    assert [o["name"] for o in metadata["outputs"]] == ["label", "probabilities"], metadata
+
+    data = rows(os.path.join(root, "examples", "data", "iris.csv"))
+    reference = rows(os.path.join(root, "models", "reference", "iris_logreg.csv"))
+    features = np.array([[float(v) for v in row[1:5]] for row in data], dtype=np.float32)
+    want_labels = np.array([int(row[1]) for row in reference])
+    want_probabilities = np.array([[float(v) for v in row[2:5]] for row in reference], dtype=np.float32)
+
+    # The client's defaults: binary input, binary outputs.
+    features_input = httpclient.InferInput("features", list(features.shape), "FP32")
+    features_input.set_data_from_numpy(features)
+    result = client.infer("iris", [features_input], model_version="1", request_id="all-iris")
+    assert result.get_response()["id"] == "all-iris"
+    assert np.array_equal(result.as_numpy("label"), want_labels), result.as_numpy("label")
+    got = result.as_numpy("probabilities")
+    assert got.shape == (150, 3) and got.dtype == np.float32, (got.shape, got.dtype)
+    assert np.allclose(got, want_probabilities, rtol=1e-5, atol=1e-6), np.abs(got - want_probabilities).max()
+
+    # JSON both ways, one output asked for.
+    features_input = httpclient.InferInput("features", [5, 4], "FP32")
+    features_input.set_data_from_numpy(features[:5], binary_data=False)
+    wanted = [httpclient.InferRequestedOutput("probabilities", binary_data=False)]
+    result = client.infer("iris", [features_input], model_version="1", outputs=wanted)
+    assert [o["name"] for o in result.get_response()["outputs"]] == ["probabilities"]
+    assert np.allclose(result.as_numpy("probabilities"), want_probabilities[:5], rtol=1e-5, atol=1e-6)
+
+    # The latest version (2, the MLP) answers too, with three classes.
+    result = client.infer("iris", [features_input])
+    assert result.get_response()["model_version"] == "2", result.get_response()
+    assert result.as_numpy("probabilities").shape == (5, 3)
+
+    # half_plus_two: y = x / 2 + 2.
+    x = np.array([1.0, 2.0, 5.0], dtype=np.float32)
+    x_input = httpclient.InferInput("x", [3], "FP32")
+    x_input.set_data_from_numpy(x)
+    y = client.infer("half_plus_two", [x_input]).as_numpy("y")
+    assert y.tolist() == [2.5, 3.0, 4.5], y
+
+    # A malformed request: the client raises with the server's message.
+    short = httpclient.InferInput("features", [1, 3], "FP32")
+    short.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
+    try:
+        client.infer("iris", [short])
+    except InferenceServerException as error:
+        assert "the model takes [rows, 4]" in error.message(), error.message()
+        assert error.status() == "400", error.status()
+    else:
+        raise AssertionError("a [1, 3] input to iris was accepted")
+    try:
+        client.infer("absent", [x_input])
+    except InferenceServerException as error:
+        assert error.status() == "404", error.status()
+    else:
+        raise AssertionError("an absent model answered")
+    print("tritonclient: all checks passed")
+
+
+if __name__ == "__main__":
+    main()

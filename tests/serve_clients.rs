@@ -1,0 +1,122 @@
+//! `worker serve`, the real binary, driven by the clients people use: Triton's official Python
+//! client over KServe v2, and curl with the requests of examples/serve/requests.sh (which `make
+//! serve` prints and the README quotes), each answer checked as printed.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use sluice_e2e::{eventually, repo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// `worker serve` on a free port of 127.0.0.1; killed when dropped.
+struct Served {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn serve(args: &[&str]) -> Served {
+    let port = sluice_local::moto::free_port().unwrap();
+    let worker = sluice_local::binaries::workspace_binary("worker").unwrap();
+    let child = Command::new(worker)
+        .arg("serve")
+        .args(args)
+        .args(["--port", &port.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let served = Served { child, port };
+    eventually(Duration::from_secs(60), "the server is ready", || async {
+        get(port, "/v2/health/ready").await == Some(200)
+    })
+    .await;
+    served
+}
+
+/// The status of a GET, or `None` when nothing answers.
+async fn get(port: u16, path: &str) -> Option<u16> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    answer.split(' ').nth(1)?.parse().ok()
+}
+
+#[tokio::test]
+async fn tritons_python_client_speaks_kserve_v2_with_the_server() {
+    let python = repo(".tools/tritonclient/bin/python");
+    assert!(python.exists(), "{} is missing: run `make setup`", python.display());
+    let served = serve(&["--model-repository", &repo("models/repository").display().to_string()]).await;
+    let output = Command::new(python)
+        .arg(repo("tests/clients/tritonclient_check.py"))
+        .arg(format!("127.0.0.1:{}", served.port))
+        .arg(repo(""))
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "tritonclient_check.py failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("tritonclient: all checks passed"), "{stdout}");
+}
+
+/// The requests of examples/serve/requests.sh with the answers printed under them.
+fn examples() -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(repo("examples/serve/requests.sh")).unwrap();
+    let mut examples: Vec<(String, Vec<String>)> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("curl ") {
+            examples.push((line.to_owned(), Vec::new()));
+        } else if let (Some(answer), Some((_, answers))) = (line.strip_prefix("# => "), examples.last_mut()) {
+            answers.push(answer.to_owned());
+        }
+    }
+    examples
+}
+
+#[tokio::test]
+async fn the_curl_examples_answer_as_printed() {
+    let curl = Path::new("/usr/bin/curl");
+    assert!(curl.exists(), "curl is needed for this test (apt-get install curl)");
+    let served = serve(&["--model-repository", &repo("models/repository").display().to_string()]).await;
+    let examples = examples();
+    assert!(examples.len() >= 8, "{examples:?}");
+    for (command, answer) in &examples {
+        let command = command.replace("127.0.0.1:8080", &format!("127.0.0.1:{}", served.port));
+        let output = Command::new("bash").args(["-c", &command]).output().await.unwrap();
+        assert!(output.status.success(), "{command}: {output:?}");
+        let got = String::from_utf8(output.stdout).unwrap();
+        if answer.is_empty() {
+            // /metrics: its counts depend on what ran before; it must be the text format.
+            assert!(got.contains("# TYPE sluice_requests counter"), "{got}");
+            continue;
+        }
+        assert_eq!(got.trim_end(), answer.join("\n"), "{command}");
+    }
+    // AND the README shows the same requests
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    for (command, _) in examples.iter().take(3) {
+        assert!(readme.contains(command.as_str()), "README.md lacks {command}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let mut served =
+        serve(&["--model", &repo("models/half_plus_two.onnx").display().to_string(), "--name", "hp2"]).await;
+    assert_eq!(get(served.port, "/v1/models/hp2").await, Some(200));
+    let pid = served.child.id().unwrap();
+    assert!(sluice_local::process::signal_process(pid, sluice_local::Signal::Term));
+    let status = tokio::time::timeout(Duration::from_secs(30), served.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(get(served.port, "/ping").await, None, "nothing listens any more");
+}
