@@ -1,7 +1,8 @@
 //! The contract between `template.yaml` and the binaries: the environment the template gives each
 //! program is exactly what that program reads, so the two cannot drift apart unnoticed.
 //!
-//! The rule, for the trigger function and for the worker container alike:
+//! The rule, for the trigger function, the worker container and the online (`worker serve`)
+//! container alike:
 //! - the template sets every variable of the binary's `VARS`, optional ones included, so that a
 //!   deployed function or task definition shows its whole configuration and a default changed in
 //!   code does not silently change running deployments;
@@ -70,22 +71,42 @@ fn the_trigger_function_gets_exactly_the_variables_it_reads() {
     check("lambda-trigger", &set, lambda_trigger::config::VARS);
 }
 
-#[test]
-fn the_worker_container_gets_exactly_the_variables_it_reads() {
-    let template = template();
-    let containers = get(&template, &["Resources", "WorkerTaskDefinition", "Properties", "ContainerDefinitions"]);
-    let worker = containers
+/// The environment of `container` in the task definition `resource`, as (name, value) pairs.
+fn container_environment<'a>(
+    template: &'a Yaml<'static>,
+    resource: &str,
+    container: &str,
+) -> Vec<(String, &'a Yaml<'static>)> {
+    let containers = get(template, &["Resources", resource, "Properties", "ContainerDefinitions"]);
+    let found = containers
         .as_vec()
         .expect("ContainerDefinitions is a list")
         .iter()
-        .find(|c| c.as_mapping_get("Name").and_then(text).as_deref() == Some("worker"))
-        .expect("a container named worker");
-    let environment = get(worker, &["Environment"]).as_vec().expect("Environment is a list");
-    let set: Vec<(String, &Yaml<'_>)> = environment
+        .find(|c| c.as_mapping_get("Name").and_then(text).as_deref() == Some(container))
+        .unwrap_or_else(|| panic!("{resource} has a container named {container}"));
+    let environment = get(found, &["Environment"]).as_vec().expect("Environment is a list");
+    environment
         .iter()
         .map(|pair| (text(get(pair, &["Name"])).expect("Name is a string"), get(pair, &["Value"])))
-        .collect();
-    check("worker", &set, worker::config::VARS);
+        .collect()
+}
+
+#[test]
+fn the_worker_container_gets_exactly_the_variables_it_reads() {
+    let template = template();
+    check("worker", &container_environment(&template, "WorkerTaskDefinition", "worker"), worker::config::VARS);
+}
+
+#[test]
+fn the_online_container_gets_exactly_the_variables_worker_serve_reads() {
+    let template = template();
+    let set = container_environment(&template, "OnlineTaskDefinition", "serve");
+    check("worker serve", &set, worker::serve::config::VARS);
+    // AND it listens where the load balancer sends requests, on every address of the task
+    let value = |name: &str| set.iter().find(|(n, _)| n == name).map(|(_, v)| *v).unwrap();
+    assert_eq!(value("BIND").as_str(), Some("0.0.0.0"));
+    let port = get(&template, &["Resources", "OnlineTargetGroup", "Properties", "Port"]);
+    assert_eq!(value("PORT"), port, "PORT and the target group's port are one value");
 }
 
 #[test]

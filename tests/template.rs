@@ -1,5 +1,6 @@
 //! What template.yaml watches: every way work can stall has an alarm or a notification on the
-//! alarm topic, and the dashboard plots metrics the binaries really write. (cfn-lint, `sam
+//! alarm topic, and the dashboard plots metrics the binaries really write; and how the optional
+//! online endpoint is put together. (cfn-lint, `sam
 //! validate` and checkov check the template's form in `make lint`; these check its meaning.)
 
 use std::collections::BTreeSet;
@@ -128,4 +129,43 @@ fn the_dashboard_plots_only_metrics_the_binaries_write_and_shows_every_alarm() {
     for alarm in ["DeadLetterQueueAlarm", "TriggerDeadLetterQueueAlarm", "JobQueueAgeAlarm"] {
         assert!(alarms.contains(alarm), "the dashboard shows {alarm}");
     }
+}
+
+#[test]
+fn the_online_endpoint_is_off_by_default_and_reachable_only_through_its_load_balancer() {
+    let template = template();
+    assert_eq!(text(get(&template, &["Parameters", "OnlineEndpoint", "Default"])), "false");
+    let resources = get(&template, &["Resources"]).as_mapping().unwrap();
+    let online: Vec<(String, &Yaml<'_>)> =
+        resources.iter().map(|(name, r)| (text(name), r)).filter(|(name, _)| name.starts_with("Online")).collect();
+    assert!(online.len() >= 10, "{:?}", online.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    for (name, resource) in &online {
+        let condition = resource.as_mapping_get("Condition").map(text).unwrap_or_default();
+        assert!(condition.starts_with("ServeOnline"), "{name} exists only with the endpoint on: {condition:?}");
+    }
+    // The load balancer checks TorchServe's /ping, which answers 200 once every model is loaded.
+    let group = get(&template, &["Resources", "OnlineTargetGroup", "Properties"]);
+    assert_eq!(text(get(group, &["HealthCheckPath"])), "/ping");
+    // The tasks' group admits nothing itself; its one ingress rule is from the load balancer's group.
+    let tasks = get(&template, &["Resources", "OnlineTaskSecurityGroup", "Properties"]);
+    assert!(tasks.as_mapping_get("SecurityGroupIngress").is_none());
+    let ingress: Vec<&Yaml<'_>> = resources
+        .iter()
+        .map(|(_, r)| r)
+        .filter(|r| r.as_mapping_get("Type").and_then(Yaml::as_str) == Some("AWS::EC2::SecurityGroupIngress"))
+        .filter(|r| target(get(r, &["Properties", "GroupId"])) == "OnlineTaskSecurityGroup")
+        .collect();
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(target(get(ingress[0], &["Properties", "SourceSecurityGroupId"])), "OnlineLoadBalancerSecurityGroup");
+}
+
+#[test]
+fn an_online_task_drains_before_it_is_killed() {
+    // The load balancer stops sending, then SIGTERM, then the grace, all before ECS's SIGKILL.
+    let template = template();
+    let timing = get(&template, &["Mappings", "Timing", "Online"]);
+    let seconds = |name: &str| get(timing, &[name]).as_integer().unwrap();
+    assert!(seconds("ShutdownGraceSeconds") < seconds("StopTimeoutSeconds"));
+    assert!(seconds("StopTimeoutSeconds") <= 120, "Fargate's largest stop timeout");
+    assert!(seconds("DeregistrationDelaySeconds") > 0);
 }
