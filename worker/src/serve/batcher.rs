@@ -113,27 +113,29 @@ async fn gather(
             },
         };
         let mut batch = Gathering::new(first, settings.max_batch_rows);
-        // What is queued already, then what comes within the delay.
-        let deadline = Instant::now() + settings.max_delay;
-        while batch.is_open() {
-            let next = match queue.try_recv() {
-                Ok(next) => next,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                // (A timer at a passed deadline would still wait for the timer's next turn.)
-                Err(mpsc::error::TryRecvError::Empty) if settings.max_delay.is_zero() => break,
-                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, queue.recv()).await {
-                    Ok(Some(next)) => next,
+        // What the server has read already: the connections with a request in hand run first and
+        // queue it, once more while that adds requests. Under load a batch so takes the requests
+        // that arrived with the first (otherwise most batches would hold one request, each paying
+        // a hand-over to a blocking thread); an idle server yields once, to nobody.
+        loop {
+            tokio::task::yield_now().await;
+            if batch.take_queued(&mut queue) == 0 || !batch.is_open() {
+                break;
+            }
+        }
+        // Then what comes within the delay, if there is one.
+        if !settings.max_delay.is_zero() {
+            let deadline = Instant::now() + settings.max_delay;
+            while batch.is_open() {
+                match tokio::time::timeout_at(deadline, queue.recv()).await {
+                    Ok(Some(next)) => batch.add(next),
                     Ok(None) | Err(_) => break,
-                },
-            };
-            batch.add(next);
+                }
+            }
         }
         // Then, once a run is free, what came while every run was busy.
         let Ok(permit) = Arc::clone(&running).acquire_owned().await else { return };
-        while batch.is_open() {
-            let Ok(next) = queue.try_recv() else { break };
-            batch.add(next);
-        }
+        batch.take_queued(&mut queue);
         carried = batch.left_over.take();
         let model = Arc::clone(&model);
         let observer = Arc::clone(&observer);
@@ -161,6 +163,17 @@ impl Gathering {
 
     fn is_open(&self) -> bool {
         self.used < self.max_rows && self.left_over.is_none()
+    }
+
+    /// Adds what is queued while the batch is open; returns how many requests it took.
+    fn take_queued(&mut self, queue: &mut mpsc::Receiver<Pending>) -> usize {
+        let mut taken = 0;
+        while self.is_open() {
+            let Ok(next) = queue.try_recv() else { break };
+            self.add(next);
+            taken += 1;
+        }
+        taken
     }
 
     fn add(&mut self, next: Pending) {
