@@ -19,7 +19,7 @@ TOOL_STAMPS := $(foreach tool,$(TOOLS),.tools/$(tool)/.installed-$(shell sha256s
 SAM         := .tools/sam/bin/sam
 # cargo-lambda and zig, for sam-build only.
 LAMBDA_STAMP := .tools/lambda/.installed-$(shell sha256sum tools/requirements-lambda.txt | cut -c1-12)
-# scikit-learn, onnxruntime and pandas, for the model script and the benchmark only.
+# scikit-learn, onnxruntime, pandas and polars, for the model script and the benchmarks only.
 MODELS_STAMP := .tools/models/.installed-$(shell sha256sum tools/requirements-models.txt | cut -c1-12)
 MODELS_PYTHON := .tools/models/bin/python
 CHECKOV     := .tools/checkov/bin/checkov
@@ -86,7 +86,7 @@ DEPLOY_CONFIG := samconfig.local.toml
 deploy: sam-build
 	SAM_CLI_TELEMETRY=0 $(SAM) deploy --config-file $(DEPLOY_CONFIG) $(if $(wildcard $(DEPLOY_CONFIG)),,--guided)
 
-# Throughput and peak memory against pandas + onnxruntime (release build; prints a table).
+# Throughput and peak memory against pandas and polars + onnxruntime (release build; prints a table).
 bench: $(MODELS_STAMP)
 	$(CARGO) build --release --workspace
 	$(MODELS_PYTHON) bench/bench.py $(ARGS)

@@ -3,7 +3,8 @@
 Runs, in one go and on the same seeded data:
   * the engine (`worker transform`, release build) with the logistic-regression and MLP models,
   * the same binary with an identity model (parse and write, no real inference): the I/O floor,
-  * pandas + onnxruntime, reading in chunks and writing CSV: the Python alternative,
+  * pandas + onnxruntime and polars + onnxruntime, reading in chunks and writing CSV: the Python
+    alternatives,
 each pinned to one core and then given two, and prints rows/s, peak RSS and the ratios. Each
 case runs --repeat times (3 by default), the cases taking turns, and the fastest run counts, for
 every case alike: on a shared virtual machine single runs vary by a fifth and more.
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "worker"
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
-PYTHON_BASELINE = r'''
+PANDAS_BASELINE = r'''
 import sys
 import numpy as np
 import onnxruntime as ort
@@ -52,6 +53,32 @@ for chunk in pd.read_csv(data, chunksize=100_000):
     frame.insert(0, "id", chunk["id"].to_numpy())
     frame.to_csv(out, mode="w" if header else "a", header=header, index=False)
     header = False
+'''
+
+# The same with polars: its streaming engine hands the file over in chunks of 100,000 rows.
+POLARS_BASELINE = r'''
+import sys
+import numpy as np
+import onnxruntime as ort
+import polars as pl
+
+model, data, out, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+options = ort.SessionOptions()
+options.intra_op_num_threads = threads
+options.inter_op_num_threads = 1
+session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+input_name = session.get_inputs()[0].name
+features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+classes = np.asarray(["setosa", "versicolor", "virginica"])
+with open(out, "wb") as sink:
+    header = True
+    for chunk in pl.scan_csv(data).collect_batches(chunk_size=100_000):
+        label, probabilities = session.run(None, {input_name: chunk.select(features).to_numpy().astype(np.float32)})
+        frame = pl.DataFrame({"id": chunk["id"], "label": classes[label]}).with_columns(
+            pl.Series(f"probabilities_{c}", probabilities[:, i]) for i, c in enumerate(classes)
+        )
+        frame.write_csv(sink, include_header=header)
+        header = False
 '''
 
 
@@ -132,8 +159,8 @@ def main() -> None:
             return [str(WORKER), "transform", "--model", str(model), "--input", str(data),
                     "--output", str(tmp / "out.csv"), "--threads", str(threads)]
 
-        def python(model: Path, threads: int) -> list[str]:
-            return [sys.executable, "-c", PYTHON_BASELINE, str(model), str(data), str(tmp / "py.csv"), str(threads)]
+        def python(script: str, model: Path, threads: int) -> list[str]:
+            return [sys.executable, "-c", script, str(model), str(data), str(tmp / "py.csv"), str(threads)]
 
         runs = {}
         for cores, threads in (("0", 1), ("0,1", 2)):
@@ -144,10 +171,12 @@ def main() -> None:
                 ("sluice, I/O floor (identity)", engine(identity, threads)),
             ]
             if not args.skip_python:
-                cases += [
-                    ("pandas + onnxruntime, logistic regression", python(ROOT / "models/iris_logreg.onnx", threads)),
-                    ("pandas + onnxruntime, MLP", python(ROOT / "models/iris_mlp.onnx", threads)),
-                ]
+                for library, script in (("pandas", PANDAS_BASELINE), ("polars", POLARS_BASELINE)):
+                    cases += [
+                        (f"{library} + onnxruntime, logistic regression",
+                         python(script, ROOT / "models/iris_logreg.onnx", threads)),
+                        (f"{library} + onnxruntime, MLP", python(script, ROOT / "models/iris_mlp.onnx", threads)),
+                    ]
             print(f"== {label}", flush=True)
             # The cases take turns, so a slow spell of a shared machine falls on all of them alike.
             timings = {name: [] for name, _ in cases}
@@ -164,8 +193,9 @@ def main() -> None:
                 ours = runs[(label, f"sluice, {model}")][0]
                 line = f"  {model}: {ours / floor:.2f}x the I/O floor's time"
                 if not args.skip_python:
-                    theirs = runs[(label, f"pandas + onnxruntime, {model}")][0]
-                    line += f", {theirs / ours:.1f}x the rows/s of pandas + onnxruntime"
+                    for library in ("pandas", "polars"):
+                        theirs = runs[(label, f"{library} + onnxruntime, {model}")][0]
+                        line += f", {theirs / ours:.1f}x the rows/s of {library} + onnxruntime"
                 print(line)
             print()
 
