@@ -189,6 +189,9 @@ async fn tf_serving_status_metadata_and_errors() {
         ("POST", "/v1/models/iris:predict", "{\"rows\": []}", 400, "neither \"instances\" nor \"inputs\""),
         ("POST", "/v1/models/iris:predict", "{\"instances\": []}", 400, "\"instances\" is empty"),
         ("POST", "/v1/models/iris:classify", "{}", 400, "use :predict"),
+        ("POST", "/v1/models/iris/versions/1:explain", "{}", 404, "no such method \"explain\""),
+        ("POST", "/v1/models/iris/versions/one:predict", "{}", 404, "\"one\" is not a model version"),
+        ("GET", "/v1/models/iris/versions/0/metadata", "", 404, "\"0\" is not a model version"),
         (
             "POST",
             "/v1/models/iris:predict",

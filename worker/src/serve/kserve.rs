@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use super::error::{Protocol, ServeError, body};
 use super::registry::{ServedModel, Slot};
 use super::tensors::{Features, RowForm, bare_rows, datatype, feature, label_value};
-use super::{AppState, version_number};
+use super::{AppState, ModelPath};
 use crate::engine::{Element, OutputValues};
 
 const PROTOCOL: Protocol = Protocol::KServe;
@@ -45,46 +45,23 @@ pub async fn server_metadata() -> Response {
     .into_response()
 }
 
-pub async fn model_metadata(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    state.answer(PROTOCOL, &name, async { metadata_of(&state, &name, None) }).await
+pub async fn model_metadata(State(state): State<Arc<AppState>>, Path(path): Path<ModelPath>) -> Response {
+    state.answer(PROTOCOL, &path.name, async { metadata_of(&state, &path.name, path.version_number()?) }).await
 }
 
-pub async fn model_version_metadata(
-    State(state): State<Arc<AppState>>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    state.answer(PROTOCOL, &name, async { metadata_of(&state, &name, Some(version_number(&version)?)) }).await
-}
-
-pub async fn model_ready(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    state.answer(PROTOCOL, &name, async { ready_of(&state, &name, None) }).await
-}
-
-pub async fn model_version_ready(
-    State(state): State<Arc<AppState>>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    state.answer(PROTOCOL, &name, async { ready_of(&state, &name, Some(version_number(&version)?)) }).await
+pub async fn model_ready(State(state): State<Arc<AppState>>, Path(path): Path<ModelPath>) -> Response {
+    state.answer(PROTOCOL, &path.name, async { ready_of(&state, &path.name, path.version_number()?) }).await
 }
 
 pub async fn infer(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    request: Result<Bytes, BytesRejection>,
-) -> Response {
-    state.answer(PROTOCOL, &name, async { infer_with(&state, &name, None, &headers, request).await }).await
-}
-
-pub async fn infer_version(
-    State(state): State<Arc<AppState>>,
-    Path((name, version)): Path<(String, String)>,
+    Path(path): Path<ModelPath>,
     headers: HeaderMap,
     request: Result<Bytes, BytesRejection>,
 ) -> Response {
     state
-        .answer(PROTOCOL, &name, async {
-            infer_with(&state, &name, Some(version_number(&version)?), &headers, request).await
+        .answer(PROTOCOL, &path.name, async {
+            infer_with(&state, &path.name, path.version_number()?, &headers, request).await
         })
         .await
 }

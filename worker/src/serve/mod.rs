@@ -73,12 +73,25 @@ impl AppState {
     }
 }
 
-/// A version from a path (`…/versions/2`); anything but a positive integer names no version.
-pub(crate) fn version_number(text: &str) -> Result<u64, ServeError> {
-    text.parse::<u64>()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| ServeError::NotFound(format!("{text:?} is not a model version (a positive integer)")))
+/// The model a route names: `{name}`, and `{version}` on the `…/versions/{version}` routes, so
+/// one handler serves a route with and without the version.
+#[derive(Debug, serde::Deserialize)]
+pub struct ModelPath {
+    pub name: String,
+    /// As the path gives it (TF Serving's verb may still ride on it: `2:predict`).
+    pub version: Option<String>,
+}
+
+impl ModelPath {
+    /// The version asked for, if any; anything but a positive integer names no version (404).
+    pub fn version_number(&self) -> Result<Option<u64>, ServeError> {
+        let Some(text) = self.version.as_deref() else { return Ok(None) };
+        text.parse::<u64>()
+            .ok()
+            .filter(|v| *v > 0)
+            .map(Some)
+            .ok_or_else(|| ServeError::NotFound(format!("{text:?} is not a model version (a positive integer)")))
+    }
 }
 
 /// Every route of the three protocols, with the body limit and the time-out.
@@ -89,11 +102,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         // TensorFlow Serving: the verb rides on the last segment (`iris:predict`).
         .route("/v1/models/{name}", get(tfserving::status).post(tfserving::predict))
         .route("/v1/models/{name}/metadata", get(tfserving::metadata))
-        .route(
-            "/v1/models/{name}/versions/{version}",
-            get(tfserving::status_of_version).post(tfserving::predict_version),
-        )
-        .route("/v1/models/{name}/versions/{version}/metadata", get(tfserving::metadata_of_version))
+        .route("/v1/models/{name}/versions/{version}", get(tfserving::status).post(tfserving::predict))
+        .route("/v1/models/{name}/versions/{version}/metadata", get(tfserving::metadata))
         // KServe v2.
         .route("/v2", get(kserve::server_metadata))
         .route("/v2/health/live", get(kserve::live))
@@ -101,13 +111,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/models/{name}", get(kserve::model_metadata))
         .route("/v2/models/{name}/ready", get(kserve::model_ready))
         .route("/v2/models/{name}/infer", post(kserve::infer))
-        .route("/v2/models/{name}/versions/{version}", get(kserve::model_version_metadata))
-        .route("/v2/models/{name}/versions/{version}/ready", get(kserve::model_version_ready))
-        .route("/v2/models/{name}/versions/{version}/infer", post(kserve::infer_version))
+        .route("/v2/models/{name}/versions/{version}", get(kserve::model_metadata))
+        .route("/v2/models/{name}/versions/{version}/ready", get(kserve::model_ready))
+        .route("/v2/models/{name}/versions/{version}/infer", post(kserve::infer))
         // TorchServe.
         .route("/ping", get(torchserve::ping))
         .route("/predictions/{name}", post(torchserve::predict))
-        .route("/predictions/{name}/{version}", post(torchserve::predict_version))
+        .route("/predictions/{name}/{version}", post(torchserve::predict))
         .route("/metrics", get(prometheus))
         .layer(DefaultBodyLimit::max(limit))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))

@@ -16,61 +16,39 @@ use serde_json::{Map, Value, json};
 use super::error::{Protocol, ServeError, body, json_body};
 use super::registry::{ServedModel, Slot};
 use super::tensors::{Features, datatype, from_columns, from_instances, row_value};
-use super::{AppState, version_number};
+use super::{AppState, ModelPath};
 
 const PROTOCOL: Protocol = Protocol::TfServing;
 
-/// `GET /v1/models/{name}`, or `POST /v1/models/{name}:predict`.
-pub async fn status(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    state.answer(PROTOCOL, &name, async { status_of(&state, &name, None) }).await
+/// `GET /v1/models/{name}[/versions/{v}]`.
+pub async fn status(State(state): State<Arc<AppState>>, Path(path): Path<ModelPath>) -> Response {
+    state.answer(PROTOCOL, &path.name, async { status_of(&state, &path.name, path.version_number()?) }).await
 }
 
-pub async fn status_of_version(
-    State(state): State<Arc<AppState>>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    state.answer(PROTOCOL, &name, async { status_of(&state, &name, Some(version_number(&version)?)) }).await
+/// `GET /v1/models/{name}[/versions/{v}]/metadata`.
+pub async fn metadata(State(state): State<Arc<AppState>>, Path(path): Path<ModelPath>) -> Response {
+    state.answer(PROTOCOL, &path.name, async { metadata_of(&state, &path.name, path.version_number()?) }).await
 }
 
-pub async fn metadata(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    state.answer(PROTOCOL, &name, async { metadata_of(&state, &name, None) }).await
-}
-
-pub async fn metadata_of_version(
-    State(state): State<Arc<AppState>>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    state.answer(PROTOCOL, &name, async { metadata_of(&state, &name, Some(version_number(&version)?)) }).await
-}
-
-/// `POST /v1/models/{name}:predict`: the path segment holds the name and the verb.
+/// `POST /v1/models/{name}[/versions/{v}]:predict`: the verb rides on the last segment.
 pub async fn predict(
     State(state): State<Arc<AppState>>,
-    Path(name_and_verb): Path<String>,
+    Path(mut path): Path<ModelPath>,
     request: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (name, verb) = name_and_verb.split_once(':').unwrap_or((&name_and_verb, ""));
-    let name = name.to_owned();
+    let last = path.version.as_mut().unwrap_or(&mut path.name);
+    let verb = match last.find(':') {
+        Some(colon) => {
+            let verb = last[colon + 1..].to_owned();
+            last.truncate(colon);
+            verb
+        }
+        None => String::new(),
+    };
     state
-        .answer(PROTOCOL, &name, async {
-            check_verb(verb)?;
-            predict_with(&state, &name, None, request).await
-        })
-        .await
-}
-
-/// `POST /v1/models/{name}/versions/{v}:predict`.
-pub async fn predict_version(
-    State(state): State<Arc<AppState>>,
-    Path((name, version_and_verb)): Path<(String, String)>,
-    request: Result<Bytes, BytesRejection>,
-) -> Response {
-    let (version, verb) = version_and_verb.split_once(':').unwrap_or((&version_and_verb, ""));
-    let version = version.to_owned();
-    state
-        .answer(PROTOCOL, &name, async {
-            check_verb(verb)?;
-            predict_with(&state, &name, Some(version_number(&version)?), request).await
+        .answer(PROTOCOL, &path.name, async {
+            check_verb(&verb)?;
+            predict_with(&state, &path.name, path.version_number()?, request).await
         })
         .await
 }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::error::{Protocol, ServeError, body};
 use super::registry::ServedModel;
-use super::{AppState, version_number};
+use super::{AppState, ModelPath};
 use crate::engine::batch::Batch;
 use crate::engine::sinks::OutputLayout;
 use crate::engine::sources::{CsvSource, JsonLinesSource, RowSource};
@@ -38,22 +38,13 @@ pub async fn ping(State(state): State<Arc<AppState>>) -> Response {
 
 pub async fn predict(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    request: Result<Bytes, BytesRejection>,
-) -> Response {
-    state.answer(PROTOCOL, &name, async { predict_with(&state, &name, None, &headers, request).await }).await
-}
-
-pub async fn predict_version(
-    State(state): State<Arc<AppState>>,
-    Path((name, version)): Path<(String, String)>,
+    Path(path): Path<ModelPath>,
     headers: HeaderMap,
     request: Result<Bytes, BytesRejection>,
 ) -> Response {
     state
-        .answer(PROTOCOL, &name, async {
-            predict_with(&state, &name, Some(version_number(&version)?), &headers, request).await
+        .answer(PROTOCOL, &path.name, async {
+            predict_with(&state, &path.name, path.version_number()?, &headers, request).await
         })
         .await
 }
