@@ -498,6 +498,21 @@ async fn a_body_over_the_limit_is_refused_with_413() {
 }
 
 #[tokio::test]
+async fn a_request_whose_body_stops_coming_is_answered_408_while_others_are_served() {
+    let mut settings = settings();
+    settings.request_timeout = Duration::from_millis(500);
+    let server = start_with(ServeSource::Repository(repo("models/repository").display().to_string()), settings).await;
+    let mut slow = TcpStream::connect(server.address).await.unwrap();
+    let head = "POST /v1/models/iris:predict HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n{\"instances\"";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // While that request hangs, another is answered.
+    let answer = post_json(&server, "/v1/models/half_plus_two:predict", &json!({"instances": [1.0]})).await;
+    assert_eq!((answer.status, answer.json()), (200, json!({"predictions": [2.5]})));
+    let answer = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut slow)).await;
+    assert_eq!(answer.expect("an answer before the client gives up").status, 408);
+}
+
+#[tokio::test]
 async fn a_model_that_cannot_load_is_reported_and_the_others_serve() {
     let root = std::env::temp_dir().join(format!("sluice-serve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
