@@ -31,11 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "worker"
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
-PANDAS_BASELINE = r'''
+# What both Python alternatives share: the arguments and an onnxruntime session with `threads`
+# intra-op threads, as sluice gets `--threads`.
+SESSION = r'''
 import sys
 import numpy as np
 import onnxruntime as ort
-import pandas as pd
 
 model, data, out, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 options = ort.SessionOptions()
@@ -44,6 +45,11 @@ options.inter_op_num_threads = 1
 session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 input_name = session.get_inputs()[0].name
 features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+'''
+
+PANDAS_BASELINE = SESSION + r'''
+import pandas as pd
+
 classes = ["setosa", "versicolor", "virginica"]
 header = True
 for chunk in pd.read_csv(data, chunksize=100_000):
@@ -56,19 +62,9 @@ for chunk in pd.read_csv(data, chunksize=100_000):
 '''
 
 # The same with polars: its streaming engine hands the file over in chunks of 100,000 rows.
-POLARS_BASELINE = r'''
-import sys
-import numpy as np
-import onnxruntime as ort
+POLARS_BASELINE = SESSION + r'''
 import polars as pl
 
-model, data, out, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-options = ort.SessionOptions()
-options.intra_op_num_threads = threads
-options.inter_op_num_threads = 1
-session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-input_name = session.get_inputs()[0].name
-features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 classes = np.asarray(["setosa", "versicolor", "virginica"])
 with open(out, "wb") as sink:
     header = True

@@ -150,9 +150,11 @@ async fn infer_with(
     };
     let request: InferRequest = serde_json::from_slice(&header)
         .map_err(|e| ServeError::BadRequest(format!("the body is not a v2 inference request: {e}")))?;
-    let features = features(model, &request, &mut binary)?;
-    let outputs = model.batcher.infer(features.values.clone(), features.rows).await?;
-    answer(model, &request, &features, &outputs)
+    let Features { values, rows, form } = features(model, &request, &mut binary)?;
+    // The outputs asked for are checked before the model runs.
+    let wanted = wanted_outputs(model, &request)?;
+    let outputs = model.batcher.infer(values, rows).await?;
+    Ok(answer(model, &request, &wanted, rows, form, &outputs))
 }
 
 /// The rows of the request's one input.
@@ -280,16 +282,11 @@ fn json_values(datatype: &str, data: &Value, count: usize) -> Result<Vec<f32>, S
     Ok(values)
 }
 
-/// The response, with the outputs asked for (all by default), each as JSON or binary.
-fn answer(
-    model: &ServedModel,
-    request: &InferRequest,
-    features: &Features,
-    outputs: &[OutputValues],
-) -> Result<Response, ServeError> {
+/// The outputs asked for (all by default): each one's index, and whether it goes as binary.
+fn wanted_outputs(model: &ServedModel, request: &InferRequest) -> Result<Vec<(usize, bool)>, ServeError> {
     let specs = &model.loaded.model.outputs;
     let all_binary = request.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);
-    let wanted: Vec<(usize, bool)> = match &request.outputs {
+    Ok(match &request.outputs {
         None => (0..specs.len()).map(|i| (i, all_binary)).collect(),
         Some(asked) => asked
             .iter()
@@ -305,14 +302,25 @@ fn answer(
                 Ok((index, binary))
             })
             .collect::<Result<_, ServeError>>()?,
-    };
-    let rows = features.rows;
+    })
+}
+
+/// The response: the `wanted` outputs, each as JSON or binary.
+fn answer(
+    model: &ServedModel,
+    request: &InferRequest,
+    wanted: &[(usize, bool)],
+    rows: usize,
+    form: RowForm,
+    outputs: &[OutputValues],
+) -> Response {
+    let specs = &model.loaded.model.outputs;
     let mut tail = BytesMut::new();
     let mut described = Vec::with_capacity(wanted.len());
-    for (index, binary) in wanted {
+    for &(index, binary) in wanted {
         let (spec, values) = (&specs[index], &outputs[index]);
         let width = spec.width();
-        let shape: Vec<usize> = if bare_rows(spec, features.form) { vec![rows] } else { vec![rows, width] };
+        let shape: Vec<usize> = if bare_rows(spec, form) { vec![rows] } else { vec![rows, width] };
         let mut output = Map::new();
         output.insert("name".into(), json!(spec.name));
         output.insert("datatype".into(), json!(datatype(spec.element)));
@@ -350,7 +358,7 @@ fn answer(
         response["id"] = json!(id);
     }
     if tail.is_empty() {
-        return Ok(Json(response).into_response());
+        return Json(response).into_response();
     }
     let header = serde_json::to_vec(&response).expect("a response serialises");
     let header_length = header.len();
@@ -361,5 +369,5 @@ fn answer(
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     headers.insert(HEADER_LENGTH, HeaderValue::from(header_length));
-    Ok(response)
+    response
 }

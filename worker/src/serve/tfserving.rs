@@ -15,8 +15,9 @@ use serde_json::{Map, Value, json};
 
 use super::error::{Protocol, ServeError, body, json_body};
 use super::registry::{ServedModel, Slot};
-use super::tensors::{Features, datatype, from_columns, from_instances, row_value};
+use super::tensors::{Features, RowForm, datatype, from_columns, from_instances, row_value};
 use super::{AppState, ModelPath};
+use crate::engine::OutputValues;
 
 const PROTOCOL: Protocol = Protocol::TfServing;
 
@@ -81,27 +82,27 @@ async fn predict_with(
         (Some(_), Some(_)) => return Err(ServeError::BadRequest("give \"instances\" or \"inputs\", not both".into())),
         (None, None) => return Err(ServeError::BadRequest("the body has neither \"instances\" nor \"inputs\"".into())),
     };
-    let features = features.map_err(ServeError::BadRequest)?;
-    let outputs = model.batcher.infer(features.values.clone(), features.rows).await?;
+    let Features { values, rows, form } = features.map_err(ServeError::BadRequest)?;
+    let outputs = model.batcher.infer(values, rows).await?;
     Ok(Json(if columnar {
-        columns_answer(model, &outputs, &features)
+        columns_answer(model, &outputs, rows, form)
     } else {
-        rows_answer(model, &outputs, &features)
+        rows_answer(model, &outputs, rows, form)
     })
     .into_response())
 }
 
 /// `{"predictions": [...]}`: per row, the one output's value, or an object of every output's.
-fn rows_answer(model: &ServedModel, outputs: &[crate::engine::OutputValues], features: &Features) -> Value {
+fn rows_answer(model: &ServedModel, outputs: &[OutputValues], rows: usize, form: RowForm) -> Value {
     let specs = &model.loaded.model.outputs;
-    let predictions: Vec<Value> = (0..features.rows)
+    let predictions: Vec<Value> = (0..rows)
         .map(|row| match specs.len() {
-            1 => row_value(&specs[0], &outputs[0], row, features.form),
+            1 => row_value(&specs[0], &outputs[0], row, form),
             _ => Value::Object(
                 specs
                     .iter()
                     .zip(outputs)
-                    .map(|(spec, values)| (spec.name.clone(), row_value(spec, values, row, features.form)))
+                    .map(|(spec, values)| (spec.name.clone(), row_value(spec, values, row, form)))
                     .collect(),
             ),
         })
@@ -110,11 +111,10 @@ fn rows_answer(model: &ServedModel, outputs: &[crate::engine::OutputValues], fea
 }
 
 /// `{"outputs": ...}`: the one output's rows, or an object of every output's.
-fn columns_answer(model: &ServedModel, outputs: &[crate::engine::OutputValues], features: &Features) -> Value {
+fn columns_answer(model: &ServedModel, outputs: &[OutputValues], rows: usize, form: RowForm) -> Value {
     let specs = &model.loaded.model.outputs;
-    let column = |spec, values| -> Value {
-        Value::Array((0..features.rows).map(|row| row_value(spec, values, row, features.form)).collect())
-    };
+    let column =
+        |spec, values| -> Value { Value::Array((0..rows).map(|row| row_value(spec, values, row, form)).collect()) };
     let outputs: Value = match specs.len() {
         1 => column(&specs[0], &outputs[0]),
         _ => Value::Object(

@@ -73,8 +73,9 @@ async fn predict_with(
         .is_some_and(|t| t.starts_with("text/csv") || t.starts_with("application/csv"));
     let (shape, lines) = if csv { (Shape::Csv, body.to_vec()) } else { json_rows(&body)? };
     let format = if csv { DataFormat::Csv { delimiter: b',', has_header: true } } else { DataFormat::JsonLines };
-    let (batch, layout) = parse(model, format, lines)?;
-    let outputs = model.batcher.infer(batch.features.clone(), batch.rows).await?;
+    let (mut batch, layout) = parse(model, format, lines)?;
+    // The features go to the model; the answer needs only the batch's other columns.
+    let outputs = model.batcher.infer(std::mem::take(&mut batch.features), batch.rows).await?;
     let mut text = layout.header().map_err(|e| ServeError::Internal(e.to_string()))?;
     layout.format(&batch, &outputs, &model.loaded.model, &mut text);
     Ok(match shape {
