@@ -50,6 +50,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
+from image_models import make_image_models
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "models")
 REFERENCE = os.path.join(MODELS, "reference")
@@ -415,6 +417,7 @@ def main():
     diabetes_model(diabetes_csv)
     half_plus_two_model(hp2_csv)
     write_repository()
+    make_image_models()
     print("all checks passed")
 
 

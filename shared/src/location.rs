@@ -58,6 +58,18 @@ impl Location {
             }
         }
     }
+
+    /// The file `name` in the same folder (or under the same key prefix) as this one.
+    pub fn sibling(&self, name: &str) -> Location {
+        match self {
+            Location::S3(s3) => {
+                let folder = s3.key.rsplit_once('/').map_or("", |(folder, _)| folder);
+                let key = if folder.is_empty() { name.to_owned() } else { format!("{folder}/{name}") };
+                Location::S3(S3Uri { bucket: s3.bucket.clone(), key })
+            }
+            Location::Local(path) => Location::Local(path.with_file_name(name)),
+        }
+    }
 }
 
 impl fmt::Display for S3Uri {
@@ -104,5 +116,9 @@ mod tests {
         assert_eq!(s3.with_suffix(".json").to_string(), "s3://m/iris.onnx.json");
         let local = Location::parse("models/iris.onnx").unwrap();
         assert_eq!(local.with_suffix(".json").to_string(), "models/iris.onnx.json");
+        assert_eq!(s3.sibling("labels.txt").to_string(), "s3://m/labels.txt");
+        assert_eq!(local.sibling("labels.txt").to_string(), "models/labels.txt");
+        let nested = Location::parse("s3://m/repo/cats/1/model.onnx").unwrap();
+        assert_eq!(nested.sibling("labels.txt").to_string(), "s3://m/repo/cats/1/labels.txt");
     }
 }

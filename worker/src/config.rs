@@ -33,6 +33,12 @@ pub const CSV_DELIMITER: EnvVar =
 pub const MAX_INPUT_BYTES: EnvVar =
     EnvVar::optional("MAX_INPUT_BYTES", "the largest input file in bytes; larger ones fail", "107374182400");
 
+pub const MAX_IMAGE_PIXELS: EnvVar = EnvVar::optional(
+    "MAX_IMAGE_PIXELS",
+    "the most pixels an image may have (width x height); larger ones are refused before decoding",
+    "50000000",
+);
+
 pub const RETRY_DELAY_SECONDS: EnvVar = EnvVar::optional(
     "RETRY_DELAY_SECONDS",
     "seconds before a job that failed for a passing reason is tried again, doubling with each try, from 0 to 900",
@@ -68,6 +74,7 @@ pub const VARS: &[EnvVar] = &[
     CSV_HAS_HEADER,
     CSV_DELIMITER,
     MAX_INPUT_BYTES,
+    MAX_IMAGE_PIXELS,
     RETRY_DELAY_SECONDS,
     METRICS_NAMESPACE,
     COMPLETION_EVENTS,
@@ -137,6 +144,7 @@ pub fn transform_options<F: Fn(&str) -> Option<String>>(env: &Environment<F>) ->
         batch_size: env.parse_in(&BATCH_SIZE, 1..=1 << 20)?,
         max_bad_row_ratio: env.parse_in(&MAX_BAD_ROW_RATIO, 0.0..=1.0)?,
         threads,
+        max_image_pixels: env.parse_in(&MAX_IMAGE_PIXELS, 1..=u64::MAX)?,
     })
 }
 
@@ -170,7 +178,12 @@ mod tests {
         assert_eq!(config.empty_polls_before_exit, 3);
         assert_eq!(
             config.transform,
-            TransformOptions { batch_size: 4096, max_bad_row_ratio: 0.1, threads: default_threads() }
+            TransformOptions {
+                batch_size: 4096,
+                max_bad_row_ratio: 0.1,
+                threads: default_threads(),
+                max_image_pixels: 50_000_000
+            }
         );
         assert_eq!(config.csv, CsvOptions { has_header: true, delimiter: b',' });
         assert_eq!(config.retry_delay, Duration::from_secs(10));
@@ -194,6 +207,7 @@ mod tests {
             ("CSV_DELIMITER", ";;"),
             ("RETRY_DELAY_SECONDS", "901"),
             ("COMPLETION_EVENTS", "yes"),
+            ("MAX_IMAGE_PIXELS", "0"),
         ] {
             let err = WorkerConfig::from_env(&env(&[("QUEUE_URL", "q"), (name, value)])).unwrap_err();
             assert_eq!(err.name, name, "{err}");

@@ -183,8 +183,9 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
 
         let keys = job.output_keys();
         let content_type = match kind.format {
-            DataFormat::JsonLines => "application/x-ndjson",
-            _ => "text/csv",
+            DataFormat::JsonLines | DataFormat::ImageArchive => "application/x-ndjson",
+            DataFormat::Image => "application/json",
+            DataFormat::Csv { .. } => "text/csv",
         };
         let (chunks, reader) = input_channel();
         let (mut data_writer, data_upload) = self.transfers.upload(output_uri(job, &keys.data), content_type);

@@ -70,6 +70,9 @@ enum Command {
         /// Delimiter of .csv input: one character, or `tab`.
         #[arg(long, default_value = ",")]
         delimiter: String,
+        /// Images with more pixels (width x height) are refused before they are decoded.
+        #[arg(long, default_value_t = worker::engine::image::decode::DEFAULT_MAX_PIXELS)]
+        max_image_pixels: u64,
     },
     /// Serve every model of a repository online: TF Serving REST, KServe v2 and TorchServe
     /// endpoints (settings from the environment; these flags override them).
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
                 threads,
                 no_header,
                 delimiter,
+                max_image_pixels,
             } => {
                 let delimiter = parse_delimiter(&delimiter)
                     .with_context(|| format!("--delimiter {delimiter:?}: expected one ASCII character or tab"))?;
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
                     batch_size,
                     max_bad_row_ratio,
                     threads: threads.filter(|&n| n > 0).unwrap_or_else(default_threads),
+                    max_image_pixels,
                 };
                 let csv = CsvOptions { has_header: !no_header, delimiter };
                 let request = TransformRequest { model, model_repository, input, output, errors, options, csv };

@@ -10,6 +10,8 @@ use std::time::SystemTime;
 use shared::location::Location;
 use tokio::sync::Mutex;
 
+use crate::engine::image::config::parse_labels;
+use crate::engine::image::{ImageConfig, Labels};
 use crate::engine::model_config::ModelConfigError;
 use crate::engine::{Model, ModelConfig, ModelError};
 use crate::store::{ObjectStore, StoreError};
@@ -145,10 +147,13 @@ impl<S: ObjectStore> ModelFiles<S> {
             }
             _ => unreachable!("a location and its sidecar are of one kind"),
         };
-        let config = config_bytes
+        let mut config = config_bytes
             .map(|bytes| ModelConfig::from_json(&bytes))
             .transpose()
             .map_err(|source| ModelLoadError::Config { uri: sidecar.to_string(), source })?;
+        if let Some(image) = config.as_mut().and_then(|c| c.image.as_mut()) {
+            self.read_labels(&location, image).await?;
+        }
         // Optimising a model is CPU work: keep it off the async threads.
         let uri = file.uri.clone();
         let model = tokio::task::spawn_blocking(move || Model::load(&bytes, config))
@@ -156,6 +161,31 @@ impl<S: ObjectStore> ModelFiles<S> {
             .map_err(|e| ModelLoadError::Model { uri: uri.clone(), source: ModelError::Unsupported(e.to_string()) })?
             .map_err(|source| ModelLoadError::Model { uri, source })?;
         Ok(LoadedModel { file, model })
+    }
+}
+
+impl<S: ObjectStore> ModelFiles<S> {
+    /// Replaces an image model's labels file (`"labels": "labels.txt"`) by the labels it holds.
+    async fn read_labels(&self, model: &Location, image: &mut ImageConfig) -> Result<(), ModelLoadError> {
+        let Some(Labels::File(name)) = &image.labels else { return Ok(()) };
+        let location = model.sibling(name);
+        let bytes = match &location {
+            Location::S3(uri) => match self.s3(&location.to_string())?.read_all(uri).await {
+                Ok(bytes) => bytes.to_vec(),
+                Err(e) if e.status() == Some(404) => return Err(ModelLoadError::Missing { uri: location.to_string() }),
+                Err(e) => return Err(e.into()),
+            },
+            Location::Local(path) => tokio::fs::read(path).await.map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => ModelLoadError::Missing { uri: location.to_string() },
+                _ => ModelLoadError::Local { path: path.display().to_string(), source },
+            })?,
+        };
+        let text = String::from_utf8(bytes).map_err(|_| ModelLoadError::Config {
+            uri: location.to_string(),
+            source: ModelConfigError::Invalid("the labels file is not UTF-8 text".into()),
+        })?;
+        image.labels = Some(Labels::List(parse_labels(&text)));
+        Ok(())
     }
 }
 

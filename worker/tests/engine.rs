@@ -381,7 +381,7 @@ proptest! {
                 input.push_str(&format!("{i},{}.{},3.0,{}.5,{}.2\n", 4 + i % 4, i % 10, 1 + i % 5, i % 3));
             }
         }
-        let options = |batch_size, threads| TransformOptions { batch_size, threads, max_bad_row_ratio: 1.0 };
+        let options = |batch_size, threads| TransformOptions { batch_size, threads, max_bad_row_ratio: 1.0, ..Default::default() };
         let reference = run(&model, input.as_bytes(), options(1024, 1));
         let other = run(&model, input.as_bytes(), options(batch_size, threads));
         prop_assert_eq!(&other.output, &reference.output);

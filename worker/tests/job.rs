@@ -30,7 +30,7 @@ fn setup() -> (MemoryStore, JobRunner<MemoryStore, RecordedEvents>, RecordedEven
         transfers,
         events: events.clone(),
         settings: JobSettings {
-            transform: TransformOptions { batch_size: 256, max_bad_row_ratio: 0.1, threads: 2 },
+            transform: TransformOptions { batch_size: 256, max_bad_row_ratio: 0.1, threads: 2, ..Default::default() },
             csv: CsvOptions { has_header: true, delimiter: b',' },
             max_input_bytes: 1 << 30,
             metrics_namespace: "sluice-test".into(),

@@ -43,7 +43,7 @@ fn setup(budget: u64) -> (MemoryStore, JobRunner<MemoryStore, RecordedEvents>) {
         transfers,
         events: RecordedEvents::default(),
         settings: JobSettings {
-            transform: TransformOptions { batch_size: 64, max_bad_row_ratio: 0.1, threads: 1 },
+            transform: TransformOptions { batch_size: 64, max_bad_row_ratio: 0.1, threads: 1, ..Default::default() },
             csv: CsvOptions { has_header: true, delimiter: b',' },
             max_input_bytes: 1 << 30,
             metrics_namespace: "sluice-test".into(),

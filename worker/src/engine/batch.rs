@@ -52,8 +52,6 @@ pub struct BadRow {
 /// Parsed rows waiting for the model, in input order.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Position in the file, for putting results back in order.
-    pub seq: u64,
     /// `rows * n_features` values, row-major.
     pub features: Vec<f32>,
     /// `rows * passthrough columns` fields, row-major.

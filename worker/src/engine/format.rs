@@ -1,4 +1,7 @@
 //! Data formats: which one a file is in, and opening it (gzip included).
+//!
+//! Tables (CSV, TSV, JSON Lines) and images (JPEG, PNG, WebP; or a tar archive of them) are told
+//! apart by the file name.
 
 use std::io::{self, BufRead, BufReader, Read};
 
@@ -11,6 +14,16 @@ pub enum DataFormat {
     Csv { delimiter: u8, has_header: bool },
     /// One JSON object (features by field name) or array (by position) per line.
     JsonLines,
+    /// One image (`.jpg`, `.jpeg`, `.png`, `.webp`); its format is told from its bytes.
+    Image,
+    /// A tar archive of images (`.tar`, `.tar.gz`, `.tgz`).
+    ImageArchive,
+}
+
+impl DataFormat {
+    pub fn is_image(self) -> bool {
+        matches!(self, DataFormat::Image | DataFormat::ImageArchive)
+    }
 }
 
 /// CSV options that cannot be told from a file name.
@@ -37,7 +50,7 @@ pub struct FileKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{name:?} is not a supported file type: sluice reads CSV (.csv, .tsv) and JSON Lines (.jsonl, .ndjson), optionally gzip-compressed (.gz)"
+    "{name:?} is not a supported file type: sluice reads CSV (.csv, .tsv) and JSON Lines (.jsonl, .ndjson), optionally gzip-compressed (.gz), and images (.jpg, .jpeg, .png, .webp) alone or in a tar archive (.tar, .tar.gz, .tgz)"
 )]
 pub struct UnsupportedFile {
     pub name: String,
@@ -47,6 +60,9 @@ impl FileKind {
     /// The kind of `name` (a key or a path); `content_encoding` is S3's `Content-Encoding`.
     pub fn from_name(name: &str, content_encoding: Option<&str>, csv: CsvOptions) -> Result<Self, UnsupportedFile> {
         let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".tgz") {
+            return Ok(Self { format: DataFormat::ImageArchive, gzip: true });
+        }
         let (stem, gz_suffix) = match lower.strip_suffix(".gz") {
             Some(stem) => (stem, true),
             None => (lower.as_str(), false),
@@ -56,13 +72,18 @@ impl FileKind {
             Some("csv") => DataFormat::Csv { delimiter: csv.delimiter, has_header: csv.has_header },
             Some("tsv") => DataFormat::Csv { delimiter: b'\t', has_header: csv.has_header },
             Some("jsonl" | "ndjson") => DataFormat::JsonLines,
+            Some("tar") => DataFormat::ImageArchive,
+            // An image is compressed already: an image named .gz is not one sluice reads.
+            Some("jpg" | "jpeg" | "png" | "webp") if !gz_suffix => {
+                return Ok(Self { format: DataFormat::Image, gzip: false });
+            }
             _ => return Err(UnsupportedFile { name: name.to_owned() }),
         };
         Ok(Self { format, gzip })
     }
 }
 
-/// Opens `input` as text: decompressed when it starts with the gzip magic bytes (whatever its
+/// Opens `input` (text, or a tar archive): decompressed when it starts with the gzip magic bytes (whatever its
 /// name says, since S3 clients do not always set a content encoding). `expect_gzip` only makes
 /// the error clearer when a `.gz` file is not gzip.
 pub fn open_text<'a>(input: impl Read + Send + 'a, expect_gzip: bool) -> io::Result<Box<dyn BufRead + Send + 'a>> {
@@ -99,7 +120,14 @@ mod tests {
         assert_eq!(kind("x.jsonl").unwrap().format, DataFormat::JsonLines);
         assert_eq!(kind("x.ndjson.gz").unwrap(), FileKind { format: DataFormat::JsonLines, gzip: true });
         assert!(FileKind::from_name("x.csv", Some("gzip"), CsvOptions::default()).unwrap().gzip);
-        for bad in ["x.parquet", "x.gz", "README", "x.json", "x.csv.zip"] {
+        assert_eq!(kind("cats/Kitten.JPG").unwrap(), FileKind { format: DataFormat::Image, gzip: false });
+        assert_eq!(kind("x.webp").unwrap().format, DataFormat::Image);
+        // S3's content encoding says nothing about an image's own bytes.
+        assert!(!FileKind::from_name("x.png", Some("gzip"), CsvOptions::default()).unwrap().gzip);
+        assert_eq!(kind("photos.tar").unwrap(), FileKind { format: DataFormat::ImageArchive, gzip: false });
+        assert_eq!(kind("photos.tar.gz").unwrap(), FileKind { format: DataFormat::ImageArchive, gzip: true });
+        assert_eq!(kind("photos.TGZ").unwrap(), FileKind { format: DataFormat::ImageArchive, gzip: true });
+        for bad in ["x.parquet", "x.gz", "README", "x.json", "x.csv.zip", "x.jpg.gz", "x.gif", "x.zip"] {
             assert!(kind(bad).is_err(), "{bad}");
         }
     }

@@ -6,13 +6,17 @@
 //! - [`row_ops`], [`small_dense`]: row loops in place of tract's kernels where rows are short (the
 //!   softmax and argmax of classifiers with few classes, small dense layers).
 //! - [`columns`], [`sources`], [`sinks`]: columns resolved, rows read, predictions written.
-//! - [`pipeline`]: parse, infer and write overlapped on the task's cores, in input order.
+//! - [`pipeline`]: parse, infer and write overlapped on the task's cores ([`parallel`]), in
+//!   input order.
+//! - [`image`]: image models, from an image (or an archive of them) to the top k classes.
 
 pub mod batch;
 pub mod columns;
 pub mod format;
+pub mod image;
 pub mod model;
 pub mod model_config;
+pub mod parallel;
 pub mod pipeline;
 pub mod row_ops;
 pub mod sinks;
@@ -35,11 +39,18 @@ pub struct TransformOptions {
     pub max_bad_row_ratio: f64,
     /// Threads running the model (besides the reading and the writing thread).
     pub threads: usize,
+    /// Images with more pixels are refused before they are decoded.
+    pub max_image_pixels: u64,
 }
 
 impl Default for TransformOptions {
     fn default() -> Self {
-        Self { batch_size: 4096, max_bad_row_ratio: 0.1, threads: default_threads() }
+        Self {
+            batch_size: 4096,
+            max_bad_row_ratio: 0.1,
+            threads: default_threads(),
+            max_image_pixels: image::decode::DEFAULT_MAX_PIXELS,
+        }
     }
 }
 
@@ -68,6 +79,12 @@ pub enum TransformError {
     NotText,
     #[error("the file has no data rows")]
     NoDataRows,
+    #[error("the archive holds no images")]
+    NoImages,
+    #[error("{0}")]
+    WrongInput(String),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
     #[error("the file's columns do not fit the model: {0}")]
     Columns(String),
     #[error("{} of {} rows are bad, more than the allowed {:.1}%; the first: {}", summary.bad_rows, summary.rows_in, limit * 100.0, first_error(summary))]

@@ -1,8 +1,10 @@
-//! An ONNX model loaded once and run on mini-batches of rows.
+//! An ONNX model loaded once and run on mini-batches of rows (or of images).
 //!
-//! The model must take one 2-D float input `[batch, features]` with a fixed feature count. Each
-//! output becomes one or more output columns: a label (integer or string, 1-D), or scores /
-//! values (float, 1-D or `[batch, width]`).
+//! A table model must take one 2-D float input `[batch, features]` with a fixed feature count.
+//! Each output becomes one or more output columns: a label (integer or string, 1-D), or scores /
+//! values (float, 1-D or `[batch, width]`). An image model (its configuration has an `image`
+//! section) takes one 4-D float input whose shape that section declares, and its first float
+//! output, whatever its rank, holds the class scores.
 //!
 //! The model configuration (which columns are features, which pass through, the class names) is
 //! the sidecar `<model>.json` when there is one, else the JSON of the model's own metadata entry
@@ -14,8 +16,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::dims;
 
+use super::image::{Classifier, ImageConfig, ImageModel, Labels, Preprocessor};
 use super::model_config::{ModelConfig, ModelConfigError};
 use super::row_ops::replace_narrow_row_ops;
 use super::small_dense::replace_small_dense_layers;
@@ -43,7 +45,15 @@ pub struct Model {
     plan: Plan,
     /// The name of the model's one input.
     pub input_name: String,
+    /// Input values per row (per image: channels x height x width).
     pub n_features: usize,
+    /// One row's input shape, the batch dimension left out: `[features]`, or an image's.
+    pub input_shape: Vec<usize>,
+    /// Runs are padded to a multiple of this many rows ([`RUN_ROW_MULTIPLE`] for tables; 1 for
+    /// images, whose runs are too costly to pad).
+    row_multiple: usize,
+    /// How images become the input and scores become classes, for an image model.
+    pub image: Option<ImageModel>,
     pub outputs: Vec<OutputSpec>,
     /// The configuration in force: the sidecar's, the model's embedded one, or the default.
     pub config: ModelConfig,
@@ -140,23 +150,29 @@ impl Model {
         let onnx = tract_onnx::onnx();
         let mut proto =
             onnx.proto_model_for_read(&mut &bytes[..]).map_err(|e| ModelError::Unreadable(format!("{e:#}")))?;
-        let graph = proto.graph.as_mut().ok_or_else(|| ModelError::Unreadable("it has no graph".into()))?;
-        let (input_name, n_features) = feature_count(graph)?;
-        let declared = declared_labels(graph)?;
-        let string_labels = matches!(declared, Some(DeclaredLabels::Names(_)));
-        number_string_labels(graph);
-        let graph_outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
         let config = match sidecar {
             Some(config) => config,
             None => embedded_config(&proto)?.unwrap_or_default(),
         };
+        let graph = proto.graph.as_mut().ok_or_else(|| ModelError::Unreadable("it has no graph".into()))?;
+        let (input_name, input_shape) = match &config.image {
+            None => feature_count(graph).map(|(name, n)| (name, vec![n]))?,
+            Some(image) => image_input(graph, image)?,
+        };
+        let n_features = input_shape.iter().product();
+        let declared = declared_labels(graph)?;
+        let string_labels = matches!(declared, Some(DeclaredLabels::Names(_)));
+        number_string_labels(graph);
+        let graph_outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
         let classes = class_names(config.classes.as_deref(), declared.as_ref())?;
 
         let model = onnx.model_for_proto_model(&proto).map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
         let batch = model.sym("N");
         let cannot_run = |e: TractError| ModelError::Unsupported(format!("tract cannot run it: {e:#}"));
+        let mut shape: TVec<TDim> = tvec![batch.into()];
+        shape.extend(input_shape.iter().map(|&d| d.to_dim()));
         let mut typed = model
-            .with_input_fact(0, f32::fact(dims!(batch, n_features)).into())
+            .with_input_fact(0, f32::fact(shape).into())
             .and_then(|m| m.into_typed())
             .and_then(|m| m.into_decluttered())
             .map_err(cannot_run)?;
@@ -169,11 +185,23 @@ impl Model {
             .enumerate()
             .map(|(ix, name)| {
                 let fact = typed.output_fact(ix).map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
-                output_spec(name, fact, classes.as_ref(), string_labels)
+                output_spec(name, fact, classes.as_ref(), string_labels, config.image.is_some())
             })
             .collect::<Result<Vec<_>, _>>()?;
         let plan = typed.into_runnable().map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
-        Ok(Self { plan, input_name, n_features, outputs, config, sha256: hex::encode(Sha256::digest(bytes)) })
+        let image = config.image.as_ref().map(|image| image_model(image, &outputs)).transpose()?;
+        let row_multiple = if image.is_some() { 1 } else { RUN_ROW_MULTIPLE };
+        Ok(Self {
+            plan,
+            input_name,
+            n_features,
+            input_shape,
+            row_multiple,
+            image,
+            outputs,
+            config,
+            sha256: hex::encode(Sha256::digest(bytes)),
+        })
     }
 
     /// Every output column name, in order.
@@ -184,14 +212,15 @@ impl Model {
     /// Runs one mini-batch: `features` holds `rows * n_features` values, row-major.
     pub fn predict(&self, features: &[f32], rows: usize) -> Result<Vec<OutputValues>, ModelError> {
         let failed = |e: TractError| ModelError::Inference { rows, message: format!("{e:#}") };
-        let padded_rows = rows.div_ceil(RUN_ROW_MULTIPLE) * RUN_ROW_MULTIPLE;
+        let padded_rows = rows.div_ceil(self.row_multiple) * self.row_multiple;
+        let shape = |rows| [&[rows], &self.input_shape[..]].concat();
         let input = if padded_rows == rows {
-            Tensor::from_shape(&[rows, self.n_features], features)
+            Tensor::from_shape(&shape(rows), features)
         } else {
             let mut padded = Vec::with_capacity(padded_rows * self.n_features);
             padded.extend_from_slice(features);
             padded.resize(padded_rows * self.n_features, 0.0);
-            Tensor::from_shape(&[padded_rows, self.n_features], &padded)
+            Tensor::from_shape(&shape(padded_rows), &padded)
         }
         .map_err(failed)?;
         let mut state = self.plan.spawn().map_err(failed)?;
@@ -278,25 +307,30 @@ pub fn clear_upper_vector_state() {
     }
 }
 
-/// The name and the fixed second dimension of the model's single 2-D input.
-fn feature_count(graph: &pb::GraphProto) -> Result<(String, usize), ModelError> {
-    use pb::tensor_shape_proto::dimension::Value;
+/// The model's one input (initializers listed as inputs aside) and its declared dimensions.
+fn single_input<'g>(
+    graph: &'g pb::GraphProto,
+    feeds: &str,
+) -> Result<(&'g pb::ValueInfoProto, Vec<pb::tensor_shape_proto::Dimension>), ModelError> {
     use pb::type_proto::Value as Type;
     let initializers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs: Vec<&pb::ValueInfoProto> =
         graph.input.iter().filter(|i| !initializers.contains(&i.name.as_str())).collect();
     let [input] = inputs[..] else {
-        return Err(ModelError::Unsupported(format!(
-            "it has {} inputs; sluice feeds one [batch, features] input",
-            inputs.len()
-        )));
+        return Err(ModelError::Unsupported(format!("it has {} inputs; sluice feeds one {feeds} input", inputs.len())));
     };
-    let dims = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(Type::TensorType(tensor)) => tensor.shape.as_ref().map(|s| s.dim.clone()).unwrap_or_default(),
-        _ => {
-            return Err(ModelError::Unsupported(format!("input {:?} is not a tensor", input.name)));
+    match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(Type::TensorType(tensor)) => {
+            Ok((input, tensor.shape.as_ref().map(|s| s.dim.clone()).unwrap_or_default()))
         }
-    };
+        _ => Err(ModelError::Unsupported(format!("input {:?} is not a tensor", input.name))),
+    }
+}
+
+/// The name and the fixed second dimension of the model's single 2-D input.
+fn feature_count(graph: &pb::GraphProto) -> Result<(String, usize), ModelError> {
+    use pb::tensor_shape_proto::dimension::Value;
+    let (input, dims) = single_input(graph, "[batch, features]")?;
     match dims.get(1).and_then(|d| d.value.as_ref()) {
         Some(Value::DimValue(n)) if dims.len() == 2 && *n > 0 => Ok((input.name.clone(), *n as usize)),
         _ => Err(ModelError::Unsupported(format!(
@@ -304,6 +338,67 @@ fn feature_count(graph: &pb::GraphProto) -> Result<(String, usize), ModelError> 
             input.name
         ))),
     }
+}
+
+/// The name and per-image shape of an image model's input, which must be the 4-D input the
+/// configuration's `image` section makes (dimensions the model leaves open are set by it).
+fn image_input(graph: &pb::GraphProto, image: &ImageConfig) -> Result<(String, Vec<usize>), ModelError> {
+    use pb::tensor_shape_proto::dimension::Value;
+    let expected = image.input_shape();
+    let (input, dims) = single_input(graph, "image")?;
+    let shown = |dims: &mut dyn Iterator<Item = String>| format!("[N, {}]", dims.collect::<Vec<_>>().join(", "));
+    let declared = shown(&mut dims.iter().skip(1).map(|d| match &d.value {
+        Some(Value::DimValue(n)) => n.to_string(),
+        Some(Value::DimParam(name)) => name.clone(),
+        None => "?".into(),
+    }));
+    let fits = dims.len() == 4
+        && dims[1..].iter().zip(expected).all(|(d, want)| match d.value {
+            Some(Value::DimValue(n)) => n == want as i64,
+            _ => true,
+        });
+    if !fits {
+        let layout = format!("{:?}", image.layout).to_lowercase();
+        let color = format!("{:?}", image.color).to_lowercase();
+        return Err(ModelError::Unsupported(format!(
+            "its input {:?} is {declared}{}, but the configuration's image section ({color}, {}x{}, {layout}) makes {}",
+            input.name,
+            if dims.len() == 4 { "" } else { " (not 4-D)" },
+            image.width,
+            image.height,
+            shown(&mut expected.iter().map(usize::to_string)),
+        )));
+    }
+    Ok((input.name.clone(), expected.to_vec()))
+}
+
+/// The image side of an image model: its preprocessing, and its scores output read as classes.
+fn image_model(image: &ImageConfig, outputs: &[OutputSpec]) -> Result<ImageModel, ModelError> {
+    let (scores_output, spec) = outputs
+        .iter()
+        .enumerate()
+        .find(|(_, o)| o.element == Element::Float32 && matches!(o.kind, OutputKind::Values { .. }))
+        .ok_or_else(|| ModelError::Unsupported("an image model needs a float output of class scores".into()))?;
+    let width = spec.width();
+    let labels = match &image.labels {
+        None => (0..width).map(|i| i.to_string()).collect(),
+        Some(Labels::List(labels)) => labels.clone(),
+        Some(Labels::File(name)) => {
+            return Err(ModelError::Unsupported(format!("its labels file {name:?} was not read with the model")));
+        }
+    };
+    if labels.len() != width {
+        return Err(ModelError::Unsupported(format!(
+            "the configuration names {} labels, but the model's output {:?} scores {width} classes",
+            labels.len(),
+            spec.name
+        )));
+    }
+    Ok(ImageModel {
+        preprocess: Preprocessor::new(image.clone()),
+        classifier: Classifier::new(labels, image.scores, image.top_k),
+        scores_output,
+    })
 }
 
 /// The configuration the model carries in its metadata, if any.
@@ -397,16 +492,21 @@ fn output_spec(
     fact: &TypedFact,
     classes: Option<&Classes>,
     string_labels: bool,
+    flatten: bool,
 ) -> Result<OutputSpec, ModelError> {
     let unsupported = |why: &str| ModelError::Unsupported(format!("output {name:?} {why}"));
     let rank = fact.rank();
+    let fixed = |dims: &[TDim]| {
+        dims.iter()
+            .map(|d| d.to_i64().ok().and_then(|w| usize::try_from(w).ok()))
+            .product::<Option<usize>>()
+            .ok_or_else(|| unsupported("has no fixed width"))
+    };
     let width = match rank {
         1 => 1,
-        2 => fact.shape[1]
-            .to_i64()
-            .ok()
-            .and_then(|w| usize::try_from(w).ok())
-            .ok_or_else(|| unsupported("has no fixed width"))?,
+        2 => fixed(&fact.shape[1..])?,
+        // An image classifier's scores may keep spatial dimensions of 1 ([N, 1000, 1, 1]).
+        _ if flatten => fixed(&fact.shape[1..])?,
         _ => {
             return Err(unsupported(&format!("has rank {rank}; outputs must be [batch] or [batch, width]")));
         }

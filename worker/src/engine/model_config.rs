@@ -1,7 +1,10 @@
-//! The model configuration a model author puts next to the model (`<model>.json`): which input
-//! columns are features, which pass through to the output, and the names of the classes.
+//! The model configuration a model author puts next to the model (`<model>.json`): for a table
+//! model, which input columns are features, which pass through to the output, and the names of
+//! the classes; for an image model, its `image` section ([`ImageConfig`]).
 
 use serde::Deserialize;
+
+use super::image::ImageConfig;
 
 /// A column by its header name or its 0-based position.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -32,7 +35,7 @@ impl Default for Passthrough {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The columns fed to the model, in the model's order. Absent: every column that does not
@@ -46,17 +49,33 @@ pub struct ModelConfig {
     /// Names of the classes a classifier's integer labels stand for, in label order.
     #[serde(default)]
     pub classes: Option<Vec<String>>,
+    /// Makes the model an image model: how images become its input, and its scores classes.
+    #[serde(default)]
+    pub image: Option<ImageConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "the model configuration is not valid: {0} (expected {{\"features\": [...], \"passthrough\": [...], \"classes\": [...]}})"
-)]
-pub struct ModelConfigError(#[source] serde_json::Error);
+pub enum ModelConfigError {
+    #[error(
+        "the model configuration is not valid: {0} (expected {{\"features\": [...], \"passthrough\": [...], \"classes\": [...]}}, or {{\"image\": {{...}}}} for an image model)"
+    )]
+    Json(#[source] serde_json::Error),
+    #[error("the model configuration is not valid: {0}")]
+    Invalid(String),
+}
 
 impl ModelConfig {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ModelConfigError> {
-        serde_json::from_slice(bytes).map_err(ModelConfigError)
+        let config: Self = serde_json::from_slice(bytes).map_err(ModelConfigError::Json)?;
+        if let Some(image) = &config.image {
+            image.check().map_err(ModelConfigError::Invalid)?;
+            if config.features.is_some() || config.passthrough != Passthrough::default() || config.classes.is_some() {
+                return Err(ModelConfigError::Invalid(
+                    "an image model's configuration has no features, passthrough or classes (its class names are image.labels)".into(),
+                ));
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -92,6 +111,16 @@ mod tests {
     #[test]
     fn everything_is_optional() {
         assert_eq!(ModelConfig::from_json(b"{}").unwrap(), ModelConfig::default());
+    }
+
+    #[test]
+    fn an_image_section_is_checked_and_stands_alone() {
+        let config = ModelConfig::from_json(br#"{"image": {"width": 8, "height": 8, "color": "gray"}}"#).unwrap();
+        assert_eq!(config.image.unwrap().channels(), 1);
+        let err = ModelConfig::from_json(br#"{"image": {"width": 8, "height": 8, "top_k": 0}}"#).unwrap_err();
+        assert!(err.to_string().contains("top_k must be at least 1"), "{err}");
+        let err = ModelConfig::from_json(br#"{"features": ["a"], "image": {"width": 8, "height": 8}}"#).unwrap_err();
+        assert!(err.to_string().contains("no features, passthrough or classes"), "{err}");
     }
 
     #[test]

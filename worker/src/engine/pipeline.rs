@@ -1,34 +1,32 @@
-//! The transform as a pipeline over the task's cores: one thread parses rows into mini-batches,
-//! `threads` threads run the model and format the results, and the calling thread writes them
-//! out in input order. Channels between the stages are bounded, so memory stays bounded by the
-//! batch size whatever the file size.
+//! The transform of a table as a pipeline over the task's cores ([`ordered_map`]): one thread
+//! parses rows into mini-batches, `threads` threads run the model and format the results, and the
+//! calling thread writes them out in input order. Memory stays bounded by the batch size
+//! whatever the file size. Images go to [`super::image`].
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::sync::mpsc::{Receiver, sync_channel};
-use std::sync::{Arc, Mutex};
 
 use shared::report::{REPORTED_ROW_ERRORS, RowError};
 
 use super::batch::{BadRow, Batch};
 use super::format::{DataFormat, FileKind, open_text};
+use super::image;
 use super::model::{Model, RUN_ROW_MULTIPLE};
+use super::parallel::ordered_map;
 use super::sinks::OutputLayout;
 use super::sources::{CsvSource, JsonLinesSource, RowSource};
 use super::{TransformError, TransformOptions, TransformSummary};
 
 /// A batch's output, ready to write.
 struct Formatted {
-    seq: u64,
     bytes: Vec<u8>,
     rows_read: u64,
     rows_out: usize,
     bad: Vec<BadRow>,
 }
 
-/// Runs `model` over `input` (its columns mapped by `model.config`), writing predictions to
-/// `output` and rejected rows to `errors` (nothing at all when every row is good). `progress`
-/// hears the rows read so far.
+/// Runs `model` over `input` (its columns mapped by `model.config`; or an image, or an archive of
+/// images, for an image model), writing predictions to `output` and rejected rows or images to
+/// `errors` (nothing at all when every one is good). `progress` hears the rows read so far.
 pub fn transform(
     input: impl Read + Send,
     kind: FileKind,
@@ -38,6 +36,19 @@ pub fn transform(
     options: &TransformOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<TransformSummary, TransformError> {
+    match (kind.format, &model.image) {
+        (DataFormat::Image, Some(image)) => return image::transform_one(input, output, model, image, options),
+        (DataFormat::ImageArchive, Some(image)) => {
+            return image::transform_archive(input, kind.gzip, output, errors, model, image, options, progress);
+        }
+        (DataFormat::Image | DataFormat::ImageArchive, None) => return Err(not_for_images()),
+        (_, Some(_)) => {
+            return Err(TransformError::WrongInput(
+                "the model takes images: upload .jpg, .jpeg, .png or .webp files, or a .tar or .tar.gz of them".into(),
+            ));
+        }
+        (DataFormat::Csv { .. } | DataFormat::JsonLines, None) => {}
+    }
     let config = &model.config;
     let text = open_text(input, kind.gzip)?;
     let mut source: Box<dyn RowSource + '_> = match kind.format {
@@ -45,82 +56,56 @@ pub fn transform(
             Box::new(CsvSource::open(text, delimiter, has_header, config, model.n_features)?)
         }
         DataFormat::JsonLines => Box::new(JsonLinesSource::open(text, config, model.n_features)?),
+        DataFormat::Image | DataFormat::ImageArchive => return Err(not_for_images()),
     };
     let layout = OutputLayout::new(kind.format, source.plan(), source.named(), model);
     output.write_all(&layout.header()?)?;
 
     let batch_size = options.batch_size.max(1).next_multiple_of(RUN_ROW_MULTIPLE);
-    let threads = options.threads.max(1);
-    let mut errors = ErrorWriter::new(errors);
+    let mut errors = ErrorWriter::new(errors, ROW_ERROR_HEADER);
     let mut summary = TransformSummary::default();
 
-    std::thread::scope(|scope| -> Result<(), TransformError> {
-        let (parsed_tx, parsed_rx) = sync_channel::<Batch>(threads);
-        let parsed_rx: Arc<Mutex<Receiver<Batch>>> = Arc::new(Mutex::new(parsed_rx));
-        let (done_tx, done_rx) = sync_channel::<Result<Formatted, TransformError>>(threads);
-
-        let parser = scope.spawn(move || -> Result<(), TransformError> {
-            for seq in 0.. {
-                let mut batch = Batch { seq, ..Batch::default() };
+    ordered_map(
+        options.threads,
+        |emit| {
+            loop {
+                let mut batch = Batch::default();
                 batch.features.reserve(batch_size * model.n_features);
                 let more = source.fill(&mut batch, batch_size)?;
-                if batch.rows_read > 0 && parsed_tx.send(batch).is_err() {
-                    break; // the writer stopped: its error says why
+                if batch.rows_read > 0 && !emit(batch) {
+                    break;
                 }
                 if !more {
                     break;
                 }
             }
             Ok(())
-        });
-        for _ in 0..threads {
-            let (parsed_rx, done_tx, layout) = (parsed_rx.clone(), done_tx.clone(), &layout);
-            scope.spawn(move || {
-                // The last batch's output size, to allocate the next one's at once.
-                let mut last_size = 0;
-                loop {
-                    let next = parsed_rx.lock().map(|rx| rx.recv());
-                    let Ok(Ok(batch)) = next else { break };
-                    let formatted = run_batch(batch, model, layout, last_size + last_size / 8);
-                    last_size = formatted.as_ref().map_or(0, |f| f.bytes.len());
-                    if done_tx.send(formatted).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop((parsed_rx, done_tx));
-
-        let mut pending = BTreeMap::new();
-        let mut next = 0;
-        for formatted in done_rx {
-            let formatted = formatted?;
-            pending.insert(formatted.seq, formatted);
-            while let Some(batch) = pending.remove(&next) {
-                output.write_all(&batch.bytes)?;
-                for bad in &batch.bad {
-                    errors.write(bad)?;
-                }
-                summary.rows_in += batch.rows_read;
-                summary.rows_out += batch.rows_out as u64;
-                progress(summary.rows_in);
-                next += 1;
+        },
+        // The last batch's output size, to allocate the next one's at once.
+        |last_size: &mut usize, batch| {
+            let formatted = run_batch(batch, model, &layout, *last_size + *last_size / 8)?;
+            *last_size = formatted.bytes.len();
+            Ok(formatted)
+        },
+        |batch| {
+            output.write_all(&batch.bytes)?;
+            for bad in &batch.bad {
+                errors.write(bad)?;
             }
-        }
-        parser.join().map_err(|_| TransformError::Io(std::io::Error::other("the parser thread panicked")))?
-    })?;
+            summary.rows_in += batch.rows_read;
+            summary.rows_out += batch.rows_out as u64;
+            progress(summary.rows_in);
+            Ok(())
+        },
+    )?;
     output.flush()?;
-    summary.bad_rows = errors.count;
-    summary.first_errors = errors.finish()?;
+    errors.finish(summary, options)
+}
 
-    if summary.rows_in == 0 {
-        return Err(TransformError::NoDataRows);
-    }
-    if summary.bad_rows as f64 > options.max_bad_row_ratio * summary.rows_in as f64 {
-        summary.rows_out = 0;
-        return Err(TransformError::TooManyBadRows { summary, limit: options.max_bad_row_ratio });
-    }
-    Ok(summary)
+fn not_for_images() -> TransformError {
+    TransformError::WrongInput(
+        "the model takes rows of features, not images (its configuration has no \"image\" section)".into(),
+    )
 }
 
 fn run_batch(batch: Batch, model: &Model, layout: &OutputLayout, capacity: usize) -> Result<Formatted, TransformError> {
@@ -129,24 +114,28 @@ fn run_batch(batch: Batch, model: &Model, layout: &OutputLayout, capacity: usize
         let predictions = model.predict(&batch.features, batch.rows)?;
         layout.format(&batch, &predictions, model, &mut bytes);
     }
-    Ok(Formatted { seq: batch.seq, bytes, rows_read: batch.rows_read, rows_out: batch.rows, bad: batch.bad })
+    Ok(Formatted { bytes, rows_read: batch.rows_read, rows_out: batch.rows, bad: batch.bad })
 }
 
-/// Bad rows: `line,reason,row`, the header written with the first one.
-struct ErrorWriter<E: Write> {
+/// The errors file's header for tables: the line a bad row starts on, why, and the row.
+const ROW_ERROR_HEADER: [&str; 3] = ["line", "reason", "row"];
+
+/// Bad rows (or images): `line,reason,row`, the header written with the first one.
+pub(super) struct ErrorWriter<E: Write> {
+    header: [&'static str; 3],
     csv: csv::Writer<E>,
     first: Vec<RowError>,
     count: u64,
 }
 
 impl<E: Write> ErrorWriter<E> {
-    fn new(errors: E) -> Self {
-        Self { csv: csv::Writer::from_writer(errors), first: Vec::new(), count: 0 }
+    pub(super) fn new(errors: E, header: [&'static str; 3]) -> Self {
+        Self { header, csv: csv::Writer::from_writer(errors), first: Vec::new(), count: 0 }
     }
 
-    fn write(&mut self, bad: &BadRow) -> Result<(), TransformError> {
+    pub(super) fn write(&mut self, bad: &BadRow) -> Result<(), TransformError> {
         if self.count == 0 {
-            self.csv.write_record(["line", "reason", "row"])?;
+            self.csv.write_record(self.header)?;
         }
         self.count += 1;
         self.csv.write_record([itoa::Buffer::new().format(bad.line), bad.reason.as_str(), bad.raw.as_str()])?;
@@ -156,8 +145,23 @@ impl<E: Write> ErrorWriter<E> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<RowError>, TransformError> {
+    /// Completes `summary` with the bad rows, and fails it when there are none at all or too
+    /// many bad ones.
+    pub(super) fn finish(
+        mut self,
+        mut summary: TransformSummary,
+        options: &TransformOptions,
+    ) -> Result<TransformSummary, TransformError> {
         self.csv.flush()?;
-        Ok(self.first)
+        summary.bad_rows = self.count;
+        summary.first_errors = self.first;
+        if summary.rows_in == 0 {
+            return Err(TransformError::NoDataRows);
+        }
+        if summary.bad_rows as f64 > options.max_bad_row_ratio * summary.rows_in as f64 {
+            summary.rows_out = 0;
+            return Err(TransformError::TooManyBadRows { summary, limit: options.max_bad_row_ratio });
+        }
+        Ok(summary)
     }
 }

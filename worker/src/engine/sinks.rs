@@ -43,7 +43,8 @@ impl OutputLayout {
                 let prefixes = (0..names.len()).map(|i| if i == 0 { vec![] } else { vec![delimiter] }).collect();
                 (Encoding::Csv { delimiter }, prefixes, b"\n")
             }
-            DataFormat::JsonLines if named => {
+            // JSON Lines (images have layouts of their own).
+            _ if named => {
                 let prefixes = names
                     .iter()
                     .enumerate()
@@ -56,7 +57,7 @@ impl OutputLayout {
                     .collect();
                 (Encoding::Json, prefixes, b"}\n")
             }
-            DataFormat::JsonLines => {
+            _ => {
                 let prefixes = (0..names.len()).map(|i| vec![if i == 0 { b'[' } else { b',' }]).collect();
                 (Encoding::Json, prefixes, b"]\n")
             }

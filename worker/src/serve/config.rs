@@ -60,6 +60,7 @@ pub const VARS: &[EnvVar] = &[
     REQUEST_TIMEOUT_SECONDS,
     SHUTDOWN_GRACE_SECONDS,
     INFERENCE_THREADS,
+    crate::config::MAX_IMAGE_PIXELS,
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +72,8 @@ pub struct ServeSettings {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Images with more pixels are refused (400) before they are decoded.
+    pub max_image_pixels: u64,
 }
 
 impl ServeSettings {
@@ -93,6 +96,7 @@ impl ServeSettings {
             max_body_bytes: env.parse_in(&MAX_BODY_BYTES, 1024..=1 << 30)?,
             request_timeout: Duration::from_secs(env.parse_in(&REQUEST_TIMEOUT_SECONDS, 1..=3600)?),
             shutdown_grace: Duration::from_secs(env.parse_in(&SHUTDOWN_GRACE_SECONDS, 0..=600)?),
+            max_image_pixels: env.parse_in(&crate::config::MAX_IMAGE_PIXELS, 1..=u64::MAX)?,
         })
     }
 }

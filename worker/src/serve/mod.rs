@@ -6,6 +6,7 @@
 //! - [`registry`]: every model of the repository, loaded once, each with its [`batcher`].
 //! - [`batcher`]: concurrent requests for a model run together, off the async threads.
 //! - [`tensors`]: JSON tensors to feature rows and predictions back.
+//! - [`images`]: images in, however a protocol carries them, and the top k classes out.
 //! - [`error`]: one error type, answered in each protocol's own shape.
 //!
 //! Cross-cutting limits are layers: the body limit (413), the request time-out (408). The server
@@ -15,6 +16,7 @@
 pub mod batcher;
 pub mod config;
 pub mod error;
+pub mod images;
 pub mod kserve;
 pub mod metrics;
 pub mod registry;

@@ -1,8 +1,11 @@
 //! TorchServe's (and MXNet Model Server's) inference API: `GET /ping` and `POST
-//! /predictions/{name}[/{version}]`. The body is rows of features as JSON (one object or list,
-//! or a list of them) or CSV with a header; the answer names its columns as the batch outputs do
-//! (pass-through columns, the label as the class name, one probability per class), as JSON, or
-//! as CSV for a CSV request.
+//! /predictions/{name}[/{version}]`. The payload is the body, or the multipart field `data` (or
+//! `body`) as TorchServe's handlers read it (`curl -F "data=@kitten.jpg"`).
+//!
+//! For a table model the payload is rows of features as JSON (one object or list, or a list of
+//! them) or CSV with a header; the answer names its columns as the batch outputs do (pass-through
+//! columns, the label as the class name, one probability per class), as JSON, or as CSV for a CSV
+//! request. For an image model it is an image, and the answer its top k classes.
 //!
 //! <https://pytorch.org/serve/inference_api.html>
 
@@ -10,14 +13,14 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::error::{Protocol, ServeError, body};
+use super::images::{classify, predictions_json};
 use super::registry::ServedModel;
 use super::{AppState, ModelPath};
 use crate::engine::batch::Batch;
@@ -36,16 +39,9 @@ pub async fn ping(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-pub async fn predict(
-    State(state): State<Arc<AppState>>,
-    Path(path): Path<ModelPath>,
-    headers: HeaderMap,
-    request: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn predict(State(state): State<Arc<AppState>>, Path(path): Path<ModelPath>, request: Request) -> Response {
     state
-        .answer(PROTOCOL, &path.name, async {
-            predict_with(&state, &path.name, path.version_number()?, &headers, request).await
-        })
+        .answer(PROTOCOL, &path.name, async { predict_with(&state, &path.name, path.version_number()?, request).await })
         .await
 }
 
@@ -62,15 +58,20 @@ async fn predict_with(
     state: &AppState,
     name: &str,
     version: Option<u64>,
-    headers: &HeaderMap,
-    request: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ServeError> {
     let model = state.registry.get(name, version)?;
-    let body = body(request, state.settings.max_body_bytes)?;
-    let csv = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|t| t.to_str().ok())
-        .is_some_and(|t| t.starts_with("text/csv") || t.starts_with("application/csv"));
+    let (content_type, body) = payload(request, state.settings.max_body_bytes).await?;
+    if let Some(image) = &model.loaded.model.image {
+        if body.is_empty() {
+            return Err(ServeError::BadRequest(
+                "the body is empty: send the image as the body, or as multipart field \"data\"".into(),
+            ));
+        }
+        let top = classify(state, model, vec![body]).await?;
+        return Ok(Json(predictions_json(image, &top[0])).into_response());
+    }
+    let csv = content_type.is_some_and(|t| t.starts_with("text/csv") || t.starts_with("application/csv"));
     let (shape, lines) = if csv { (Shape::Csv, body.to_vec()) } else { json_rows(&body)? };
     let format = if csv { DataFormat::Csv { delimiter: b',', has_header: true } } else { DataFormat::JsonLines };
     let (mut batch, layout) = parse(model, format, lines)?;
@@ -96,6 +97,32 @@ async fn predict_with(
             }
         }
     })
+}
+
+/// The request's payload and its content type: the body, or the multipart field `data` (or
+/// `body`).
+async fn payload(request: Request, limit: usize) -> Result<(Option<String>, Bytes), ServeError> {
+    let content_type = |headers: &HeaderMap| {
+        headers.get(header::CONTENT_TYPE).and_then(|t| t.to_str().ok()).map(|t| t.to_ascii_lowercase())
+    };
+    let request_type = content_type(request.headers());
+    if !request_type.as_deref().is_some_and(|t| t.starts_with("multipart/form-data")) {
+        return Ok((request_type, body(Bytes::from_request(request, &()).await, limit)?));
+    }
+    let multipart_error = |e: axum::extract::multipart::MultipartError| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ServeError::TooLarge(limit),
+        _ => ServeError::BadRequest(format!("the multipart body cannot be read: {}", e.body_text())),
+    };
+    let mut multipart = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ServeError::BadRequest(format!("the multipart body cannot be read: {}", e.body_text())))?;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        if matches!(field.name(), Some("data" | "body")) {
+            let field_type = field.content_type().map(|t| t.to_ascii_lowercase());
+            return Ok((field_type, field.bytes().await.map_err(multipart_error)?));
+        }
+    }
+    Err(ServeError::BadRequest("the multipart body has no field \"data\" (curl -F \"data=@kitten.jpg\" ...)".into()))
 }
 
 /// A JSON body as JSON Lines: one object or list (one row), or a list of objects or lists.
@@ -131,9 +158,7 @@ fn parse(model: &ServedModel, format: DataFormat, text: Vec<u8>) -> Result<(Batc
             CsvSource::open(Cursor::new(text), delimiter, has_header, &loaded.config, loaded.n_features)
                 .map_err(rejected)?,
         ),
-        DataFormat::JsonLines => {
-            Box::new(JsonLinesSource::open(Cursor::new(text), &loaded.config, loaded.n_features).map_err(rejected)?)
-        }
+        _ => Box::new(JsonLinesSource::open(Cursor::new(text), &loaded.config, loaded.n_features).map_err(rejected)?),
     };
     let mut batch = Batch::default();
     while source.fill(&mut batch, usize::MAX).map_err(rejected)? {}
