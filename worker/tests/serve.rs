@@ -569,3 +569,113 @@ async fn on_shutdown_a_request_in_flight_finishes_and_the_server_stops() {
     tokio::time::timeout(Duration::from_secs(10), server.done).await.expect("stopped in time").unwrap().unwrap();
     assert!(TcpStream::connect(server.address).await.is_err());
 }
+
+fn image_file(path: &str) -> Vec<u8> {
+    std::fs::read(repo(path)).unwrap()
+}
+
+/// onnxruntime's top 5 for a test image (`make models`).
+fn squeezenet_reference(name: &str) -> Value {
+    let reference: Value = serde_json::from_slice(&image_file("models/reference/images.json")).unwrap();
+    reference["squeezenet"][name].clone()
+}
+
+fn assert_top_k(actual: &Value, expected: &Value) {
+    let (actual, expected) = (actual.as_array().unwrap(), expected.as_array().unwrap());
+    assert_eq!(actual.len(), expected.len(), "{actual:?}");
+    for (a, e) in actual.iter().zip(expected) {
+        assert_eq!(a["class"], e["class"]);
+        let (a, e) = (a["probability"].as_f64().unwrap(), e["probability"].as_f64().unwrap());
+        assert!((a - e).abs() < 1e-4, "{a} against onnxruntime's {e}");
+    }
+}
+
+fn multipart(field: &str, file_name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "------------------------d74496d66958873e";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn torchserve_classifies_an_image_sent_as_the_body_or_as_multipart_data() {
+    // GIVEN SqueezeNet served, and a PNG whose top 5 onnxruntime computed
+    let server = start().await;
+    let png = image_file("tests/data/images/flower.png");
+    let expected = squeezenet_reference("flower.png");
+    // WHEN it is posted as the body (curl --data-binary @flower.png)
+    let answer = http(&server, "POST", "/predictions/squeezenet", &[("Content-Type", "image/png")], &png).await;
+    // THEN the answer is its top 5, as onnxruntime ranks them
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_top_k(&answer.json(), &expected);
+    // AND as multipart field "data" (curl -F "data=@flower.png"), the same
+    let (content_type, body) = multipart("data", "flower.png", &png);
+    let answer = http(&server, "POST", "/predictions/squeezenet/1", &[("Content-Type", &content_type)], &body).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_top_k(&answer.json(), &expected);
+    // AND a multipart body without that field, or something that is no image, is a 400 that says so
+    let (content_type, body) = multipart("file", "flower.png", &png);
+    let answer = http(&server, "POST", "/predictions/squeezenet", &[("Content-Type", &content_type)], &body).await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.json()["message"].as_str().unwrap().contains("no field \"data\""), "{:?}", answer.json());
+    let answer = http(&server, "POST", "/predictions/squeezenet", &[], b"id,x\n1,2\n").await;
+    assert_eq!((answer.status, answer.json()["type"].as_str()), (400, Some("BadRequestException")));
+    assert_eq!(answer.json()["message"], "not an image: sluice reads JPEG, PNG and WebP");
+    let truncated = image_file("tests/data/images/truncated.jpg");
+    let answer = http(&server, "POST", "/predictions/squeezenet", &[], &truncated).await;
+    assert_eq!(answer.status, 400);
+    server.stop.trigger();
+}
+
+#[tokio::test]
+async fn tf_serving_and_kserve_take_images_as_base64() {
+    use base64::Engine;
+    let server = start().await;
+    let encode = |path: &str| base64::engine::general_purpose::STANDARD.encode(image_file(path));
+    let (png, webp) = (encode("tests/data/images/flower.png"), encode("tests/data/images/flower.webp"));
+    // TF Serving: instances of {"b64": ...}, and {"<input>": {"b64": ...}}
+    let request = json!({"instances": [{"b64": png}, {"image_bytes": {"b64": webp}}]});
+    let answer = post_json(&server, "/v1/models/squeezenet:predict", &request).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let predictions = answer.json()["predictions"].clone();
+    assert_top_k(&predictions[0], &squeezenet_reference("flower.png"));
+    assert_top_k(&predictions[1], &squeezenet_reference("flower.webp"));
+    let answer = post_json(&server, "/v1/models/squeezenet:predict", &json!({"instances": [[1.0, 2.0]]})).await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.json()["error"].as_str().unwrap().contains("send {\"b64\""), "{:?}", answer.json());
+    // KServe v2: a BYTES input of base64 strings; classes and probabilities back
+    let request = json!({"inputs": [{"name": "data_0", "shape": [1], "datatype": "BYTES", "data": [png]}]});
+    let answer = post_json(&server, "/v2/models/squeezenet/infer", &request).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let outputs = answer.json()["outputs"].clone();
+    assert_eq!(outputs[0]["name"], "classes");
+    assert_eq!(outputs[0]["shape"], json!([1, 5]));
+    let expected = squeezenet_reference("flower.png");
+    let actual: Vec<Value> = (0..5)
+        .map(|i| json!({"class": outputs[0]["data"][i], "probability": outputs[1]["data"][i]}))
+        .collect();
+    assert_top_k(&Value::Array(actual), &expected);
+    // AND a model that takes rows says so when sent an image
+    let answer = http(&server, "POST", "/predictions/iris", &[], &image_file("tests/data/images/small-grey.png")).await;
+    assert_eq!(answer.status, 400);
+    server.stop.trigger();
+}
+
+#[tokio::test]
+async fn an_image_over_the_pixel_limit_is_refused_before_it_is_decoded() {
+    let mut settings = settings();
+    settings.max_image_pixels = 10_000;
+    let server = start_with(ServeSource::Repository(repo("models/repository").display().to_string()), settings).await;
+    let answer =
+        http(&server, "POST", "/predictions/squeezenet", &[], &image_file("tests/data/images/china.jpg")).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(
+        answer.json()["message"],
+        "the image is 640x427, 273280 pixels, more than the limit of 10000 (MAX_IMAGE_PIXELS)"
+    );
+    server.stop.trigger();
+}

@@ -1,7 +1,9 @@
 //! KServe's v2 inference protocol (the Open Inference Protocol, which Triton speaks): health,
 //! server and model metadata, readiness, and `POST /v2/models/{name}[/versions/{v}]/infer`, with
 //! the binary tensor data extension that Triton's clients use by default (tensors after the JSON
-//! header, `Inference-Header-Content-Length` giving its length).
+//! header, `Inference-Header-Content-Length` giving its length). An image model takes one
+//! `BYTES` input of encoded images (binary, or base64 strings in JSON) and answers two outputs:
+//! `classes` (`BYTES`, the top k labels) and `probabilities` (`FP32`), both `[images, k]`.
 //!
 //! <https://kserve.github.io/website/docs/concepts/architecture/data-plane/v2-protocol>
 
@@ -17,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::error::{Protocol, ServeError, body};
+use super::images::{classify, from_base64};
 use super::registry::{ServedModel, Slot};
 use super::tensors::{Features, RowForm, bare_rows, datatype, feature, label_value};
 use super::{AppState, ModelPath};
@@ -75,6 +78,20 @@ fn metadata_of(state: &AppState, name: &str, version: Option<u64>) -> Result<Res
         .into_iter()
         .flat_map(|v| v.iter().filter(|(_, slot)| matches!(slot, Slot::Ready(_))).map(|(v, _)| v.to_string()))
         .collect();
+    if let Some(image) = &loaded.image {
+        let k = image.classifier.k;
+        return Ok(Json(json!({
+            "name": model.name,
+            "versions": versions,
+            "platform": "onnx_onnxv1",
+            "inputs": [{ "name": loaded.input_name, "datatype": "BYTES", "shape": [-1] }],
+            "outputs": [
+                { "name": "classes", "datatype": "BYTES", "shape": [-1, k] },
+                { "name": "probabilities", "datatype": "FP32", "shape": [-1, k] },
+            ],
+        }))
+        .into_response());
+    }
     let outputs: Vec<Value> = loaded
         .outputs
         .iter()
@@ -150,6 +167,11 @@ async fn infer_with(
     };
     let request: InferRequest = serde_json::from_slice(&header)
         .map_err(|e| ServeError::BadRequest(format!("the body is not a v2 inference request: {e}")))?;
+    if model.loaded.model.image.is_some() {
+        let images = encoded_images(&request, &mut binary)?;
+        let top = classify(state, model, images).await?;
+        return Ok(image_answer(model, &request, &top));
+    }
     let Features { values, rows, form } = features(model, &request, &mut binary)?;
     // The outputs asked for are checked before the model runs.
     let wanted = wanted_outputs(model, &request)?;
@@ -303,6 +325,81 @@ fn wanted_outputs(model: &ServedModel, request: &InferRequest) -> Result<Vec<(us
             })
             .collect::<Result<_, ServeError>>()?,
     })
+}
+
+/// The encoded images of an image model's request: its one `BYTES` input, `[n]` or `[n, 1]`.
+fn encoded_images(request: &InferRequest, binary: &mut Bytes) -> Result<Vec<Bytes>, ServeError> {
+    let bad = ServeError::BadRequest;
+    let [input] = &request.inputs[..] else {
+        return Err(bad(format!("the request has {} inputs; an image model takes one, of BYTES", request.inputs.len())));
+    };
+    let count = match (input.datatype.as_str(), &input.shape[..]) {
+        ("BYTES", [n] | [n, 1]) if *n > 0 => *n as usize,
+        _ => {
+            return Err(bad(format!(
+                "input {:?} is {} {:?}; an image model takes BYTES of shape [images] or [images, 1], each an encoded image",
+                input.name, input.datatype, input.shape
+            )));
+        }
+    };
+    let images = match input.parameters.get("binary_data_size").and_then(Value::as_u64) {
+        Some(size) => {
+            if size as usize > binary.len() {
+                return Err(bad(format!("binary_data_size is {size}, but {} bytes are left in the body", binary.len())));
+            }
+            let mut data = binary.split_to(size as usize);
+            let mut images = Vec::with_capacity(count);
+            // Each element: its length (4 bytes, little-endian), then its bytes.
+            while data.len() >= 4 {
+                let length = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
+                if length > data.len() - 4 {
+                    return Err(bad(format!("input {:?}: an element's length runs past its data", input.name)));
+                }
+                let _ = data.split_to(4);
+                images.push(data.split_to(length));
+            }
+            images
+        }
+        None => match &input.data {
+            Some(Value::Array(items)) => items
+                .iter()
+                .flat_map(|item| match item {
+                    Value::Array(inner) => inner.iter().collect::<Vec<_>>(),
+                    other => vec![other],
+                })
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::String(text) => from_base64(text, &format!("element {i} of input {:?}", input.name)),
+                    _ => Err(bad(format!("element {i} of input {:?} is not a base64 string", input.name))),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => return Err(bad(format!("input {:?} has no \"data\"", input.name))),
+        },
+    };
+    if images.len() != count {
+        return Err(bad(format!("input {:?} has shape {:?} but holds {} images", input.name, input.shape, images.len())));
+    }
+    Ok(images)
+}
+
+/// An image model's answer: `classes` and `probabilities`, `[images, k]`.
+fn image_answer(model: &ServedModel, request: &InferRequest, top: &[Vec<crate::engine::image::Prediction>]) -> Response {
+    let Some(image) = &model.loaded.model.image else { return ServeError::Internal("not an image model".into()).into_response_for(PROTOCOL) };
+    let k = top.first().map_or(0, Vec::len);
+    let classes: Vec<Value> = top.iter().flatten().map(|p| json!(image.classifier.labels[p.index])).collect();
+    let probabilities: Vec<Value> = top.iter().flatten().map(|p| super::tensors::json_f32(p.probability)).collect();
+    let mut response = json!({
+        "model_name": model.name,
+        "model_version": model.version.to_string(),
+        "outputs": [
+            { "name": "classes", "datatype": "BYTES", "shape": [top.len(), k], "data": classes },
+            { "name": "probabilities", "datatype": "FP32", "shape": [top.len(), k], "data": probabilities },
+        ],
+    });
+    if let Some(id) = &request.id {
+        response["id"] = json!(id);
+    }
+    Json(response).into_response()
 }
 
 /// The response: the `wanted` outputs, each as JSON or binary.

@@ -1,6 +1,8 @@
 //! TensorFlow Serving's REST API: `POST /v1/models/{name}[/versions/{v}]:predict` with
 //! `instances` (rows) or `inputs` (columns), answering `predictions` or `outputs`; the model
-//! status `GET /v1/models/{name}[/versions/{v}]` and its `…/metadata`.
+//! status `GET /v1/models/{name}[/versions/{v}]` and its `…/metadata`. An image model takes
+//! images as TF Serving carries binary data, base64 in an object: `{"instances": [{"b64": …}]}`
+//! (or `[{"<input>": {"b64": …}}]`), and answers each one's top k.
 //!
 //! <https://www.tensorflow.org/tfx/serving/api_rest>
 
@@ -14,6 +16,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::error::{Protocol, ServeError, body, json_body};
+use super::images::{classify, from_base64, predictions_json};
 use super::registry::{ServedModel, Slot};
 use super::tensors::{Features, RowForm, datatype, from_columns, from_instances, row_value};
 use super::{AppState, ModelPath};
@@ -76,6 +79,23 @@ async fn predict_with(
         return Err(ServeError::BadRequest("the body is not a JSON object with \"instances\" or \"inputs\"".into()));
     };
     let loaded = &model.loaded.model;
+    if let Some(image) = &loaded.image {
+        let (items, columnar) = match (request.get("instances"), request.get("inputs")) {
+            (Some(Value::Array(items)), None) => (items.clone(), false),
+            (None, Some(Value::Array(items))) => (items.clone(), true),
+            (None, Some(one @ Value::Object(_))) => (vec![one.clone()], true),
+            _ => {
+                return Err(ServeError::BadRequest(
+                    "send the images as {\"instances\": [{\"b64\": \"<the file in base64>\"}, ...]}".into(),
+                ));
+            }
+        };
+        let images = items.iter().enumerate().map(|(i, item)| b64_image(item, i)).collect::<Result<Vec<_>, _>>()?;
+        let predictions: Vec<Value> =
+            classify(state, model, images).await?.iter().map(|top| predictions_json(image, top)).collect();
+        let key = if columnar { "outputs" } else { "predictions" };
+        return Ok(Json(json!({ key: predictions })).into_response());
+    }
     let (features, columnar) = match (request.get("instances"), request.get("inputs")) {
         (Some(instances), None) => (from_instances(instances, loaded), false),
         (None, Some(inputs)) => (from_columns(inputs, loaded), true),
@@ -90,6 +110,24 @@ async fn predict_with(
         rows_answer(model, &outputs, rows, form)
     })
     .into_response())
+}
+
+/// The bytes of an instance `{"b64": …}`, or `{"<input name>": {"b64": …}}`.
+fn b64_image(item: &Value, index: usize) -> Result<bytes::Bytes, ServeError> {
+    fn b64(value: &Value) -> Option<&str> {
+        value.get("b64").and_then(Value::as_str)
+    }
+    let text = match item {
+        Value::Object(fields) if fields.contains_key("b64") => b64(item),
+        Value::Object(fields) if fields.len() == 1 => fields.values().next().and_then(b64),
+        _ => None,
+    };
+    match text {
+        Some(text) => from_base64(text, &format!("instance {index}'s \"b64\"")),
+        None => Err(ServeError::BadRequest(format!(
+            "instance {index} is not an image: send {{\"b64\": \"<the file in base64>\"}}"
+        ))),
+    }
 }
 
 /// `{"predictions": [...]}`: per row, the one output's value, or an object of every output's.
