@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
 use shared::JobStatus;
 use sluice_e2e::*;
 use sluice_local::{LocalModels, PipelineOptions, Signal};
@@ -302,5 +303,63 @@ async fn a_model_repository_runs_each_file_with_the_model_its_folder_names() {
         &reference("iris_forest"),
         "v3",
     );
+    pipeline.shutdown().await;
+}
+
+#[tokio::test]
+async fn images_and_archives_of_images_are_classified_by_the_model_their_folder_names() {
+    // GIVEN the example repository, with SqueezeNet (its labels in labels.txt beside it) and the
+    // digits classifier
+    let options = PipelineOptions {
+        models: LocalModels::Repository { folder: repo("models/repository"), default: Some("iris@1".into()) },
+        ..quick_options()
+    };
+    let mut pipeline = start(options).await;
+    // WHEN a photograph, the digits archive, an archive with a bad member and a broken JPEG are uploaded
+    let digit = std::fs::read(repo("examples/data/digits/0344-6.png")).unwrap();
+    let mut mixed = tar::Builder::new(Vec::new());
+    for (path, bytes) in [("a.png", digit.clone()), ("b.jpg", b"not an image".to_vec()), ("c.png", digit)] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        mixed.append_data(&mut header, path, &bytes[..]).unwrap();
+    }
+    let files = [
+        ("squeezenet/flower.png", std::fs::read(repo("tests/data/images/flower.png")).unwrap()),
+        ("digits/batch.tar.gz", std::fs::read(repo("examples/data/digits.tar.gz")).unwrap()),
+        ("digits/mixed.tar", mixed.into_inner().unwrap()),
+        ("squeezenet/broken.jpg", std::fs::read(repo("tests/data/images/truncated.jpg")).unwrap()),
+    ];
+    for (key, body) in &files {
+        pipeline.put_input(key, body.clone()).await.unwrap();
+    }
+    pipeline.wait_until_drained(DRAIN).await.unwrap();
+    // THEN the photograph's .out is its top 5, as onnxruntime ranks them
+    let reference: Value = serde_json::from_slice(&std::fs::read(repo("models/reference/images.json")).unwrap()).unwrap();
+    let report_of_flower = report(&pipeline, "squeezenet/flower.png").await;
+    assert_eq!(report_of_flower.status, JobStatus::Succeeded, "{:?}", report_of_flower.reason);
+    assert_eq!((report_of_flower.model.name.as_deref(), report_of_flower.rows.input), (Some("squeezenet"), 1));
+    let top: Value = serde_json::from_slice(&object(&pipeline, "squeezenet/flower.png.out").await.unwrap()).unwrap();
+    let classes = |v: &Value| v.as_array().unwrap().iter().map(|p| p["class"].clone()).collect::<Vec<_>>();
+    assert_eq!(classes(&top), classes(&reference["squeezenet"]["flower.png"]));
+    // AND the archive's .out has a line per image, in archive order
+    let out = String::from_utf8(object(&pipeline, "digits/batch.tar.gz.out").await.unwrap()).unwrap();
+    assert_eq!(out.lines().count(), 100);
+    let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert!(first["image"].as_str().unwrap().starts_with("digits/"), "{first}");
+    assert_eq!(report(&pipeline, "digits/batch.tar.gz").await.rows.output, 100);
+    // AND a bad member goes to the errors file; 1 of 3 is more than the default 10%, so the
+    // archive fails, its report naming the share and the first bad image
+    let mixed = report(&pipeline, "digits/mixed.tar").await;
+    assert_eq!(mixed.status, JobStatus::Failed);
+    assert!(mixed.reason.as_deref().unwrap().contains("1 of 3 rows are bad"), "{:?}", mixed.reason);
+    let errors = String::from_utf8(object(&pipeline, "digits/mixed.tar.errors.csv").await.unwrap()).unwrap();
+    assert!(errors.contains("2,\"not an image: sluice reads JPEG, PNG and WebP\",b.jpg"), "{errors}");
+    // AND the broken JPEG gets a failed report that says what is wrong, and no output
+    let broken = report(&pipeline, "squeezenet/broken.jpg").await;
+    assert_eq!(broken.status, JobStatus::Failed);
+    assert!(broken.reason.as_deref().unwrap().ends_with("the image cannot be decoded: the JPEG is truncated: its last scan has no end-of-image marker"), "{:?}", broken.reason);
+    assert!(object(&pipeline, "squeezenet/broken.jpg.out").await.is_none());
     pipeline.shutdown().await;
 }

@@ -92,7 +92,7 @@ async fn the_curl_examples_answer_as_printed() {
     assert!(examples.len() >= 8, "{examples:?}");
     for (command, answer) in &examples {
         let command = command.replace("127.0.0.1:8080", &format!("127.0.0.1:{}", served.port));
-        let output = Command::new("bash").args(["-c", &command]).output().await.unwrap();
+        let output = Command::new("bash").args(["-c", &command]).current_dir(repo("")).output().await.unwrap();
         assert!(output.status.success(), "{command}: {output:?}");
         let got = String::from_utf8(output.stdout).unwrap();
         if answer.is_empty() {

@@ -1,5 +1,5 @@
 # Requests to try against `make serve` (worker serve on 127.0.0.1:8080 with models/repository),
-# each followed by its answer. tests/serve_clients.rs runs every one and checks the answer.
+# from the repository's root, each followed by its answer. tests/serve_clients.rs runs every one and checks the answer.
 
 # TensorFlow Serving REST: half_plus_two, y = x / 2 + 2
 curl -s -X POST http://127.0.0.1:8080/v1/models/half_plus_two:predict -d '{"instances": [1.0, 2.0, 5.0]}'
@@ -25,6 +25,14 @@ curl -s -X POST http://127.0.0.1:8080/predictions/iris/1 -H 'Content-Type: appli
 curl -s -X POST http://127.0.0.1:8080/predictions/iris/1 -H 'Content-Type: text/csv' --data-binary $'id,sepal_length,sepal_width,petal_length,petal_width\n150,5.9,3.0,5.1,1.8\n'
 # => id,label,probabilities_setosa,probabilities_versicolor,probabilities_virginica
 # => 150,virginica,0.00047052532,0.23526947,0.7642601
+
+# Images: the digits classifier (models/repository/digits), the image as multipart field "data" as
+# TorchServe's clients send it (or as the body: --data-binary @file), the top 3 back
+curl -s -X POST http://127.0.0.1:8080/predictions/digits -F "data=@examples/data/digits/0344-6.png"
+# => [{"class":"6","probability":0.9999897},{"class":"0","probability":4.723541e-6},{"class":"8","probability":3.983692e-6}]
+# TF Serving carries images as base64: one prediction (the top 3) per instance
+curl -s -X POST http://127.0.0.1:8080/v1/models/digits:predict -d "{\"instances\": [{\"b64\": \"$(base64 -w0 examples/data/digits/1496-7.png)\"}]}"
+# => {"predictions":[[{"class":"7","probability":0.9718009},{"class":"9","probability":0.027719371},{"class":"4","probability":0.00036974362}]]}
 
 # Prometheus metrics: requests, errors, latency and batch sizes per model
 curl -s http://127.0.0.1:8080/metrics

@@ -114,6 +114,9 @@ async fn run(args: RunArgs) -> Result<()> {
             ("examples/data/iris.csv", "iris@1/iris.csv"),
             ("examples/data/half_plus_two.csv", "half_plus_two/half_plus_two.csv"),
             ("examples/data/diabetes.csv", "diabetes/diabetes.csv"),
+            ("examples/data/digits/0344-6.png", "digits/0344-6.png"),
+            ("examples/data/digits.tar.gz", "digits/digits.tar.gz"),
+            ("tests/data/images/china.jpg", "squeezenet/china.jpg"),
         ]
         .into_iter()
         .map(|(file, key)| (in_repo(file), Some(key.to_owned())))

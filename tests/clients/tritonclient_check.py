@@ -5,11 +5,13 @@
 Checks health, metadata and readiness, then runs every iris row through version 1 (the
 logistic regression) with the client's defaults (binary tensors both ways) and with JSON
 tensors, and compares the answers with onnxruntime's reference outputs; runs half_plus_two; and
-checks that a malformed request raises the client's error with the server's message.
+checks that a malformed request raises the client's error with the server's message; and sends
+images to SqueezeNet as a BYTES input, checking its top 5 against onnxruntime's.
 Exits non-zero on the first failure.
 """
 
 import csv
+import json
 import os
 import sys
 
@@ -74,6 +76,27 @@ def main():
     x_input.set_data_from_numpy(x)
     y = client.infer("half_plus_two", [x_input]).as_numpy("y")
     assert y.tolist() == [2.5, 3.0, 4.5], y
+
+    # An image model: encoded images as a BYTES input (binary, the client's default); the top 5
+    # classes and their probabilities back, as onnxruntime ranks them (models/reference/images.json).
+    with open(os.path.join(root, "models", "reference", "images.json")) as f:
+        expected = json.load(f)["squeezenet"]
+    names = ["flower.png", "flower.webp"]
+    images = []
+    for name in names:
+        with open(os.path.join(root, "tests", "data", "images", name), "rb") as f:
+            images.append(f.read())
+    metadata = client.get_model_metadata("squeezenet")
+    assert metadata["inputs"] == [{"name": "data_0", "datatype": "BYTES", "shape": [-1]}], metadata
+    image_input = httpclient.InferInput("data_0", [len(images)], "BYTES")
+    image_input.set_data_from_numpy(np.array(images, dtype=np.object_))
+    result = client.infer("squeezenet", [image_input])
+    classes, probabilities = result.as_numpy("classes"), result.as_numpy("probabilities")
+    assert classes.shape == (2, 5) and probabilities.shape == (2, 5), (classes.shape, probabilities.shape)
+    for i, name in enumerate(names):
+        assert [str(c) for c in classes[i]] == [p["class"] for p in expected[name]], (name, classes[i])
+        want = np.array([p["probability"] for p in expected[name]])
+        assert np.abs(probabilities[i] - want).max() < 1e-4, (name, probabilities[i], want)
 
     # A malformed request: the client raises with the server's message.
     short = httpclient.InferInput("features", [1, 3], "FP32")
