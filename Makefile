@@ -2,7 +2,8 @@
 #   make local   runs the whole pipeline on this machine against moto (the local AWS stand-in)
 #   make test    runs every check and test (what CI runs)
 # Both set up what they need: a Python venv with pinned tools (.venv) and the Rust workspace.
-# Beside them: make serve (the online mode), make bench and make bench-serve (benchmarks).
+# Beside them: make serve (the online mode), make bench, make bench-images and make bench-serve
+# (benchmarks).
 # For AWS: make push-image (the worker image to ECR), make sam-build (the function), then
 # sam deploy --guided (docs/deploy.md).
 
@@ -24,7 +25,7 @@ MODELS_STAMP := .tools/models/.installed-$(shell sha256sum tools/requirements-mo
 MODELS_PYTHON := .tools/models/bin/python
 CHECKOV     := .tools/checkov/bin/checkov
 
-.PHONY: local test setup build lint lint-deploy models push-image sam-build deploy bench serve bench-serve
+.PHONY: local test setup build lint lint-deploy models push-image sam-build deploy bench bench-images serve bench-serve
 
 local: setup build
 	target/debug/sluice-local run $(ARGS)
@@ -90,6 +91,11 @@ deploy: sam-build
 bench: $(MODELS_STAMP)
 	$(CARGO) build --release --workspace
 	$(MODELS_PYTHON) bench/bench.py $(ARGS)
+
+# Images: SqueezeNet on JPEG photographs, against Pillow + onnxruntime.
+bench-images: $(MODELS_STAMP)
+	$(CARGO) build --release --workspace
+	$(MODELS_PYTHON) bench/bench_images.py $(ARGS)
 
 # The online mode on 127.0.0.1:8080 with the example repository, after the requests to try.
 serve: build

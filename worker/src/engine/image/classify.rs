@@ -68,7 +68,7 @@ impl Classifier {
 /// The shortest decimal that reads back as `value` (JSON has no NaN: null).
 fn write_float(value: f32, out: &mut Vec<u8>) {
     if value.is_finite() {
-        out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
+        out.extend_from_slice(zmij::Buffer::new().format(value).as_bytes());
     } else {
         out.extend_from_slice(b"null");
     }
