@@ -191,18 +191,12 @@ def squeezenet_model():
     # IR 3 wants every initializer listed as an input too; IR 8 does not.
     model.ir_version = 8
     model.producer_name = "sluice make_models.py"
-    onnx.checker.check_model(model, full_check=True)
-    folder = os.path.join(REPOSITORY, "squeezenet", "1")
-    path = os.path.join(folder, "model.onnx")
-    os.makedirs(folder, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(model.SerializeToString())
-    print(f"  wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path)} bytes; "
-          f"{sum(np.prod(t.dims) for t in graph.initializer)} weights)")
+    path = save_to_repository(model, "squeezenet", SQUEEZENET_CONFIG)
+    print(f"  ({sum(np.prod(t.dims) for t in graph.initializer)} weights)")
+    folder = os.path.dirname(path)
     labels = imagenet_labels()
     with open(os.path.join(folder, "labels.txt"), "w") as f:
         f.write("\n".join(labels) + "\n")
-    write_config(path, SQUEEZENET_CONFIG)
     return path, labels
 
 
@@ -241,14 +235,7 @@ def digits_model():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
                               producer_name="sluice make_models.py")
     model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    folder = os.path.join(REPOSITORY, "digits", "1")
-    path = os.path.join(folder, "model.onnx")
-    os.makedirs(folder, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(model.SerializeToString())
-    print(f"  wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path)} bytes)")
-    write_config(path, DIGITS_CONFIG)
+    path = save_to_repository(model, "digits", DIGITS_CONFIG)
 
     # Held-out examples: a dozen loose PNGs, and an archive of 100.
     shutil.rmtree(DIGITS_DATA, ignore_errors=True)
@@ -270,9 +257,18 @@ def digits_model():
     return path
 
 
-def write_config(model_path, config):
-    with open(model_path + ".json", "w") as f:
+def save_to_repository(model, name, config):
+    """Checks `model` and writes it as version 1 of `name`, its configuration beside it."""
+    onnx.checker.check_model(model, full_check=True)
+    folder = os.path.join(REPOSITORY, name, "1")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "model.onnx")
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+    with open(path + ".json", "w") as f:
         f.write(json.dumps(config, indent=2) + "\n")
+    print(f"  wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path)} bytes) and its configuration")
+    return path
 
 
 # ------------------------------------------------------------- test images
