@@ -336,7 +336,8 @@ async fn images_and_archives_of_images_are_classified_by_the_model_their_folder_
     }
     pipeline.wait_until_drained(DRAIN).await.unwrap();
     // THEN the photograph's .out is its top 5, as onnxruntime ranks them
-    let reference: Value = serde_json::from_slice(&std::fs::read(repo("models/reference/images.json")).unwrap()).unwrap();
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(repo("models/reference/images.json")).unwrap()).unwrap();
     let report_of_flower = report(&pipeline, "squeezenet/flower.png").await;
     assert_eq!(report_of_flower.status, JobStatus::Succeeded, "{:?}", report_of_flower.reason);
     assert_eq!((report_of_flower.model.name.as_deref(), report_of_flower.rows.input), (Some("squeezenet"), 1));
@@ -359,7 +360,15 @@ async fn images_and_archives_of_images_are_classified_by_the_model_their_folder_
     // AND the broken JPEG gets a failed report that says what is wrong, and no output
     let broken = report(&pipeline, "squeezenet/broken.jpg").await;
     assert_eq!(broken.status, JobStatus::Failed);
-    assert!(broken.reason.as_deref().unwrap().ends_with("the image cannot be decoded: the JPEG is truncated: its last scan has no end-of-image marker"), "{:?}", broken.reason);
+    assert!(
+        broken
+            .reason
+            .as_deref()
+            .unwrap()
+            .ends_with("the image cannot be decoded: the JPEG is truncated: its last scan has no end-of-image marker"),
+        "{:?}",
+        broken.reason
+    );
     assert!(object(&pipeline, "squeezenet/broken.jpg.out").await.is_none());
     pipeline.shutdown().await;
 }

@@ -154,11 +154,19 @@ fn bad_members_of_an_archive_go_to_the_errors_file_within_the_ratio() {
     // THEN the good ones have their lines, and the errors file says which and why
     let summary = run1.result.unwrap();
     assert_eq!((summary.rows_in, summary.rows_out, summary.bad_rows), (5, 3, 2));
-    let images: Vec<String> = run1.output.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["image"].as_str().unwrap().to_owned()).collect();
+    let images: Vec<String> = run1
+        .output
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["image"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(images, ["a/1.png", "a/2.png", "a/3.png"]);
     let errors: Vec<&str> = run1.errors.lines().collect();
     assert_eq!(errors[0], "image,reason,path");
-    assert!(errors[1].starts_with("2,the image cannot be decoded") && errors[1].ends_with(",a/broken.jpg"), "{}", errors[1]);
+    assert!(
+        errors[1].starts_with("2,the image cannot be decoded") && errors[1].ends_with(",a/broken.jpg"),
+        "{}",
+        errors[1]
+    );
     assert_eq!(errors[2], r#"4,"not an image: sluice reads JPEG, PNG and WebP",a/notes.txt"#);
     // AND with the default ratio (10%) the archive fails, naming the first bad image
     let strict = run(&model.model, "batch.tar", &archive, TransformOptions::default());
@@ -185,10 +193,7 @@ fn a_bad_image_fails_with_a_reason_a_person_can_act_on() {
     // More pixels than the limit: refused before decoding, with the setting named.
     let tight = TransformOptions { max_image_pixels: 10_000, ..Default::default() };
     let err = run(&model.model, "x.jpg", &test_image("china.jpg"), tight).result.unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "the image is 640x427, 273280 pixels, more than the limit of 10000 (MAX_IMAGE_PIXELS)"
-    );
+    assert_eq!(err.to_string(), "the image is 640x427, 273280 pixels, more than the limit of 10000 (MAX_IMAGE_PIXELS)");
     assert!(err.is_permanent());
     // An empty archive, and a file that is not one.
     let err = run(&model.model, "x.tar", &tar_of(&[]), TransformOptions::default()).result.unwrap_err();
@@ -216,9 +221,13 @@ fn a_model_whose_input_does_not_match_the_declared_preprocessing_is_refused() {
         err,
         "the model is not supported: its input \"image\" is [N, 1, 8, 8], but the configuration's image section (rgb, 8x8, nchw) makes [N, 3, 8, 8]"
     );
-    let err = Model::load(&bytes, config(r#"{"image": {"width": 8, "height": 8, "color": "gray", "labels": ["a", "b"]}}"#))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.ends_with("the configuration names 2 labels, but the model's output \"logits\" scores 10 classes"), "{err}");
+    let err =
+        Model::load(&bytes, config(r#"{"image": {"width": 8, "height": 8, "color": "gray", "labels": ["a", "b"]}}"#))
+            .err()
+            .unwrap()
+            .to_string();
+    assert!(
+        err.ends_with("the configuration names 2 labels, but the model's output \"logits\" scores 10 classes"),
+        "{err}"
+    );
 }

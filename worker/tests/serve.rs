@@ -655,9 +655,8 @@ async fn tf_serving_and_kserve_take_images_as_base64() {
     assert_eq!(outputs[0]["name"], "classes");
     assert_eq!(outputs[0]["shape"], json!([1, 5]));
     let expected = squeezenet_reference("flower.png");
-    let actual: Vec<Value> = (0..5)
-        .map(|i| json!({"class": outputs[0]["data"][i], "probability": outputs[1]["data"][i]}))
-        .collect();
+    let actual: Vec<Value> =
+        (0..5).map(|i| json!({"class": outputs[0]["data"][i], "probability": outputs[1]["data"][i]})).collect();
     assert_top_k(&Value::Array(actual), &expected);
     // AND a model that takes rows says so when sent an image
     let answer = http(&server, "POST", "/predictions/iris", &[], &image_file("tests/data/images/small-grey.png")).await;

@@ -320,9 +320,7 @@ fn single_input<'g>(
         return Err(ModelError::Unsupported(format!("it has {} inputs; sluice feeds one {feeds} input", inputs.len())));
     };
     match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(Type::TensorType(tensor)) => {
-            Ok((input, tensor.shape.as_ref().map(|s| s.dim.clone()).unwrap_or_default()))
-        }
+        Some(Type::TensorType(tensor)) => Ok((input, tensor.shape.as_ref().map(|s| s.dim.clone()).unwrap_or_default())),
         _ => Err(ModelError::Unsupported(format!("input {:?} is not a tensor", input.name))),
     }
 }

@@ -17,9 +17,12 @@ use crate::engine::image::{ImageModel, Prediction};
 
 /// The model's image side, or a 400 for a model that takes rows.
 pub fn image_model(model: &ServedModel) -> Result<&ImageModel, ServeError> {
-    model.loaded.model.image.as_ref().ok_or_else(|| {
-        ServeError::BadRequest(format!("model {} takes rows of features, not images", model.name))
-    })
+    model
+        .loaded
+        .model
+        .image
+        .as_ref()
+        .ok_or_else(|| ServeError::BadRequest(format!("model {} takes rows of features, not images", model.name)))
 }
 
 /// The top k of each of `images`, in order. An image that cannot be used fails the request (400)

@@ -331,7 +331,10 @@ fn wanted_outputs(model: &ServedModel, request: &InferRequest) -> Result<Vec<(us
 fn encoded_images(request: &InferRequest, binary: &mut Bytes) -> Result<Vec<Bytes>, ServeError> {
     let bad = ServeError::BadRequest;
     let [input] = &request.inputs[..] else {
-        return Err(bad(format!("the request has {} inputs; an image model takes one, of BYTES", request.inputs.len())));
+        return Err(bad(format!(
+            "the request has {} inputs; an image model takes one, of BYTES",
+            request.inputs.len()
+        )));
     };
     let count = match (input.datatype.as_str(), &input.shape[..]) {
         ("BYTES", [n] | [n, 1]) if *n > 0 => *n as usize,
@@ -345,7 +348,10 @@ fn encoded_images(request: &InferRequest, binary: &mut Bytes) -> Result<Vec<Byte
     let images = match input.parameters.get("binary_data_size").and_then(Value::as_u64) {
         Some(size) => {
             if size as usize > binary.len() {
-                return Err(bad(format!("binary_data_size is {size}, but {} bytes are left in the body", binary.len())));
+                return Err(bad(format!(
+                    "binary_data_size is {size}, but {} bytes are left in the body",
+                    binary.len()
+                )));
             }
             let mut data = binary.split_to(size as usize);
             let mut images = Vec::with_capacity(count);
@@ -377,14 +383,25 @@ fn encoded_images(request: &InferRequest, binary: &mut Bytes) -> Result<Vec<Byte
         },
     };
     if images.len() != count {
-        return Err(bad(format!("input {:?} has shape {:?} but holds {} images", input.name, input.shape, images.len())));
+        return Err(bad(format!(
+            "input {:?} has shape {:?} but holds {} images",
+            input.name,
+            input.shape,
+            images.len()
+        )));
     }
     Ok(images)
 }
 
 /// An image model's answer: `classes` and `probabilities`, `[images, k]`.
-fn image_answer(model: &ServedModel, request: &InferRequest, top: &[Vec<crate::engine::image::Prediction>]) -> Response {
-    let Some(image) = &model.loaded.model.image else { return ServeError::Internal("not an image model".into()).into_response_for(PROTOCOL) };
+fn image_answer(
+    model: &ServedModel,
+    request: &InferRequest,
+    top: &[Vec<crate::engine::image::Prediction>],
+) -> Response {
+    let Some(image) = &model.loaded.model.image else {
+        return ServeError::Internal("not an image model".into()).into_response_for(PROTOCOL);
+    };
     let k = top.first().map_or(0, Vec::len);
     let classes: Vec<Value> = top.iter().flatten().map(|p| json!(image.classifier.labels[p.index])).collect();
     let probabilities: Vec<Value> = top.iter().flatten().map(|p| super::tensors::json_f32(p.probability)).collect();

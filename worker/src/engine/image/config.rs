@@ -144,7 +144,10 @@ impl ImageConfig {
         }
         for (name, values) in [("mean", &self.mean), ("std", &self.std)] {
             if !(values.is_empty() || values.len() == 1 || values.len() == channels) {
-                return Err(format!("image {name} has {} values; give 1 or {channels} (one per channel)", values.len()));
+                return Err(format!(
+                    "image {name} has {} values; give 1 or {channels} (one per channel)",
+                    values.len()
+                ));
             }
             if values.iter().any(|v| !v.is_finite()) {
                 return Err(format!("image {name} must be finite numbers"));
@@ -198,7 +201,10 @@ mod tests {
     #[test]
     fn defaults_are_torchvisions() {
         let c = config(r#"{"width": 224, "height": 224}"#);
-        assert_eq!((c.resize, c.color, c.layout, c.scores, c.top_k), (Resize::ShorterSideThenCrop, ColorOrder::Rgb, Layout::Nchw, Scores::Probabilities, 5));
+        assert_eq!(
+            (c.resize, c.color, c.layout, c.scores, c.top_k),
+            (Resize::ShorterSideThenCrop, ColorOrder::Rgb, Layout::Nchw, Scores::Probabilities, 5)
+        );
         assert_eq!(c.shorter_side(), 256);
         assert_eq!(c.input_shape(), [3, 224, 224]);
         assert_eq!(c.normalisation(2), (0.0, 1.0));
@@ -207,8 +213,14 @@ mod tests {
 
     #[test]
     fn labels_are_a_list_or_a_file_beside_the_model() {
-        assert_eq!(config(r#"{"width": 8, "height": 8, "labels": ["a"]}"#).labels, Some(Labels::List(vec!["a".into()])));
-        assert_eq!(config(r#"{"width": 8, "height": 8, "labels": "labels.txt"}"#).labels, Some(Labels::File("labels.txt".into())));
+        assert_eq!(
+            config(r#"{"width": 8, "height": 8, "labels": ["a"]}"#).labels,
+            Some(Labels::List(vec!["a".into()]))
+        );
+        assert_eq!(
+            config(r#"{"width": 8, "height": 8, "labels": "labels.txt"}"#).labels,
+            Some(Labels::File("labels.txt".into()))
+        );
         let escape = config(r#"{"width": 8, "height": 8, "labels": "../secrets"}"#);
         assert!(escape.check().unwrap_err().contains("file name beside the model"));
         assert_eq!(parse_labels("n1 cat\r\nn2 dog\n\n"), vec!["n1 cat", "n2 dog"]);

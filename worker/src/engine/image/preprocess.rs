@@ -33,12 +33,7 @@ impl Preprocessor {
     }
 
     /// Decodes `encoded` (refused above `max_pixels`) and appends its model input to `out`.
-    pub fn run(
-        &self,
-        encoded: &[u8],
-        max_pixels: u64,
-        out: &mut Vec<f32>,
-    ) -> Result<(), ImageError> {
+    pub fn run(&self, encoded: &[u8], max_pixels: u64, out: &mut Vec<f32>) -> Result<(), ImageError> {
         let image = decode(encoded, max_pixels)?;
         self.from_decoded(image, out);
         Ok(())
@@ -151,8 +146,14 @@ mod tests {
         assert_eq!(run(&format!("{{{base}}}")), [255.0, 0.0, 0.0, 0.0, 0.0, 255.0]);
         assert_eq!(run(&format!("{{{base}, \"layout\": \"nhwc\"}}")), [255.0, 0.0, 0.0, 0.0, 0.0, 255.0]);
         assert_eq!(run(&format!("{{{base}, \"color\": \"bgr\"}}")), [0.0, 255.0, 0.0, 0.0, 255.0, 0.0]);
-        assert_eq!(run(&format!("{{{base}, \"color\": \"bgr\", \"layout\": \"nhwc\"}}")), [0.0, 0.0, 255.0, 255.0, 0.0, 0.0]);
-        assert_eq!(run(&format!("{{{base}, \"mean\": [255, 0, 0], \"std\": [255, 1, 0.5]}}")), [0.0, -1.0, 0.0, 0.0, 0.0, 510.0]);
+        assert_eq!(
+            run(&format!("{{{base}, \"color\": \"bgr\", \"layout\": \"nhwc\"}}")),
+            [0.0, 0.0, 255.0, 255.0, 0.0, 0.0]
+        );
+        assert_eq!(
+            run(&format!("{{{base}, \"mean\": [255, 0, 0], \"std\": [255, 1, 0.5]}}")),
+            [0.0, -1.0, 0.0, 0.0, 0.0, 510.0]
+        );
         // Pillow's luma: red is 76, blue 29.
         assert_eq!(run(&format!("{{{base}, \"color\": \"gray\"}}")), [76.0, 29.0]);
     }

@@ -31,12 +31,17 @@ pub fn transform_one(
         return Err(TransformError::Empty);
     }
     if encoded.len() as u64 > MAX_ENCODED_BYTES {
-        return Err(TransformError::Image(ImageError::TooLarge { size: encoded.len() as u64, limit: MAX_ENCODED_BYTES }));
+        return Err(TransformError::Image(ImageError::TooLarge {
+            size: encoded.len() as u64,
+            limit: MAX_ENCODED_BYTES,
+        }));
     }
-    let line = classify(&encoded, model, image, options.max_image_pixels, &mut Worker::default(), None).map_err(|e| match e {
-        Failure::Image(error) => TransformError::Image(error),
-        Failure::Model(error) => error,
-    })?;
+    let line = classify(&encoded, model, image, options.max_image_pixels, &mut Worker::default(), None).map_err(
+        |e| match e {
+            Failure::Image(error) => TransformError::Image(error),
+            Failure::Model(error) => error,
+        },
+    )?;
     output.write_all(&line)?;
     output.flush()?;
     Ok(TransformSummary { rows_in: 1, rows_out: 1, ..TransformSummary::default() })
