@@ -5,6 +5,7 @@
 //! - [`model_config`]: the optional configuration that maps input columns to the model.
 //! - [`row_ops`], [`small_dense`]: row loops in place of tract's kernels where rows are short (the
 //!   softmax and argmax of classifiers with few classes, small dense layers).
+//! - [`max_pool`]: a branchless loop in place of tract's max pool (image models' CNNs).
 //! - [`columns`], [`sources`], [`sinks`]: columns resolved, rows read, predictions written.
 //! - [`pipeline`]: parse, infer and write overlapped on the task's cores ([`parallel`]), in
 //!   input order.
@@ -14,6 +15,7 @@ pub mod batch;
 pub mod columns;
 pub mod format;
 pub mod image;
+pub mod max_pool;
 pub mod model;
 pub mod model_config;
 pub mod parallel;

@@ -18,6 +18,7 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use super::image::{Classifier, ImageConfig, ImageModel, Labels, Preprocessor};
+use super::max_pool::replace_max_pools;
 use super::model_config::{ModelConfig, ModelConfigError};
 use super::row_ops::replace_narrow_row_ops;
 use super::small_dense::replace_small_dense_layers;
@@ -167,9 +168,11 @@ impl Model {
         let classes = class_names(config.classes.as_deref(), declared.as_ref())?;
 
         let model = onnx.model_for_proto_model(&proto).map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
-        let batch = model.sym("N");
+        // An image model runs one image at a time (images run in parallel, not in batches), so its
+        // batch dimension is 1 and tract plans its convolutions for a concrete shape.
+        let batch: TDim = if config.image.is_some() { 1.into() } else { model.sym("N").into() };
         let cannot_run = |e: TractError| ModelError::Unsupported(format!("tract cannot run it: {e:#}"));
-        let mut shape: TVec<TDim> = tvec![batch.into()];
+        let mut shape: TVec<TDim> = tvec![batch];
         shape.extend(input_shape.iter().map(|&d| d.to_dim()));
         let mut typed = model
             .with_input_fact(0, f32::fact(shape).into())
@@ -179,6 +182,7 @@ impl Model {
         replace_small_dense_layers(&mut typed).map_err(cannot_run)?;
         let mut typed = typed.into_optimized().map_err(cannot_run)?;
         replace_narrow_row_ops(&mut typed).map_err(cannot_run)?;
+        replace_max_pools(&mut typed).map_err(cannot_run)?;
 
         let outputs = graph_outputs
             .iter()
@@ -211,6 +215,21 @@ impl Model {
 
     /// Runs one mini-batch: `features` holds `rows * n_features` values, row-major.
     pub fn predict(&self, features: &[f32], rows: usize) -> Result<Vec<OutputValues>, ModelError> {
+        if self.image.is_none() || rows <= 1 {
+            return self.run(features, rows);
+        }
+        // An image model's plan takes one image.
+        let mut outputs = self.run(&features[..self.n_features], 1)?;
+        for image in features.chunks_exact(self.n_features).skip(1) {
+            for (all, one) in outputs.iter_mut().zip(self.run(image, 1)?) {
+                all.append(one);
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// One run of the plan.
+    fn run(&self, features: &[f32], rows: usize) -> Result<Vec<OutputValues>, ModelError> {
         let failed = |e: TractError| ModelError::Inference { rows, message: format!("{e:#}") };
         let padded_rows = rows.div_ceil(self.row_multiple) * self.row_multiple;
         let shape = |rows| [&[rows], &self.input_shape[..]].concat();
@@ -260,6 +279,16 @@ impl OutputSpec {
 }
 
 impl OutputValues {
+    /// Appends `other`'s values (of the same type).
+    fn append(&mut self, other: OutputValues) {
+        match (self, other) {
+            (OutputValues::Int(v), OutputValues::Int(mut o)) => v.append(&mut o),
+            (OutputValues::Text(v), OutputValues::Text(mut o)) => v.append(&mut o),
+            (OutputValues::Float(v), OutputValues::Float(mut o)) => v.append(&mut o),
+            _ => {}
+        }
+    }
+
     fn truncate(&mut self, len: usize) {
         match self {
             OutputValues::Int(v) => v.truncate(len),

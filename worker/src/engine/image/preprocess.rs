@@ -55,7 +55,10 @@ impl Preprocessor {
             bytes
         } else {
             let (w, h) = (resized_width as usize, resized_height as usize);
-            resize(&bytes, width as usize, height as usize, c.channels(), w, h)
+            match c.color {
+                ColorOrder::Gray => resize::<1>(&bytes, width as usize, height as usize, w, h),
+                ColorOrder::Rgb | ColorOrder::Bgr => resize::<3>(&bytes, width as usize, height as usize, w, h),
+            }
         };
         // torchvision's CenterCrop: offsets rounded half to even, as Python's round() does.
         let left = ((resized_width - c.width) as f64 / 2.0).round_ties_even() as usize;
