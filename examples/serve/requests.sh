@@ -29,10 +29,10 @@ curl -s -X POST http://127.0.0.1:8080/predictions/iris/1 -H 'Content-Type: text/
 # Images: the digits classifier (models/repository/digits), the image as multipart field "data" as
 # TorchServe's clients send it (or as the body: --data-binary @file), the top 3 back
 curl -s -X POST http://127.0.0.1:8080/predictions/digits -F "data=@examples/data/digits/0344-6.png"
-# => [{"class":"6","probability":0.9999897},{"class":"0","probability":4.723541e-6},{"class":"8","probability":3.983692e-6}]
+# => [{"class":"6","probability":0.9999897},{"class":"0","probability":4.7235403e-6},{"class":"8","probability":3.983691e-6}]
 # TF Serving carries images as base64: one prediction (the top 3) per instance
 curl -s -X POST http://127.0.0.1:8080/v1/models/digits:predict -d "{\"instances\": [{\"b64\": \"$(base64 -w0 examples/data/digits/1496-7.png)\"}]}"
-# => {"predictions":[[{"class":"7","probability":0.9718009},{"class":"9","probability":0.027719371},{"class":"4","probability":0.00036974362}]]}
+# => {"predictions":[[{"class":"7","probability":0.9718009},{"class":"9","probability":0.02771936},{"class":"4","probability":0.0003697439}]]}
 
 # Prometheus metrics: requests, errors, latency and batch sizes per model
 curl -s http://127.0.0.1:8080/metrics
