@@ -231,3 +231,33 @@ fn a_model_whose_input_does_not_match_the_declared_preprocessing_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn worker_transform_classifies_an_image_and_an_archive_for_a_model_author() {
+    use worker::local_transform::{TransformRequest, run as transform_command};
+    let dir = std::env::temp_dir().join(format!("sluice-images-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let request = |input: &str, output: &std::path::Path| TransformRequest {
+        model: "squeezenet".into(),
+        model_repository: Some(repo("models/repository").display().to_string()),
+        input: repo(input).display().to_string(),
+        output: output.display().to_string(),
+        errors: None,
+        options: TransformOptions::default(),
+        csv: CsvOptions::default(),
+    };
+    // An image: its top 5, as the batch job writes it
+    let out = dir.join("flower.json");
+    let done = transform_command(request("tests/data/images/flower.webp", &out)).await.unwrap();
+    assert_eq!((done.summary.rows_in, done.summary.rows_out), (1, 1));
+    let top: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_same_top_k(&top, &reference()["squeezenet"]["flower.webp"], 1e-4, "flower.webp");
+    // A broken one: an error that says why, and no output
+    let out = dir.join("broken.json");
+    let Err(err) = transform_command(request("tests/data/images/truncated.jpg", &out)).await else {
+        panic!("a truncated JPEG was classified");
+    };
+    assert!(err.to_string().contains("the JPEG is truncated"), "{err}");
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -647,6 +647,11 @@ async fn tf_serving_and_kserve_take_images_as_base64() {
     let answer = post_json(&server, "/v1/models/squeezenet:predict", &json!({"instances": [[1.0, 2.0]]})).await;
     assert_eq!(answer.status, 400);
     assert!(answer.json()["error"].as_str().unwrap().contains("send {\"b64\""), "{:?}", answer.json());
+    // More images than a request may carry: refused before any is decoded
+    let many: Vec<Value> = (0..33).map(|_| json!({"b64": png})).collect();
+    let answer = post_json(&server, "/v1/models/squeezenet:predict", &json!({"instances": many})).await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.json()["error"].as_str().unwrap().contains("at most 32"), "{:?}", answer.json());
     // KServe v2: a BYTES input of base64 strings; classes and probabilities back
     let request = json!({"inputs": [{"name": "data_0", "shape": [1], "datatype": "BYTES", "data": [png]}]});
     let answer = post_json(&server, "/v2/models/squeezenet/infer", &request).await;

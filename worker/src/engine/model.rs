@@ -215,12 +215,17 @@ impl Model {
 
     /// Runs one mini-batch: `features` holds `rows * n_features` values, row-major.
     pub fn predict(&self, features: &[f32], rows: usize) -> Result<Vec<OutputValues>, ModelError> {
+        if features.len() != rows * self.n_features {
+            let message = format!("{} input values for {rows} rows of {}", features.len(), self.n_features);
+            return Err(ModelError::Inference { rows, message });
+        }
         if self.image.is_none() || rows <= 1 {
             return self.run(features, rows);
         }
         // An image model's plan takes one image.
-        let mut outputs = self.run(&features[..self.n_features], 1)?;
-        for image in features.chunks_exact(self.n_features).skip(1) {
+        let mut images = features.chunks_exact(self.n_features);
+        let mut outputs = self.run(images.next().unwrap_or_default(), 1)?;
+        for image in images {
             for (all, one) in outputs.iter_mut().zip(self.run(image, 1)?) {
                 all.append(one);
             }

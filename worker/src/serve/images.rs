@@ -25,8 +25,13 @@ pub fn image_model(model: &ServedModel) -> Result<&ImageModel, ServeError> {
         .ok_or_else(|| ServeError::BadRequest(format!("model {} takes rows of features, not images", model.name)))
 }
 
+/// The most images one request may carry: the model's input for each is a few hundred KB of
+/// floats (SqueezeNet's: 600 KB).
+pub const MAX_IMAGES_PER_REQUEST: usize = 32;
+
 /// The top k of each of `images`, in order. An image that cannot be used fails the request (400)
-/// with its reason.
+/// with its reason. Memory stays bounded: at most [`MAX_IMAGES_PER_REQUEST`] images a request,
+/// and a few requests per model at a time between decoding and answer.
 pub async fn classify(
     state: &AppState,
     model: &ServedModel,
@@ -36,6 +41,13 @@ pub async fn classify(
     if images.is_empty() {
         return Err(ServeError::BadRequest("the request has no images".into()));
     }
+    if images.len() > MAX_IMAGES_PER_REQUEST {
+        return Err(ServeError::BadRequest(format!(
+            "the request has {} images; send at most {MAX_IMAGES_PER_REQUEST} a request",
+            images.len()
+        )));
+    }
+    let _turn = model.images_in_flight.acquire().await.map_err(|_| ServeError::Overloaded("stopping".into()))?;
     let count = images.len();
     let max_pixels = state.settings.max_image_pixels;
     let loaded = Arc::clone(&model.loaded);

@@ -354,7 +354,8 @@ fn encoded_images(request: &InferRequest, binary: &mut Bytes) -> Result<Vec<Byte
                 )));
             }
             let mut data = binary.split_to(size as usize);
-            let mut images = Vec::with_capacity(count);
+            // The shape is the client's word: the data bounds what is allocated.
+            let mut images = Vec::with_capacity(count.min(data.len() / 4));
             // Each element: its length (4 bytes, little-endian), then its bytes.
             while data.len() >= 4 {
                 let length = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;

@@ -34,7 +34,13 @@ pub struct ServedModel {
     pub version: u64,
     pub loaded: Arc<LoadedModel>,
     pub batcher: Batcher,
+    /// An image model's requests being decoded or run: their pixels as floats are far larger
+    /// than their bodies, so only so many hold them at once (the rest wait their turn).
+    pub images_in_flight: tokio::sync::Semaphore,
 }
+
+/// Image requests in flight per model run that may go at once (see `ServedModel::images_in_flight`).
+pub const IMAGE_REQUESTS_PER_RUN: usize = 2;
 
 /// Why a request names no servable model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +88,15 @@ impl Registry {
                 Ok(loaded) => {
                     tracing::info!(model = %name, version, uri = %uri, sha256 = %loaded.model.sha256, "model ready");
                     let batcher = Batcher::start(Arc::clone(&loaded), settings, observer(&name, version));
-                    Slot::Ready(Arc::new(ServedModel { name: name.clone(), version, loaded, batcher }))
+                    let images_in_flight =
+                        tokio::sync::Semaphore::new(IMAGE_REQUESTS_PER_RUN * settings.parallel.max(1));
+                    Slot::Ready(Arc::new(ServedModel {
+                        name: name.clone(),
+                        version,
+                        loaded,
+                        batcher,
+                        images_in_flight,
+                    }))
                 }
                 Err(reason) => {
                     tracing::error!(model = %name, version, uri = %uri, %reason, "model cannot be served");
