@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "worker"
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
-# What both Python alternatives share: the arguments and an onnxruntime session with `threads`
-# intra-op threads, as sluice gets `--threads`.
+# What every Python alternative shares (bench_images.py's too): the arguments and an onnxruntime
+# session with `threads` intra-op threads, as sluice gets `--threads`.
 SESSION = r'''
 import sys
 import numpy as np

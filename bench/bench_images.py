@@ -22,19 +22,13 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from bench import ROOT, WORKER, run
+from bench import ROOT, SESSION, WORKER, run
 
-PILLOW_ONNXRUNTIME = r'''
-import io, json, sys, tarfile
-import numpy as np
-import onnxruntime as ort
+# `data` is the archive.
+PILLOW_ONNXRUNTIME = SESSION + r'''
+import io, json, tarfile
 from PIL import Image
 
-model, archive, out, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-options = ort.SessionOptions()
-options.intra_op_num_threads = threads
-options.inter_op_num_threads = 1
-session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 labels = open(model.rsplit("/", 1)[0] + "/labels.txt").read().splitlines()
 mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -49,12 +43,12 @@ def preprocess(data):
     return ((x - mean) / std).transpose(2, 0, 1)
 
 def flush(names, batch, sink):
-    (scores,) = session.run(None, {"data_0": np.stack(batch)})
+    (scores,) = session.run(None, {input_name: np.stack(batch)})
     for name, s in zip(names, scores.reshape(len(batch), -1)):
         top = np.argsort(-s)[:5]
         sink.write(json.dumps({"image": name, "predictions": [{"class": labels[i], "probability": float(s[i])} for i in top]}) + "\n")
 
-with tarfile.open(archive) as tar, open(out, "w") as sink:
+with tarfile.open(data) as tar, open(out, "w") as sink:
     names, batch = [], []
     for member in tar:
         if not member.isfile():
