@@ -50,9 +50,6 @@ pub struct Model {
     pub n_features: usize,
     /// One row's input shape, the batch dimension left out: `[features]`, or an image's.
     pub input_shape: Vec<usize>,
-    /// Runs are padded to a multiple of this many rows ([`RUN_ROW_MULTIPLE`] for tables; 1 for
-    /// images, whose runs are too costly to pad).
-    row_multiple: usize,
     /// How images become the input and scores become classes, for an image model.
     pub image: Option<ImageModel>,
     pub outputs: Vec<OutputSpec>,
@@ -194,13 +191,11 @@ impl Model {
             .collect::<Result<Vec<_>, _>>()?;
         let plan = typed.into_runnable().map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
         let image = config.image.as_ref().map(|image| image_model(image, &outputs)).transpose()?;
-        let row_multiple = if image.is_some() { 1 } else { RUN_ROW_MULTIPLE };
         Ok(Self {
             plan,
             input_name,
             n_features,
             input_shape,
-            row_multiple,
             image,
             outputs,
             config,
@@ -236,7 +231,9 @@ impl Model {
     /// One run of the plan.
     fn run(&self, features: &[f32], rows: usize) -> Result<Vec<OutputValues>, ModelError> {
         let failed = |e: TractError| ModelError::Inference { rows, message: format!("{e:#}") };
-        let padded_rows = rows.div_ceil(self.row_multiple) * self.row_multiple;
+        // Table runs are padded (see RUN_ROW_MULTIPLE); an image model's plan takes one image.
+        let multiple = if self.image.is_some() { 1 } else { RUN_ROW_MULTIPLE };
+        let padded_rows = rows.div_ceil(multiple) * multiple;
         let shape = |rows| [&[rows], &self.input_shape[..]].concat();
         let input = if padded_rows == rows {
             Tensor::from_shape(&shape(rows), features)
@@ -378,12 +375,17 @@ fn image_input(graph: &pb::GraphProto, image: &ImageConfig) -> Result<(String, V
     use pb::tensor_shape_proto::dimension::Value;
     let expected = image.input_shape();
     let (input, dims) = single_input(graph, "image")?;
-    let shown = |dims: &mut dyn Iterator<Item = String>| format!("[N, {}]", dims.collect::<Vec<_>>().join(", "));
-    let declared = shown(&mut dims.iter().skip(1).map(|d| match &d.value {
-        Some(Value::DimValue(n)) => n.to_string(),
-        Some(Value::DimParam(name)) => name.clone(),
-        None => "?".into(),
-    }));
+    let shown = |dims: Vec<String>| format!("[N, {}]", dims.join(", "));
+    let declared = shown(
+        dims.iter()
+            .skip(1)
+            .map(|d| match &d.value {
+                Some(Value::DimValue(n)) => n.to_string(),
+                Some(Value::DimParam(name)) => name.clone(),
+                None => "?".into(),
+            })
+            .collect(),
+    );
     let fits = dims.len() == 4
         && dims[1..].iter().zip(expected).all(|(d, want)| match d.value {
             Some(Value::DimValue(n)) => n == want as i64,
@@ -398,7 +400,7 @@ fn image_input(graph: &pb::GraphProto, image: &ImageConfig) -> Result<(String, V
             if dims.len() == 4 { "" } else { " (not 4-D)" },
             image.width,
             image.height,
-            shown(&mut expected.iter().map(usize::to_string)),
+            shown(expected.iter().map(usize::to_string).collect()),
         )));
     }
     Ok((input.name.clone(), expected.to_vec()))

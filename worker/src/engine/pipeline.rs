@@ -41,13 +41,13 @@ pub fn transform(
         (DataFormat::ImageArchive, Some(image)) => {
             return image::transform_archive(input, kind.gzip, output, errors, model, image, options, progress);
         }
-        (DataFormat::Image | DataFormat::ImageArchive, None) => return Err(not_for_images()),
         (_, Some(_)) => {
             return Err(TransformError::WrongInput(
                 "the model takes images: upload .jpg, .jpeg, .png or .webp files, or a .tar or .tar.gz of them".into(),
             ));
         }
-        (DataFormat::Csv { .. } | DataFormat::JsonLines, None) => {}
+        // A table model: an image is refused where the rows' source is chosen, below.
+        (_, None) => {}
     }
     let config = &model.config;
     let text = open_text(input, kind.gzip)?;
@@ -56,7 +56,11 @@ pub fn transform(
             Box::new(CsvSource::open(text, delimiter, has_header, config, model.n_features)?)
         }
         DataFormat::JsonLines => Box::new(JsonLinesSource::open(text, config, model.n_features)?),
-        DataFormat::Image | DataFormat::ImageArchive => return Err(not_for_images()),
+        DataFormat::Image | DataFormat::ImageArchive => {
+            return Err(TransformError::WrongInput(
+                "the model takes rows of features, not images (its configuration has no \"image\" section)".into(),
+            ));
+        }
     };
     let layout = OutputLayout::new(kind.format, source.plan(), source.named(), model);
     output.write_all(&layout.header()?)?;
@@ -100,12 +104,6 @@ pub fn transform(
     )?;
     output.flush()?;
     errors.finish(summary, options)
-}
-
-fn not_for_images() -> TransformError {
-    TransformError::WrongInput(
-        "the model takes rows of features, not images (its configuration has no \"image\" section)".into(),
-    )
 }
 
 fn run_batch(batch: Batch, model: &Model, layout: &OutputLayout, capacity: usize) -> Result<Formatted, TransformError> {

@@ -81,9 +81,9 @@ async fn predict_with(
     let loaded = &model.loaded.model;
     if let Some(image) = &loaded.image {
         let (items, columnar) = match (request.get("instances"), request.get("inputs")) {
-            (Some(Value::Array(items)), None) => (items.clone(), false),
-            (None, Some(Value::Array(items))) => (items.clone(), true),
-            (None, Some(one @ Value::Object(_))) => (vec![one.clone()], true),
+            (Some(Value::Array(items)), None) => (items.iter().collect::<Vec<_>>(), false),
+            (None, Some(Value::Array(items))) => (items.iter().collect(), true),
+            (None, Some(one @ Value::Object(_))) => (vec![one], true),
             _ => {
                 return Err(ServeError::BadRequest(
                     "send the images as {\"instances\": [{\"b64\": \"<the file in base64>\"}, ...]}".into(),
