@@ -1,5 +1,5 @@
 //! Time of a dense layer (`max(x · W + b, 0)`) run by tract's kernels and by sluice's row loop,
-//! for layer sizes around the ones the engine hands to the row loop (`engine::small_dense`).
+//! for layer sizes around the ones the engine hands to the row loop (`engine::ops::small_dense`).
 //!
 //!     cargo run --release --example dense_layers -p worker
 //!
@@ -12,7 +12,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math;
 use worker::engine::model::clear_upper_vector_state;
-use worker::engine::small_dense::{replace_dense_layers_where, replace_small_dense_layers};
+use worker::engine::ops::small_dense::{replace_dense_layers_where, replace_small_dense_layers};
 
 const ROWS: usize = 4096;
 

@@ -1,7 +1,8 @@
 //! Which input column feeds which model input, and which pass through to the output.
 
 use super::TransformError;
-use super::model_config::{ColumnRef, ModelConfig, Passthrough};
+use super::model::Model;
+use super::model_config::{ColumnRef, Passthrough};
 
 /// Input columns resolved against the file's header (or positions, without one).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,16 +11,14 @@ pub struct ColumnPlan {
     pub names: Vec<String>,
     pub features: Vec<usize>,
     pub passthrough: Vec<usize>,
+    /// Whether an empty value is a missing one (NaN), the model handling those.
+    pub missing: bool,
 }
 
 impl ColumnPlan {
     /// `named` says whether `names` came from the file (a header row or JSON field names).
-    pub fn new(
-        names: Vec<String>,
-        named: bool,
-        config: &ModelConfig,
-        n_features: usize,
-    ) -> Result<Self, TransformError> {
+    pub fn new(names: Vec<String>, named: bool, model: &Model) -> Result<Self, TransformError> {
+        let (config, n_features) = (&model.config, model.n_features);
         let resolve = |col: &ColumnRef| -> Result<usize, TransformError> {
             match col {
                 ColumnRef::Position(i) if *i < names.len() => Ok(*i),
@@ -53,7 +52,7 @@ impl ColumnPlan {
                 features.iter().map(|&i| names[i].as_str()).collect::<Vec<_>>().join(", ")
             )));
         }
-        Ok(Self { names, features, passthrough })
+        Ok(Self { names, features, passthrough, missing: model.handles_missing })
     }
 
     /// Output names of the pass-through columns.

@@ -3,9 +3,8 @@
 //! - [`format`]: which format a file is in (CSV, TSV, JSON Lines; gzip or not).
 //! - [`model`]: loading a model once and running it on mini-batches.
 //! - [`model_config`]: the optional configuration that maps input columns to the model.
-//! - [`row_ops`], [`small_dense`]: row loops in place of tract's kernels where rows are short (the
-//!   softmax and argmax of classifiers with few classes, small dense layers).
-//! - [`max_pool`]: a branchless loop in place of tract's max pool (image models' CNNs).
+//! - [`ops`]: every operator the engine adds to tract: the ONNX-ML operators of scikit-learn,
+//!   XGBoost and LightGBM exports, and faster kernels in place of some of tract's.
 //! - [`columns`], [`sources`], [`sinks`]: columns resolved, rows read, predictions written.
 //! - [`pipeline`]: parse, infer and write overlapped on the task's cores ([`parallel`]), in
 //!   input order.
@@ -15,14 +14,12 @@ pub mod batch;
 pub mod columns;
 pub mod format;
 pub mod image;
-pub mod max_pool;
 pub mod model;
 pub mod model_config;
+pub mod ops;
 pub mod parallel;
 pub mod pipeline;
-pub mod row_ops;
 pub mod sinks;
-pub mod small_dense;
 pub mod sources;
 
 use std::io;

@@ -18,10 +18,8 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use super::image::{Classifier, ImageConfig, ImageModel, Labels, Preprocessor};
-use super::max_pool::replace_max_pools;
 use super::model_config::{ModelConfig, ModelConfigError};
-use super::row_ops::replace_narrow_row_ops;
-use super::small_dense::replace_small_dense_layers;
+use super::ops;
 
 /// The metadata entry (`metadata_props`) of an ONNX model that may hold its configuration.
 pub const METADATA_KEY: &str = "sluice";
@@ -55,6 +53,11 @@ pub struct Model {
     pub outputs: Vec<OutputSpec>,
     /// The configuration in force: the sidecar's, the model's embedded one, or the default.
     pub config: ModelConfig,
+    /// The operators the graph uses, `domain:op` for other domains than ONNX's own, sorted.
+    pub operators: Vec<String>,
+    /// Whether the model says what a missing value (NaN) means: it imputes them, or its trees
+    /// route them; then an empty input value is NaN rather than a bad row.
+    pub handles_missing: bool,
     /// Hex SHA-256 of the model file, for the report.
     pub sha256: String,
 }
@@ -145,7 +148,7 @@ impl Model {
     /// Parses, checks and optimises a model. `sidecar` is the configuration found next to it;
     /// without one, the model's own metadata entry [`METADATA_KEY`] is read, if it has one.
     pub fn load(bytes: &[u8], sidecar: Option<ModelConfig>) -> Result<Self, ModelError> {
-        let onnx = tract_onnx::onnx();
+        let onnx = ops::onnx();
         let mut proto =
             onnx.proto_model_for_read(&mut &bytes[..]).map_err(|e| ModelError::Unreadable(format!("{e:#}")))?;
         let config = match sidecar {
@@ -158,6 +161,9 @@ impl Model {
             Some(image) => image_input(graph, image)?,
         };
         let n_features = input_shape.iter().product();
+        let operators = operators(graph);
+        unsupported_operator(graph, &onnx)?;
+        let handles_missing = handles_missing(graph);
         let declared = declared_labels(graph)?;
         let string_labels = matches!(declared, Some(DeclaredLabels::Names(_)));
         number_string_labels(graph);
@@ -176,10 +182,9 @@ impl Model {
             .and_then(|m| m.into_typed())
             .and_then(|m| m.into_decluttered())
             .map_err(cannot_run)?;
-        replace_small_dense_layers(&mut typed).map_err(cannot_run)?;
+        ops::replace_kernels(&mut typed, true).map_err(cannot_run)?;
         let mut typed = typed.into_optimized().map_err(cannot_run)?;
-        replace_narrow_row_ops(&mut typed).map_err(cannot_run)?;
-        replace_max_pools(&mut typed).map_err(cannot_run)?;
+        ops::replace_kernels(&mut typed, false).map_err(cannot_run)?;
 
         let outputs = graph_outputs
             .iter()
@@ -199,6 +204,8 @@ impl Model {
             image,
             outputs,
             config,
+            operators,
+            handles_missing,
             sha256: hex::encode(Sha256::digest(bytes)),
         })
     }
@@ -432,6 +439,47 @@ fn image_model(image: &ImageConfig, outputs: &[OutputSpec]) -> Result<ImageModel
         preprocess: Preprocessor::new(image.clone()),
         classifier: Classifier::new(labels, image.scores, image.top_k),
         scores_output,
+    })
+}
+
+fn operators(graph: &pb::GraphProto) -> Vec<String> {
+    let mut operators: Vec<String> = graph
+        .node
+        .iter()
+        .map(|n| {
+            if n.domain.is_empty() || n.domain == "ai.onnx" {
+                n.op_type.clone()
+            } else {
+                format!("{}:{}", n.domain, n.op_type)
+            }
+        })
+        .collect();
+    operators.sort_unstable();
+    operators.dedup();
+    operators
+}
+
+/// The first node whose operator neither tract nor the engine implements, named with its domain.
+fn unsupported_operator(graph: &pb::GraphProto, onnx: &tract_onnx::Onnx) -> Result<(), ModelError> {
+    match graph.node.iter().find(|n| !onnx.op_register.0.contains_key(&n.op_type)) {
+        None => Ok(()),
+        Some(node) => Err(ModelError::Unsupported(format!(
+            "operator {} ({}) of node {:?} is not supported",
+            node.op_type,
+            if node.domain.is_empty() { "ai.onnx" } else { &node.domain },
+            node.name
+        ))),
+    }
+}
+
+/// Whether the graph imputes missing values or routes them through its trees.
+fn handles_missing(graph: &pb::GraphProto) -> bool {
+    graph.node.iter().any(|node| {
+        node.op_type == "Imputer"
+            || node
+                .attribute
+                .iter()
+                .any(|a| a.name == "nodes_missing_value_tracks_true" && a.ints.iter().any(|&v| v != 0))
     })
 }
 

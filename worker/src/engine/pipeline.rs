@@ -49,13 +49,10 @@ pub fn transform(
         // A table model: an image is refused where the rows' source is chosen, below.
         (_, None) => {}
     }
-    let config = &model.config;
     let text = open_text(input, kind.gzip)?;
     let mut source: Box<dyn RowSource + '_> = match kind.format {
-        DataFormat::Csv { delimiter, has_header } => {
-            Box::new(CsvSource::open(text, delimiter, has_header, config, model.n_features)?)
-        }
-        DataFormat::JsonLines => Box::new(JsonLinesSource::open(text, config, model.n_features)?),
+        DataFormat::Csv { delimiter, has_header } => Box::new(CsvSource::open(text, delimiter, has_header, model)?),
+        DataFormat::JsonLines => Box::new(JsonLinesSource::open(text, model)?),
         DataFormat::Image | DataFormat::ImageArchive => {
             return Err(TransformError::WrongInput(
                 "the model takes rows of features, not images (its configuration has no \"image\" section)".into(),

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::TransformError;
 use super::batch::{BadRow, Batch};
 use super::columns::{ColumnPlan, positional_names};
-use super::model_config::ModelConfig;
+use super::model::Model;
 
 /// Where rows come from.
 pub trait RowSource: Send {
@@ -22,7 +22,9 @@ pub trait RowSource: Send {
 }
 
 /// A CSV feature value: a finite number.
-fn parse_feature(field: &[u8]) -> Result<f32, String> {
+/// A feature's value. With `missing` (the model handles missing values) an empty field or `NaN`
+/// is NaN, as pandas reads it; without, it is a bad row.
+fn parse_feature(field: &[u8], missing: bool) -> Result<f32, String> {
     // The usual case, a short plain decimal, then any number fast_float2 reads from the bytes.
     if let Some(value) = parse_short_decimal(field) {
         return Ok(value);
@@ -34,6 +36,9 @@ fn parse_feature(field: &[u8]) -> Result<f32, String> {
     }
     // Spaces around it, or not a finite number: std's parser, and a reason for the errors file.
     let text = std::str::from_utf8(field).map_err(|_| "is not UTF-8 text".to_owned())?.trim();
+    if missing && (text.is_empty() || text.eq_ignore_ascii_case("nan")) {
+        return Ok(f32::NAN);
+    }
     if text.is_empty() {
         return Err("is empty".into());
     }
@@ -84,13 +89,7 @@ pub struct CsvSource<R: Read> {
 }
 
 impl<R: Read + Send> CsvSource<R> {
-    pub fn open(
-        input: R,
-        delimiter: u8,
-        has_header: bool,
-        config: &ModelConfig,
-        n_features: usize,
-    ) -> Result<Self, TransformError> {
+    pub fn open(input: R, delimiter: u8, has_header: bool, model: &Model) -> Result<Self, TransformError> {
         let mut reader = ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(input);
         let mut first = ByteRecord::new();
         if !reader.read_byte_record(&mut first)? {
@@ -98,7 +97,7 @@ impl<R: Read + Send> CsvSource<R> {
         }
         let (names, first_row) =
             if has_header { (header_names(&first)?, None) } else { (positional_names(first.len()), Some(first)) };
-        let plan = ColumnPlan::new(names, has_header, config, n_features)?;
+        let plan = ColumnPlan::new(names, has_header, model)?;
         Ok(Self { reader, record: ByteRecord::new(), first_row, plan, named: has_header, delimiter })
     }
 }
@@ -118,7 +117,7 @@ fn push_csv_row(plan: &ColumnPlan, record: &ByteRecord, batch: &mut Batch) -> Re
     }
     let start = batch.features.len();
     for &i in &plan.features {
-        match parse_feature(&record[i]) {
+        match parse_feature(&record[i], plan.missing) {
             Ok(value) => batch.features.push(value),
             Err(problem) => {
                 batch.features.truncate(start);
@@ -191,7 +190,7 @@ pub struct JsonLinesSource<R: BufRead> {
 }
 
 impl<R: BufRead + Send> JsonLinesSource<R> {
-    pub fn open(mut input: R, config: &ModelConfig, n_features: usize) -> Result<Self, TransformError> {
+    pub fn open(mut input: R, model: &Model) -> Result<Self, TransformError> {
         let mut line = Vec::new();
         let mut line_number = 0;
         let first = loop {
@@ -226,7 +225,7 @@ impl<R: BufRead + Send> JsonLinesSource<R> {
             Value::Array(items) => (positional_names(items.len()), false),
             _ => unreachable!("checked above"),
         };
-        let plan = ColumnPlan::new(names, objects, config, n_features)?;
+        let plan = ColumnPlan::new(names, objects, model)?;
         Ok(Self { input, line, line_number, first_row: Some(first), objects, plan })
     }
 
@@ -250,12 +249,13 @@ impl<R: BufRead + Send> JsonLinesSource<R> {
         let start = batch.features.len();
         for &i in &self.plan.features {
             let parsed = match self.field(value, i) {
+                None | Some(Value::Null) if self.plan.missing => Ok(f32::NAN),
                 None => Err("is missing".to_owned()),
                 Some(Value::Number(n)) => match n.as_f64().map(|v| v as f32) {
                     Some(v) if v.is_finite() => Ok(v),
                     _ => Err(format!("is {n}, which is not allowed as a feature")),
                 },
-                Some(Value::String(s)) => parse_feature(s.as_bytes()),
+                Some(Value::String(s)) => parse_feature(s.as_bytes(), self.plan.missing),
                 Some(other) => Err(format!("is {other}, not a number")),
             };
             match parsed {
@@ -336,8 +336,12 @@ mod tests {
         for text in ["", "-", ".", "+1", "1e3", "1.2.3", " 1", "12345678", "0.00000001", "nan", "1,5"] {
             assert_eq!(parse_short_decimal(text.as_bytes()), None, "{text:?}");
         }
-        assert_eq!(parse_feature(b"12345678.9"), Ok(12_345_679.0));
-        assert_eq!(parse_feature(b" 1e-3 "), Ok(0.001));
+        assert_eq!(parse_feature(b"12345678.9", false), Ok(12_345_679.0));
+        assert_eq!(parse_feature(b" 1e-3 ", false), Ok(0.001));
+        assert_eq!(parse_feature(b"", false), Err("is empty".into()));
+        assert!(parse_feature(b"", true).unwrap().is_nan());
+        assert!(parse_feature(b"NaN", true).unwrap().is_nan());
+        assert_eq!(parse_feature(b"nan", false), Err("is \"nan\", which is not allowed as a feature".into()));
     }
 
     proptest! {

@@ -154,11 +154,10 @@ fn parse(model: &ServedModel, format: DataFormat, text: Vec<u8>) -> Result<(Batc
     let loaded = &model.loaded.model;
     let rejected = |e: TransformError| ServeError::BadRequest(e.to_string());
     let mut source: Box<dyn RowSource> = match format {
-        DataFormat::Csv { delimiter, has_header } => Box::new(
-            CsvSource::open(Cursor::new(text), delimiter, has_header, &loaded.config, loaded.n_features)
-                .map_err(rejected)?,
-        ),
-        _ => Box::new(JsonLinesSource::open(Cursor::new(text), &loaded.config, loaded.n_features).map_err(rejected)?),
+        DataFormat::Csv { delimiter, has_header } => {
+            Box::new(CsvSource::open(Cursor::new(text), delimiter, has_header, loaded).map_err(rejected)?)
+        }
+        _ => Box::new(JsonLinesSource::open(Cursor::new(text), loaded).map_err(rejected)?),
     };
     let mut batch = Batch::default();
     while source.fill(&mut batch, usize::MAX).map_err(rejected)? {}
