@@ -2,7 +2,8 @@
 #   make local   runs the whole pipeline on this machine against moto (the local AWS stand-in)
 #   make test    runs every check and test (what CI runs)
 # Both set up what they need: a Python venv with pinned tools (.venv) and the Rust workspace.
-# Beside them: make serve (the online mode), make bench, make bench-images and make bench-serve
+# Beside them: make serve (the online mode), make bench, make bench-trees, make bench-images and
+# make bench-serve
 # (benchmarks).
 # For AWS: make push-image (the worker image to ECR), make sam-build (the function), then
 # sam deploy --guided (docs/deploy.md).
@@ -25,7 +26,7 @@ MODELS_STAMP := .tools/models/.installed-$(shell sha256sum tools/requirements-mo
 MODELS_PYTHON := .tools/models/bin/python
 CHECKOV     := .tools/checkov/bin/checkov
 
-.PHONY: local test setup build lint lint-deploy models push-image sam-build deploy bench bench-images serve bench-serve
+.PHONY: local test setup build lint lint-deploy models push-image sam-build deploy bench bench-trees bench-images serve bench-serve
 
 local: setup build
 	target/debug/sluice-local run $(ARGS)
@@ -68,9 +69,10 @@ lint-deploy: setup
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/shellcheck scripts/*.sh .ci/run
 
-# Regenerates the example models, data and reference outputs (deterministic).
+# Regenerates the example models, data and reference outputs, and the model zoo (deterministic).
 models: $(MODELS_STAMP)
 	$(MODELS_PYTHON) models/make_models.py
+	$(MODELS_PYTHON) models/zoo.py
 
 # Builds the function as `sam deploy` uploads it (.aws-sam/build): SAM runs cargo-lambda, which
 # cross-compiles for arm64 with zig, both from .tools/lambda.
@@ -91,6 +93,11 @@ deploy: sam-build
 bench: $(MODELS_STAMP)
 	$(CARGO) build --release --workspace
 	$(MODELS_PYTHON) bench/bench.py $(ARGS)
+
+# Tree ensembles (a random forest, XGBoost) on one core, against polars + onnxruntime.
+bench-trees: $(MODELS_STAMP)
+	$(CARGO) build --release --workspace
+	$(MODELS_PYTHON) bench/bench_trees.py $(ARGS)
 
 # Images: SqueezeNet on JPEG photographs, against Pillow + onnxruntime.
 bench-images: $(MODELS_STAMP)

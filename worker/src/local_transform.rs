@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shared::location::Location;
 
 use crate::engine::{CsvOptions, FileKind, TransformOptions, TransformSummary, transform};
-use crate::models::{ModelFiles, load_model};
+use crate::models::{LoadedModel, ModelFiles, load_model};
 use crate::repository::{ModelRepository, ResolvedModel};
 use crate::s3::S3Store;
 use crate::transfer::{InputSpec, PartWriter, PendingUpload, Transfers, input_channel};
@@ -126,6 +126,25 @@ impl Sink {
     }
 }
 
+/// The model `--model` (with `--model-repository`) names, as found and loaded.
+pub async fn resolve_model(
+    model: &str,
+    repository: Option<&str>,
+    storage: Option<&Transfers<S3Store>>,
+) -> Result<(ResolvedModel, LoadedModel)> {
+    let resolved = match repository {
+        None => ResolvedModel::file(model.to_owned()),
+        Some(root) => {
+            let wanted = shared::ModelRequest::parse(model)
+                .with_context(|| format!("--model {model:?} with --model-repository"))?;
+            let files = ModelFiles::new(storage.cloned());
+            ModelRepository::new(&files, root)?.resolve(Some(&wanted), None).await?
+        }
+    };
+    let loaded = load_model(storage, &resolved.uri).await?;
+    Ok((resolved, loaded))
+}
+
 /// Runs the request; the progress bar shows on a terminal only.
 pub async fn run(request: TransformRequest) -> Result<TransformRun> {
     let uses_s3 = [&request.model, &request.input, &request.output].iter().any(|u| u.starts_with("s3://"))
@@ -133,16 +152,8 @@ pub async fn run(request: TransformRequest) -> Result<TransformRun> {
             .iter()
             .any(|u| u.as_deref().is_some_and(|u| u.starts_with("s3://")));
     let storage = if uses_s3 { Some(Transfers::new(S3Store::from_environment().await)) } else { None };
-    let resolved = match &request.model_repository {
-        None => ResolvedModel::file(request.model.clone()),
-        Some(root) => {
-            let wanted = shared::ModelRequest::parse(&request.model)
-                .with_context(|| format!("--model {:?} with --model-repository", request.model))?;
-            let files = ModelFiles::new(storage.clone());
-            ModelRepository::new(&files, root)?.resolve(Some(&wanted), None).await?
-        }
-    };
-    let loaded = load_model(storage.as_ref(), &resolved.uri).await?;
+    let (resolved, loaded) =
+        resolve_model(&request.model, request.model_repository.as_deref(), storage.as_ref()).await?;
     let model_sha256 = loaded.model.sha256.clone();
     let kind = FileKind::from_name(&request.input, None, request.csv)?;
     let errors_location = request.errors.clone().unwrap_or_else(|| format!("{}.errors.csv", request.output));

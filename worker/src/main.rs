@@ -74,6 +74,16 @@ enum Command {
         #[arg(long, default_value_t = worker::engine::image::decode::DEFAULT_MAX_PIXELS)]
         max_image_pixels: u64,
     },
+    /// Say whether a model will run, before deploying it: load it as a job would, print the
+    /// columns feeding its input and those its outputs become, and run it on a few synthetic rows.
+    CheckModel {
+        /// The ONNX model file, or with --model-repository a model of it: NAME or NAME@VERSION.
+        #[arg(long)]
+        model: String,
+        /// A model repository, s3://bucket/prefix/ or a folder.
+        #[arg(long)]
+        model_repository: Option<String>,
+    },
     /// Serve every model of a repository online: TF Serving REST, KServe v2 and TorchServe
     /// endpoints (settings from the environment; these flags override them).
     Serve {
@@ -115,6 +125,7 @@ fn main() -> ExitCode {
             Command::Serve { model_repository, model, name, port, bind } => {
                 run_server(model_repository, model.zip(name), port, bind).await
             }
+            Command::CheckModel { model, model_repository } => check_model(model, model_repository).await,
             Command::Transform {
                 model,
                 model_repository,
@@ -156,6 +167,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn check_model(model: String, repository: Option<String>) -> anyhow::Result<()> {
+    let uses_s3 = model.starts_with("s3://") || repository.as_deref().is_some_and(|r| r.starts_with("s3://"));
+    let storage = if uses_s3 { Some(Transfers::new(S3Store::from_environment().await)) } else { None };
+    let (resolved, loaded) = local_transform::resolve_model(&model, repository.as_deref(), storage.as_ref())
+        .await
+        .map_err(|error| anyhow::anyhow!("does not run: {error}"))?;
+    let (report, runs) = worker::check_model::describe(&loaded.model, &resolved.uri);
+    print!("{report}");
+    anyhow::ensure!(runs, "the model loads but failed on synthetic rows");
+    Ok(())
 }
 
 async fn run_queue() -> anyhow::Result<()> {

@@ -1,0 +1,80 @@
+//! `worker check-model`: says before deploying whether a model will run, and how a file feeds
+//! it. The model is loaded exactly as a job loads it, then run on a few synthetic rows.
+
+use std::fmt::Write;
+use std::time::Instant;
+
+use crate::engine::{ColumnRef, Model, OutputKind, Passthrough};
+
+/// Synthetic rows: every feature 0, then 1, then -1, then 0.5.
+const SYNTHETIC: [f32; 4] = [0.0, 1.0, -1.0, 0.5];
+
+/// What a person reads about a model that loaded: its operators, the columns feeding its input,
+/// the columns its outputs become, and the outcome of a run on synthetic rows; and whether that
+/// run succeeded.
+pub fn describe(model: &Model, uri: &str) -> (String, bool) {
+    let mut out = String::new();
+    let _ = writeln!(out, "model {uri} (sha256 {}…)", &model.sha256[..12]);
+    let _ = writeln!(out, "operators: {}", model.operators.join(", "));
+    let shape = model.input_shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(out, "input {:?}: float32 [N, {shape}]", model.input_name);
+    if model.image.is_some() {
+        let _ = writeln!(out, "  fed from images (.jpg, .png, .webp, or a .tar of them), preprocessed as configured");
+    } else {
+        let feeds = match &model.config.features {
+            Some(columns) => columns.iter().map(column).collect::<Vec<_>>().join(", "),
+            None => format!("the file's {} columns that are not passed through, in file order", model.n_features),
+        };
+        let _ = writeln!(out, "  fed from columns: {feeds}");
+        let passthrough = match &model.config.passthrough {
+            Passthrough::All(_) => "every column".to_owned(),
+            Passthrough::Columns(columns) if columns.is_empty() => "none".to_owned(),
+            Passthrough::Columns(columns) => columns.iter().map(column).collect::<Vec<_>>().join(", "),
+        };
+        let _ = writeln!(out, "  passed through to the output: {passthrough}");
+        let _ = writeln!(
+            out,
+            "  an empty value or NaN is {}",
+            if model.handles_missing {
+                "a missing value (the model imputes or routes them)"
+            } else {
+                "a bad row (the model does not handle missing values)"
+            }
+        );
+    }
+    let _ = writeln!(out, "outputs:");
+    for spec in &model.outputs {
+        let what = match &spec.kind {
+            OutputKind::Label { classes: Some(classes) } => format!("label, one of {}", classes.names.join(", ")),
+            OutputKind::Label { classes: None } => "label".to_owned(),
+            OutputKind::Values { width } => format!("{width} value{}", if *width == 1 { "" } else { "s" }),
+        };
+        let _ = writeln!(out, "  {:?} ({what}) -> columns {}", spec.name, spec.columns.join(", "));
+    }
+    let outcome = run_synthetic(model);
+    let runs = outcome.is_ok();
+    out.push_str(&outcome.unwrap_or_else(|line| line));
+    (out, runs)
+}
+
+fn column(column: &ColumnRef) -> String {
+    match column {
+        ColumnRef::Name(name) => name.clone(),
+        ColumnRef::Position(i) => format!("#{i}"),
+    }
+}
+
+/// Runs the model on the synthetic rows and says how it went.
+fn run_synthetic(model: &Model) -> Result<String, String> {
+    let rows = SYNTHETIC.len();
+    let features: Vec<f32> = SYNTHETIC.iter().flat_map(|&v| std::iter::repeat_n(v, model.n_features)).collect();
+    let started = Instant::now();
+    match model.predict(&features, rows) {
+        Ok(_) => Ok(format!(
+            "runs: {rows} synthetic rows (every feature {}) in {:.1} ms\n",
+            SYNTHETIC.map(|v| v.to_string()).join(", then "),
+            started.elapsed().as_secs_f64() * 1e3
+        )),
+        Err(error) => Err(format!("does not run: {error}\n")),
+    }
+}

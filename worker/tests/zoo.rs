@@ -1,0 +1,126 @@
+//! The model zoo (`models/zoo/`, made by `models/zoo.py`): every tabular model family the
+//! README lists, exported as its users export it, run by `worker transform` over its held-out
+//! rows and compared with onnxruntime's outputs: labels equal, numbers within 1e-5 (relative,
+//! or absolute below 1).
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use worker::engine::{CsvOptions, TransformOptions};
+use worker::local_transform::{TransformRequest, run as transform_command};
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn rows(path: &std::path::Path) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    reader.records().map(|r| r.unwrap().iter().map(str::to_owned).collect()).collect()
+}
+
+/// The differences between sluice's output and onnxruntime's for one model, if any.
+fn differences(name: &str, got: &[Vec<String>], want: &[Vec<String>]) -> Vec<String> {
+    let mut problems = Vec::new();
+    if got.len() != want.len() {
+        return vec![format!("{name}: {} rows out, onnxruntime {}", got.len(), want.len())];
+    }
+    for (g, w) in got.iter().zip(want) {
+        if g.len() != w.len() {
+            problems.push(format!("{name} id {}: {} columns, onnxruntime {}", w[0], g.len(), w.len()));
+            continue;
+        }
+        for (col, (a, b)) in g.iter().zip(w).enumerate() {
+            let same = match (a.parse::<f64>(), b.parse::<f64>()) {
+                // A label that reads as a number must still be the same label.
+                _ if a == b => true,
+                (Ok(x), Ok(y)) => (x - y).abs() <= 1e-5 * y.abs().max(1.0) || (x.is_nan() && y.is_nan()),
+                _ => false,
+            };
+            if !same {
+                problems.push(format!("{name} id {} column {col}: {a} where onnxruntime says {b}", w[0]));
+            }
+        }
+    }
+    problems
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_model_of_the_zoo_gives_onnxruntimes_answers() {
+    // GIVEN the zoo's models, inputs and onnxruntime's outputs
+    let manifest: Value = serde_json::from_slice(&std::fs::read(repo("models/zoo/zoo.json")).unwrap()).unwrap();
+    let models = manifest.as_array().unwrap();
+    assert!(models.len() >= 30, "the zoo has {} models", models.len());
+    let dir = std::env::temp_dir().join(format!("sluice-zoo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut problems = Vec::new();
+    for entry in models {
+        let name = entry["name"].as_str().unwrap();
+        let output = dir.join(format!("{name}.out"));
+        // WHEN worker transform runs the model over its rows
+        let request = TransformRequest {
+            model: repo(&format!("models/zoo/{name}.onnx")).display().to_string(),
+            model_repository: None,
+            input: repo(&format!("models/zoo/{name}.csv")).display().to_string(),
+            output: output.display().to_string(),
+            errors: None,
+            options: TransformOptions { batch_size: 32, threads: 2, ..Default::default() },
+            csv: CsvOptions::default(),
+        };
+        match transform_command(request).await {
+            Err(err) => problems.push(format!("{name}: {err:#}")),
+            // THEN every row comes out, with onnxruntime's labels and numbers
+            Ok(run) => {
+                let want = rows(&repo(&format!("models/zoo/{name}.expected.csv")));
+                if run.summary.bad_rows != 0 {
+                    problems.push(format!("{name}: {} bad rows", run.summary.bad_rows));
+                }
+                problems.extend(differences(name, &rows(&output), &want).into_iter().take(5));
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+#[test]
+fn families_not_yet_supported_are_refused_with_the_operator_named() {
+    // GIVEN support vector machines, which the engine does not implement yet
+    for (name, operator) in [("svc_iris", "SVMClassifier"), ("svr_diabetes", "SVMRegressor")] {
+        let bytes = std::fs::read(repo(&format!("models/zoo/refused/{name}.onnx"))).unwrap();
+        // WHEN loaded as a job loads it
+        let Err(err) = worker::engine::Model::load(&bytes, None) else { panic!("{name} loaded") };
+        // THEN the error names the operator and its domain
+        let err = err.to_string();
+        assert!(err.contains(&format!("operator {operator} (ai.onnx.ml) of node")), "{name}: {err}");
+    }
+}
+
+#[test]
+fn check_model_shows_how_a_file_feeds_the_model_and_runs_it() {
+    let check = |model: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+            .args(["check-model", "--model", &repo(model).display().to_string()])
+            .output()
+            .unwrap()
+    };
+    // GIVEN a LightGBM classifier that routes missing values: it runs, its columns are listed
+    let out = check("models/zoo/lightgbm_binary.onnx");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "operators: Cast, Identity, Mul, ai.onnx.ml:TreeEnsembleClassifier\n",
+        "  fed from columns: x0, x1,",
+        "  passed through to the output: id\n",
+        "  an empty value or NaN is a missing value (the model imputes or routes them)\n",
+        "  \"label\" (label, one of 0, 1) -> columns label\n",
+        "  \"probabilities\" (2 values) -> columns probabilities_0, probabilities_1\n",
+        "runs: 4 synthetic rows",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    // GIVEN an SVM: refused, naming the operator, with a failing exit status
+    let out = check("models/zoo/refused/svc_iris.onnx");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert!(err.contains("does not run") && err.contains("operator SVMClassifier (ai.onnx.ml)"), "{err}");
+}
