@@ -7,7 +7,7 @@ curl -s -X POST http://127.0.0.1:8080/v1/models/half_plus_two:predict -d '{"inst
 
 # TF Serving: iris version 1 (the logistic regression), two rows; then the model's status
 curl -s -X POST http://127.0.0.1:8080/v1/models/iris/versions/1:predict -d '{"instances": [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 5.1, 1.8]]}'
-# => {"predictions":[{"label":0,"probabilities":[0.98165685,0.018343149,1.4395042e-8]},{"label":2,"probabilities":[0.00047052532,0.23526947,0.7642601]}]}
+# => {"predictions":[{"label":0,"probabilities":[0.98165685,0.018343149,1.4395042e-8]},{"label":2,"probabilities":[0.0004705253,0.23526946,0.76426005]}]}
 curl -s http://127.0.0.1:8080/v1/models/half_plus_two
 # => {"model_version_status":[{"version":"1","state":"AVAILABLE","status":{"error_code":"OK","error_message":""}}]}
 
@@ -24,7 +24,7 @@ curl -s -X POST http://127.0.0.1:8080/predictions/iris/1 -H 'Content-Type: appli
 # => {"id":1,"label":"setosa","probabilities_setosa":0.98165685,"probabilities_versicolor":0.018343149,"probabilities_virginica":1.4395042e-8}
 curl -s -X POST http://127.0.0.1:8080/predictions/iris/1 -H 'Content-Type: text/csv' --data-binary $'id,sepal_length,sepal_width,petal_length,petal_width\n150,5.9,3.0,5.1,1.8\n'
 # => id,label,probabilities_setosa,probabilities_versicolor,probabilities_virginica
-# => 150,virginica,0.00047052532,0.23526947,0.7642601
+# => 150,virginica,0.0004705253,0.23526946,0.76426005
 
 # Images: the digits classifier (models/repository/digits), the image as multipart field "data" as
 # TorchServe's clients send it (or as the body: --data-binary @file), the top 3 back

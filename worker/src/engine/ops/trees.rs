@@ -671,7 +671,8 @@ impl ClassifierKernel {
                 second_score = Some(3);
                 both = has[1];
             }
-            _ => both = has[1],
+            // Other counts of base values: onnxruntime adds none and keeps both scores.
+            _ => {}
         }
         let positive = if both && has[1] {
             scores[1]
