@@ -14,8 +14,9 @@ models/zoo/:
                        the model's output order (labels as text, ZipMap's maps as their values)
 
 and zoo.json, the list of models with their family and converter. The families sluice still
-refuses are in models/zoo/refused/ (model only): a test checks that they are refused with the
-operator named. Training is seeded: a re-run reproduces every input and reference output byte for
+refuses (models taking maps) are in models/zoo/refused/ (model only): a test checks that they
+are refused with the reason named. The `column_transformer_*` models take one input per column
+(strings, integers, floats) and their CSV has a column of each input's name. Training is seeded: a re-run reproduces every input and reference output byte for
 byte (onnxmltools' files differ only in the names it generates afresh). Training data come from
 scikit-learn's bundled data sets.
 """
@@ -125,6 +126,21 @@ def flatten(output, rows):
     return [[cell(v) for v in row] for row in array]
 
 
+def write_expected(name, sess, outputs, ids):
+    """onnxruntime's outputs: id, then each output's values, a column each."""
+    rows = len(ids)
+    cells = [sum(parts, []) for parts in zip(*(flatten(o, rows) for o in outputs))]
+    header = ["id"]
+    for meta, out in zip(sess.get_outputs(), outputs):
+        width = len(flatten(out, rows)[0])
+        header += [meta.name] if width == 1 else [f"{meta.name}_{i}" for i in range(width)]
+    with open(os.path.join(ZOO, name + ".expected.csv"), "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        for i, row in zip(ids, cells):
+            w.writerow([i, *row])
+
+
 def write(name, onx, x_test, family, converter, handles_missing=False):
     path = os.path.join(ZOO, name + ".onnx")
     onnx.checker.check_model(onx)
@@ -143,19 +159,81 @@ def write(name, onx, x_test, family, converter, handles_missing=False):
             w.writerow([i, *("" if np.isnan(v) else repr(float(v)) for v in row)])
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     outputs = sess.run(None, {sess.get_inputs()[0].name: x_test})
-    cells = [sum(parts, []) for parts in zip(*(flatten(o, len(x_test)) for o in outputs))]
-    header = ["id"]
-    for meta, out in zip(sess.get_outputs(), outputs):
-        width = len(flatten(out, len(x_test))[0])
-        header += [meta.name] if width == 1 else [f"{meta.name}_{i}" for i in range(width)]
-    with open(os.path.join(ZOO, name + ".expected.csv"), "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(header)
-        for i, row in zip(ids, cells):
-            w.writerow([i, *row])
+    write_expected(name, sess, outputs, ids)
     ops = sorted({n.op_type for n in onx.graph.node})
     print(f"  {name}: {', '.join(ops)}")
     return {"name": name, "family": family, "converter": converter, "operators": ops, "missing": handles_missing}
+
+
+def write_mixed(name, onx, frame, family):
+    """A model of several named inputs, fed from the columns of the same names."""
+    path = os.path.join(ZOO, name + ".onnx")
+    onnx.checker.check_model(onx)
+    with open(path, "wb") as f:
+        f.write(onx.SerializeToString())
+    with open(path + ".json", "w") as f:
+        json.dump({"passthrough": ["id"]}, f)
+        f.write("\n")
+    ids = list(range(1, len(frame) + 1))
+    frame.insert(0, "id", ids)
+    frame.to_csv(os.path.join(ZOO, name + ".csv"), index=False, lineterminator="\n")
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feeds = {}
+    for meta in sess.get_inputs():
+        column = frame[meta.name].to_numpy().reshape(-1, 1)
+        dtype = {"tensor(string)": object, "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}[meta.type]
+        feeds[meta.name] = column.astype(dtype)
+    outputs = sess.run(None, feeds)
+    cells = [sum(parts, []) for parts in zip(*(flatten(o, len(frame)) for o in outputs))]
+    write_expected(name, sess, outputs, ids)
+    ops = sorted({n.op_type for n in onx.graph.node})
+    print(f"  {name}: {', '.join(ops)}")
+    return {"name": name, "family": family, "converter": "skl2onnx", "operators": ops, "missing": False}
+
+
+def mixed_models():
+    """ColumnTransformers over string, integer and float columns: one model input per column."""
+    import pandas as pd
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    wine = load_wine(as_frame=True).frame
+    frame = pd.DataFrame(
+        {
+            "colour": np.where(wine["color_intensity"] > 5, "deep", np.where(wine["color_intensity"] > 3, "medium", "pale")),
+            "grade": (wine["proline"] // 400).astype(np.int64),
+            "alcohol": wine["alcohol"].astype(np.float32),
+        }
+    )
+    target = wine["target"]
+    order = np.random.default_rng(0).permutation(len(frame))
+    held, train = order[:60], order[60:]
+    types = {
+        "colour": StringTensorType([None, 1]),
+        "grade": Int64TensorType([None, 1]),
+        "alcohol": FloatTensorType([None, 1]),
+    }
+    written = []
+    for name, categorical, unknown in (
+        ("column_transformer_strings_numbers", ["colour"], "error"),
+        ("column_transformer_int_categories_ignore_unknown", ["colour", "grade"], "ignore"),
+    ):
+        numeric = ["alcohol"]
+        columns = categorical + numeric
+        model = make_pipeline(
+            ColumnTransformer([("categories", OneHotEncoder(handle_unknown=unknown), categorical), ("numbers", StandardScaler(), numeric)]),
+            LogisticRegression(max_iter=2000),
+        )
+        train_frame = frame.iloc[train][columns].copy()
+        if unknown == "ignore":
+            # Categories the model never saw: rows of them are held out only.
+            train_frame = train_frame[(train_frame["colour"] != "medium") & (train_frame["grade"] != 2)]
+        model.fit(train_frame, target.loc[train_frame.index])
+        onx = convert_sklearn(model, initial_types=[(c, types[c]) for c in columns], target_opset=TARGET_OPSET)
+        written.append(write_mixed(name, onx, frame.iloc[held][columns].reset_index(drop=True), "pipeline: ColumnTransformer"))
+    return written
 
 
 def models():
@@ -221,6 +299,13 @@ def models():
         # Other scikit-learn families.
         classifier("knn_iris", KNeighborsClassifier(), "iris", "neighbours"),
         classifier("gaussian_nb_wine", GaussianNB(), "wine", "naive Bayes"),
+        # Support vector machines.
+        classifier("svc_rbf_iris_probabilities", make_pipeline(StandardScaler(), SVC(probability=True, random_state=0)), "iris", "SVM", zipmap=False),
+        classifier("svc_rbf_wine_decision", make_pipeline(StandardScaler(), SVC()), "wine", "SVM"),
+        classifier("svc_linear_binary", make_pipeline(StandardScaler(), SVC(kernel="linear")), "breast_cancer", "SVM"),
+        classifier("svc_poly_iris_names", SVC(kernel="poly", degree=3, probability=True, random_state=0), "iris", "SVM", labels=True),
+        regressor("svr_rbf_diabetes", make_pipeline(StandardScaler(), SVR(C=50.0)), "diabetes", "SVM"),
+        regressor("svr_linear_diabetes", SVR(kernel="linear", C=100.0), "diabetes", "SVM"),
         regressor("mlp_scaler_diabetes", make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(16,), max_iter=2000, **seed)), "diabetes", "neural network"),
         # Trees and forests.
         classifier("tree_iris", DecisionTreeClassifier(max_depth=5, **seed), "iris", "trees"),
@@ -244,12 +329,15 @@ def models():
 
 
 def refused():
-    """Models of the families sluice does not run yet: support vector machines."""
+    """A model sluice does not run: one that takes maps (DictVectorizer), not tables."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import DictionaryType, FloatTensorType, StringTensorType
+    from sklearn.feature_extraction import DictVectorizer
+
     os.makedirs(os.path.join(ZOO, "refused"))
-    for name, estimator, dataset in (("svc_iris", SVC(probability=True, random_state=0), "iris"), ("svr_diabetes", SVR(), "diabetes")):
-        x_train, y_train, _ = split(data(dataset))
-        estimator.fit(x_train, y_train)
-        onx = skl(estimator, x_train, zipmap=False) if name.startswith("svc") else skl(estimator, x_train)
+    dicts = DictVectorizer().fit([{"a": 1.0, "b": 2.0}])
+    map_input = [("x", DictionaryType(StringTensorType([1]), FloatTensorType([1])))]
+    for name, onx in (("dict_vectorizer", convert_sklearn(dicts, initial_types=map_input, target_opset=TARGET_OPSET)),):
         with open(os.path.join(ZOO, "refused", name + ".onnx"), "wb") as f:
             f.write(onx.SerializeToString())
         print(f"  refused/{name}: {', '.join(sorted({n.op_type for n in onx.graph.node}))}")
@@ -263,6 +351,7 @@ def main():
     for name, family, converter, build, missing in models():
         onx, x_test = build()
         manifest.append(write(name, onx, x_test, family, converter, missing))
+    manifest += mixed_models()
     refused()
     with open(os.path.join(ZOO, "zoo.json"), "w") as f:
         json.dump(manifest, f, indent=1)

@@ -2,6 +2,11 @@
 //! README lists, exported as its users export it, run by `worker transform` over its held-out
 //! rows and compared with onnxruntime's outputs: labels equal, numbers within 1e-5 (relative,
 //! or absolute below 1).
+//!
+//! One explained exception: an SVM's probabilities come from libsvm's pairwise coupling, an
+//! iteration that stops once within 0.005 / classes of its fixed point, so the last-bit
+//! differences of kernel sums (onnxruntime sums them in its matrix product's order) can end it
+//! at a different step: within 1e-4.
 
 use std::path::PathBuf;
 
@@ -19,7 +24,7 @@ fn rows(path: &std::path::Path) -> Vec<Vec<String>> {
 }
 
 /// The differences between sluice's output and onnxruntime's for one model, if any.
-fn differences(name: &str, got: &[Vec<String>], want: &[Vec<String>]) -> Vec<String> {
+fn differences(name: &str, got: &[Vec<String>], want: &[Vec<String>], tolerance: f64) -> Vec<String> {
     let mut problems = Vec::new();
     if got.len() != want.len() {
         return vec![format!("{name}: {} rows out, onnxruntime {}", got.len(), want.len())];
@@ -33,7 +38,7 @@ fn differences(name: &str, got: &[Vec<String>], want: &[Vec<String>]) -> Vec<Str
             let same = match (a.parse::<f64>(), b.parse::<f64>()) {
                 // A label that reads as a number must still be the same label.
                 _ if a == b => true,
-                (Ok(x), Ok(y)) => (x - y).abs() <= 1e-5 * y.abs().max(1.0) || (x.is_nan() && y.is_nan()),
+                (Ok(x), Ok(y)) => (x - y).abs() <= tolerance * y.abs().max(1.0) || (x.is_nan() && y.is_nan()),
                 _ => false,
             };
             if !same {
@@ -74,7 +79,8 @@ async fn every_model_of_the_zoo_gives_onnxruntimes_answers() {
                 if run.summary.bad_rows != 0 {
                     problems.push(format!("{name}: {} bad rows", run.summary.bad_rows));
                 }
-                problems.extend(differences(name, &rows(&output), &want).into_iter().take(5));
+                let tolerance = if entry["family"] == "SVM" { 1e-4 } else { 1e-5 };
+                problems.extend(differences(name, &rows(&output), &want, tolerance).into_iter().take(5));
             }
         }
     }
@@ -83,16 +89,14 @@ async fn every_model_of_the_zoo_gives_onnxruntimes_answers() {
 }
 
 #[test]
-fn families_not_yet_supported_are_refused_with_the_operator_named() {
-    // GIVEN support vector machines, which the engine does not implement yet
-    for (name, operator) in [("svc_iris", "SVMClassifier"), ("svr_diabetes", "SVMRegressor")] {
-        let bytes = std::fs::read(repo(&format!("models/zoo/refused/{name}.onnx"))).unwrap();
-        // WHEN loaded as a job loads it
-        let Err(err) = worker::engine::Model::load(&bytes, None) else { panic!("{name} loaded") };
-        // THEN the error names the operator and its domain
-        let err = err.to_string();
-        assert!(err.contains(&format!("operator {operator} (ai.onnx.ml) of node")), "{name}: {err}");
-    }
+fn a_model_that_cannot_run_is_refused_with_the_operator_named() {
+    // GIVEN a model that takes maps, not tables
+    let bytes = std::fs::read(repo("models/zoo/refused/dict_vectorizer.onnx")).unwrap();
+    // WHEN loaded as a job loads it
+    let Err(err) = worker::engine::Model::load(&bytes, None) else { panic!("a DictVectorizer loaded") };
+    // THEN the error names the operator and its domain
+    let err = err.to_string();
+    assert!(err.contains("operator DictVectorizer (ai.onnx.ml) of node"), "{err}");
 }
 
 #[test]
@@ -118,9 +122,49 @@ fn check_model_shows_how_a_file_feeds_the_model_and_runs_it() {
     ] {
         assert!(text.contains(line), "{line:?} missing from:\n{text}");
     }
-    // GIVEN an SVM: refused, naming the operator, with a failing exit status
-    let out = check("models/zoo/refused/svc_iris.onnx");
+    // GIVEN a model the engine cannot run: refused, naming the operator, with a failing status
+    let out = check("models/zoo/refused/dict_vectorizer.onnx");
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(!out.status.success());
-    assert!(err.contains("does not run") && err.contains("operator SVMClassifier (ai.onnx.ml)"), "{err}");
+    assert!(err.contains("does not run") && err.contains("operator DictVectorizer (ai.onnx.ml)"), "{err}");
+}
+
+/// Runs a zoo model over `input` with the engine, as a job does.
+fn transform_text(
+    name: &str,
+    input: &str,
+) -> (Result<worker::engine::TransformSummary, worker::engine::TransformError>, String, String) {
+    let bytes = std::fs::read(repo(&format!("models/zoo/{name}.onnx"))).unwrap();
+    let sidecar = std::fs::read(repo(&format!("models/zoo/{name}.onnx.json"))).unwrap();
+    let model =
+        worker::engine::Model::load(&bytes, Some(worker::engine::ModelConfig::from_json(&sidecar).unwrap())).unwrap();
+    let kind = worker::engine::FileKind::from_name("data.csv", None, CsvOptions::default()).unwrap();
+    let (mut output, mut errors) = (Vec::new(), Vec::new());
+    let options = TransformOptions { max_bad_row_ratio: 0.5, ..Default::default() };
+    let result =
+        worker::engine::transform(input.as_bytes(), kind, &mut output, &mut errors, &model, &options, &mut |_| {});
+    (result, String::from_utf8(output).unwrap(), String::from_utf8(errors).unwrap())
+}
+
+#[test]
+fn typed_columns_are_checked_row_by_row_and_unknown_categories_behave_as_exported() {
+    // GIVEN a ColumnTransformer over a string, an int64 and a float column, exported with
+    // handle_unknown="ignore", and rows with a category it never saw, a bad integer and a bad float
+    let input = "id,colour,grade,alcohol\n1,deep,1,12.77\n2,purple,9,13.1\n3,deep,x,12.0\n4,pale,1,strong\n";
+    // WHEN it runs
+    let (result, output, errors) = transform_text("column_transformer_int_categories_ignore_unknown", input);
+    // THEN unknown categories are zeros (the rows run), and the bad values are bad rows with reasons
+    let summary = result.unwrap();
+    assert_eq!((summary.rows_in, summary.rows_out, summary.bad_rows), (4, 2, 2));
+    assert!(output.lines().nth(2).unwrap().starts_with("2,"), "{output}");
+    assert!(errors.contains("4,\"column \"\"grade\"\" is \"\"x\"\", not a whole number\""), "{errors}");
+    assert!(errors.contains("5,\"column \"\"alcohol\"\" is \"\"strong\"\", not a number\""), "{errors}");
+
+    // GIVEN the same kind of model exported with handle_unknown="error", and a category it never saw
+    let input = "id,colour,alcohol\n1,deep,12.77\n2,purple,13.1\n";
+    let (result, _, _) = transform_text("column_transformer_strings_numbers", input);
+    // THEN the file fails, naming the category and the export option that would take it
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("\"purple\" is not one of the categories it was fitted on"), "{err}");
+    assert!(err.contains("handle_unknown=\"ignore\""), "{err}");
 }

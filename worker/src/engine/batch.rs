@@ -7,6 +7,20 @@ pub struct FieldStore {
     ends: Vec<usize>,
 }
 
+impl Batch {
+    pub fn mark(&self) -> RowMark {
+        RowMark([self.features.len(), self.doubles.len(), self.integers.len(), self.text.len()])
+    }
+
+    /// Drops every value pushed since `mark`.
+    pub fn undo(&mut self, RowMark([features, doubles, integers, text]): RowMark) {
+        self.features.truncate(features);
+        self.doubles.truncate(doubles);
+        self.integers.truncate(integers);
+        self.text.truncate(text);
+    }
+}
+
 impl FieldStore {
     pub fn push(&mut self, field: &[u8]) {
         self.data.extend_from_slice(field);
@@ -39,6 +53,10 @@ impl FieldStore {
     }
 }
 
+/// Where a row's values start in each buffer, to undo the row when it turns out bad.
+#[derive(Debug, Clone, Copy)]
+pub struct RowMark([usize; 4]);
+
 /// A row that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRow {
@@ -52,8 +70,12 @@ pub struct BadRow {
 /// Parsed rows waiting for the model, in input order.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// `rows * n_features` values, row-major.
+    /// `rows * n_features` values, row-major (for a model of column inputs: its float columns).
     pub features: Vec<f32>,
+    /// A model of column inputs' other columns, each kind row-major: float64, int64 and text.
+    pub doubles: Vec<f64>,
+    pub integers: Vec<i64>,
+    pub text: FieldStore,
     /// `rows * passthrough columns` fields, row-major.
     pub passthrough: FieldStore,
     /// Good rows.

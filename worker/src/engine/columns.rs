@@ -1,7 +1,7 @@
 //! Which input column feeds which model input, and which pass through to the output.
 
 use super::TransformError;
-use super::model::Model;
+use super::model::{ColumnType, Model};
 use super::model_config::{ColumnRef, Passthrough};
 
 /// Input columns resolved against the file's header (or positions, without one).
@@ -13,6 +13,8 @@ pub struct ColumnPlan {
     pub passthrough: Vec<usize>,
     /// Whether an empty value is a missing one (NaN), the model handling those.
     pub missing: bool,
+    /// For a model of column inputs: what each feature column holds (else every one is float).
+    pub kinds: Vec<ColumnType>,
 }
 
 impl ColumnPlan {
@@ -42,6 +44,12 @@ impl ColumnPlan {
         };
         let features = match &config.features {
             Some(cols) => cols.iter().map(resolve).collect::<Result<Vec<_>, _>>()?,
+            // A model of several inputs is fed from the columns of their names.
+            None if !model.column_inputs.is_empty() => model
+                .column_inputs
+                .iter()
+                .map(|input| resolve(&ColumnRef::Name(input.name.clone())))
+                .collect::<Result<Vec<_>, _>>()?,
             None if matches!(config.passthrough, Passthrough::All(_)) => (0..names.len()).collect(),
             None => (0..names.len()).filter(|i| !passthrough.contains(i)).collect(),
         };
@@ -52,7 +60,8 @@ impl ColumnPlan {
                 features.iter().map(|&i| names[i].as_str()).collect::<Vec<_>>().join(", ")
             )));
         }
-        Ok(Self { names, features, passthrough, missing: model.handles_missing })
+        let kinds = model.column_inputs.iter().map(|input| input.kind).collect();
+        Ok(Self { names, features, passthrough, missing: model.handles_missing, kinds })
     }
 
     /// Output names of the pass-through columns.

@@ -25,7 +25,9 @@ pub mod sources;
 use std::io;
 
 pub use format::{CsvOptions, DataFormat, FileKind, UnsupportedFile};
-pub use model::{Element, METADATA_KEY, Model, ModelError, OutputKind, OutputSpec, OutputValues};
+pub use model::{
+    ColumnInput, ColumnType, Element, METADATA_KEY, Model, ModelError, OutputKind, OutputSpec, OutputValues,
+};
 pub use model_config::{ColumnRef, ModelConfig, Passthrough};
 pub use pipeline::transform;
 use shared::report::RowError;

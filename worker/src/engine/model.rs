@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
+use super::batch::Batch;
 use super::image::{Classifier, ImageConfig, ImageModel, Labels, Preprocessor};
 use super::model_config::{ModelConfig, ModelConfigError};
 use super::ops;
@@ -50,6 +51,10 @@ pub struct Model {
     pub input_shape: Vec<usize>,
     /// How images become the input and scores become classes, for an image model.
     pub image: Option<ImageModel>,
+    /// For a model of several inputs (as skl2onnx exports a `ColumnTransformer`), or of one input
+    /// that is not float: its inputs, each `[batch, 1]` and fed from the column of its name.
+    /// Empty for a model of one float input `[batch, features]`.
+    pub column_inputs: Vec<ColumnInput>,
     pub outputs: Vec<OutputSpec>,
     /// The configuration in force: the sidecar's, the model's embedded one, or the default.
     pub config: ModelConfig,
@@ -74,6 +79,37 @@ pub struct OutputSpec {
     /// What the ONNX model itself outputs here (a classifier's string labels are run as the
     /// integers 0, 1, … and named back: see [`number_string_labels`]).
     pub element: Element,
+}
+
+/// A model input fed from one column of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnInput {
+    pub name: String,
+    pub kind: ColumnType,
+}
+
+/// What a column holds, as its model input declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// float32.
+    Float,
+    /// float64, parsed as such.
+    Double,
+    /// int64: whole numbers.
+    Int64,
+    /// string: the text as it is.
+    Text,
+}
+
+impl ColumnType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Float => "float32",
+            Self::Double => "float64",
+            Self::Int64 => "int64",
+            Self::Text => "string",
+        }
+    }
 }
 
 /// The element type of a model output, as the model declares it.
@@ -156,13 +192,18 @@ impl Model {
             None => embedded_config(&proto)?.unwrap_or_default(),
         };
         let graph = proto.graph.as_mut().ok_or_else(|| ModelError::Unreadable("it has no graph".into()))?;
+        unsupported_operator(graph, &onnx)?;
+        let column_inputs = match &config.image {
+            None => column_inputs(graph)?,
+            Some(_) => vec![],
+        };
         let (input_name, input_shape) = match &config.image {
+            None if !column_inputs.is_empty() => (column_inputs[0].name.clone(), vec![column_inputs.len()]),
             None => feature_count(graph).map(|(name, n)| (name, vec![n]))?,
             Some(image) => image_input(graph, image)?,
         };
         let n_features = input_shape.iter().product();
         let operators = operators(graph);
-        unsupported_operator(graph, &onnx)?;
         let handles_missing = handles_missing(graph);
         let declared = declared_labels(graph)?;
         let string_labels = matches!(declared, Some(DeclaredLabels::Names(_)));
@@ -177,11 +218,21 @@ impl Model {
         let cannot_run = |e: TractError| ModelError::Unsupported(format!("tract cannot run it: {e:#}"));
         let mut shape: TVec<TDim> = tvec![batch];
         shape.extend(input_shape.iter().map(|&d| d.to_dim()));
-        let mut typed = model
-            .with_input_fact(0, f32::fact(shape).into())
-            .and_then(|m| m.into_typed())
-            .and_then(|m| m.into_decluttered())
-            .map_err(cannot_run)?;
+        let model = if column_inputs.is_empty() {
+            model.with_input_fact(0, f32::fact(shape).into())
+        } else {
+            let rows: TDim = model.sym("N").into();
+            column_inputs.iter().enumerate().try_fold(model, |model, (i, input)| {
+                let datum_type = match input.kind {
+                    ColumnType::Float => f32::datum_type(),
+                    ColumnType::Double => f64::datum_type(),
+                    ColumnType::Int64 => i64::datum_type(),
+                    ColumnType::Text => String::datum_type(),
+                };
+                model.with_input_fact(i, datum_type.fact([rows.clone(), 1.to_dim()]).into())
+            })
+        };
+        let mut typed = model.and_then(|m| m.into_typed()).and_then(|m| m.into_decluttered()).map_err(cannot_run)?;
         ops::replace_kernels(&mut typed, true).map_err(cannot_run)?;
         let mut typed = typed.into_optimized().map_err(cannot_run)?;
         ops::replace_kernels(&mut typed, false).map_err(cannot_run)?;
@@ -202,6 +253,7 @@ impl Model {
             n_features,
             input_shape,
             image,
+            column_inputs,
             outputs,
             config,
             operators,
@@ -217,6 +269,18 @@ impl Model {
 
     /// Runs one mini-batch: `features` holds `rows * n_features` values, row-major.
     pub fn predict(&self, features: &[f32], rows: usize) -> Result<Vec<OutputValues>, ModelError> {
+        if !self.column_inputs.is_empty() {
+            let message = format!(
+                "the model takes {} typed inputs ({}), not one matrix of floats",
+                self.column_inputs.len(),
+                self.column_inputs
+                    .iter()
+                    .map(|i| format!("{} {}", i.name, i.kind.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Err(ModelError::Inference { rows, message });
+        }
         if features.len() != rows * self.n_features {
             let message = format!("{} input values for {rows} rows of {}", features.len(), self.n_features);
             return Err(ModelError::Inference { rows, message });
@@ -235,6 +299,55 @@ impl Model {
         Ok(outputs)
     }
 
+    /// Runs the model on a batch's rows: its features, or for a model of column inputs the
+    /// batch's columns of each type.
+    pub fn predict_batch(&self, batch: &Batch) -> Result<Vec<OutputValues>, ModelError> {
+        if self.column_inputs.is_empty() {
+            return self.predict(&batch.features, batch.rows);
+        }
+        let rows = batch.rows;
+        let failed = |e: TractError| ModelError::Inference { rows, message: format!("{e:#}") };
+        let count = |kind| self.column_inputs.iter().filter(|i| i.kind == kind).count();
+        let (floats, doubles) = (count(ColumnType::Float), count(ColumnType::Double));
+        let (integers, texts) = (count(ColumnType::Int64), count(ColumnType::Text));
+        // Each kind's columns are row-major in their own buffer; j is an input's place among them.
+        let mut seen = [0usize; 4];
+        let mut next = |slot: usize| {
+            seen[slot] += 1;
+            seen[slot] - 1
+        };
+        let mut inputs = tvec![];
+        for input in &self.column_inputs {
+            let tensor = match input.kind {
+                ColumnType::Float => {
+                    let j = next(0);
+                    let column: Vec<f32> = (0..rows).map(|r| batch.features[r * floats + j]).collect();
+                    Tensor::from_shape(&[rows, 1], &column)
+                }
+                ColumnType::Double => {
+                    let j = next(3);
+                    let column: Vec<f64> = (0..rows).map(|r| batch.doubles[r * doubles + j]).collect();
+                    Tensor::from_shape(&[rows, 1], &column)
+                }
+                ColumnType::Int64 => {
+                    let j = next(1);
+                    let column: Vec<i64> = (0..rows).map(|r| batch.integers[r * integers + j]).collect();
+                    Tensor::from_shape(&[rows, 1], &column)
+                }
+                ColumnType::Text => {
+                    let j = next(2);
+                    let column: Vec<String> = (0..rows)
+                        .map(|r| String::from_utf8_lossy(batch.text.get(r * texts + j)).into_owned())
+                        .collect();
+                    tract_ndarray::Array2::from_shape_vec((rows, 1), column).map(Tensor::from).map_err(TractError::from)
+                }
+            }
+            .map_err(failed)?;
+            inputs.push(tensor.into_tvalue());
+        }
+        self.run_inputs(inputs, rows)
+    }
+
     /// One run of the plan.
     fn run(&self, features: &[f32], rows: usize) -> Result<Vec<OutputValues>, ModelError> {
         let failed = |e: TractError| ModelError::Inference { rows, message: format!("{e:#}") };
@@ -251,9 +364,15 @@ impl Model {
             Tensor::from_shape(&shape(padded_rows), &padded)
         }
         .map_err(failed)?;
+        self.run_inputs(tvec!(input.into()), rows)
+    }
+
+    /// Runs the plan on its inputs, and keeps the first `rows` rows of each output.
+    fn run_inputs(&self, inputs: TVec<TValue>, rows: usize) -> Result<Vec<OutputValues>, ModelError> {
+        let failed = |e: TractError| ModelError::Inference { rows, message: format!("{e:#}") };
         let mut state = self.plan.spawn().map_err(failed)?;
         let results = state
-            .run_plan_with_eval(tvec!(input.into()), |context, op_state, node, inputs| {
+            .run_plan_with_eval(inputs, |context, op_state, node, inputs| {
                 let outputs = tract_onnx::tract_core::plan::eval(context, op_state, node, inputs);
                 clear_upper_vector_state();
                 outputs
@@ -361,6 +480,57 @@ fn single_input<'g>(
         Some(Type::TensorType(tensor)) => Ok((input, tensor.shape.as_ref().map(|s| s.dim.clone()).unwrap_or_default())),
         _ => Err(ModelError::Unsupported(format!("input {:?} is not a tensor", input.name))),
     }
+}
+
+/// The inputs of a model fed column by column: one of several inputs, or one input that is not
+/// float; empty for a model of one float input. Each must be `[batch, 1]`.
+fn column_inputs(graph: &pb::GraphProto) -> Result<Vec<ColumnInput>, ModelError> {
+    use pb::tensor_proto::DataType;
+    use pb::tensor_shape_proto::dimension::Value;
+    use pb::type_proto::Value as Type;
+    let initializers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<&pb::ValueInfoProto> =
+        graph.input.iter().filter(|i| !initializers.contains(&i.name.as_str())).collect();
+    let tensor = |input: &pb::ValueInfoProto| match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(Type::TensorType(tensor)) => Some(tensor.clone()),
+        _ => None,
+    };
+    let one_float = match inputs[..] {
+        [input] => tensor(input).is_some_and(|t| t.elem_type == DataType::Float as i32),
+        _ => false,
+    };
+    if one_float || inputs.is_empty() {
+        return Ok(vec![]);
+    }
+    inputs
+        .iter()
+        .map(|input| {
+            let unsupported = |why: String| ModelError::Unsupported(format!("input {:?} {why}", input.name));
+            let tensor = tensor(input).ok_or_else(|| unsupported("is not a tensor".into()))?;
+            let kind = match DataType::try_from(tensor.elem_type) {
+                Ok(DataType::Float) => ColumnType::Float,
+                Ok(DataType::Double) => ColumnType::Double,
+                Ok(DataType::Int64) => ColumnType::Int64,
+                Ok(DataType::String) => ColumnType::Text,
+                _ => {
+                    return Err(unsupported(format!(
+                        "has element type {}, not float, int64 or string",
+                        tensor.elem_type
+                    )));
+                }
+            };
+            let dims = tensor.shape.map(|s| s.dim).unwrap_or_default();
+            match dims.get(1).and_then(|d| d.value.as_ref()) {
+                Some(Value::DimValue(1)) if dims.len() == 2 => {}
+                _ => {
+                    return Err(unsupported(
+                        "must be [batch, 1]: a model of several inputs is fed one column per input".into(),
+                    ));
+                }
+            }
+            Ok(ColumnInput { name: input.name.clone(), kind })
+        })
+        .collect()
 }
 
 /// The name and the fixed second dimension of the model's single 2-D input.

@@ -106,7 +106,7 @@ pub fn transform(
 fn run_batch(batch: Batch, model: &Model, layout: &OutputLayout, capacity: usize) -> Result<Formatted, TransformError> {
     let mut bytes = Vec::with_capacity(capacity);
     if batch.rows > 0 {
-        let predictions = model.predict(&batch.features, batch.rows)?;
+        let predictions = model.predict_batch(&batch)?;
         layout.format(&batch, &predictions, model, &mut bytes);
     }
     Ok(Formatted { bytes, rows_read: batch.rows_read, rows_out: batch.rows, bad: batch.bad })

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::TransformError;
 use super::batch::{BadRow, Batch};
 use super::columns::{ColumnPlan, positional_names};
-use super::model::Model;
+use super::model::{ColumnType, Model};
 
 /// Where rows come from.
 pub trait RowSource: Send {
@@ -47,6 +47,40 @@ fn parse_feature(field: &[u8], missing: bool) -> Result<f32, String> {
         Ok(_) => Err(format!("is {text:?}, which is not allowed as a feature")),
         Err(_) => Err(format!("is {text:?}, not a number")),
     }
+}
+
+/// A value of a column input that is not float32: float64, int64 or text.
+fn push_typed(kind: ColumnType, field: &[u8], missing: bool, batch: &mut Batch) -> Result<(), String> {
+    let text = std::str::from_utf8(field).map_err(|_| "is not UTF-8 text".to_owned())?;
+    match kind {
+        ColumnType::Text => batch.text.push(field),
+        ColumnType::Float => batch.features.push(parse_feature(field, missing)?),
+        ColumnType::Double => {
+            let text = text.trim();
+            let value = match text.parse::<f64>() {
+                _ if missing && (text.is_empty() || text.eq_ignore_ascii_case("nan")) => f64::NAN,
+                Ok(value) if value.is_finite() => value,
+                Ok(_) => return Err(format!("is {text:?}, which is not allowed as a feature")),
+                Err(_) if text.is_empty() => return Err("is empty".into()),
+                Err(_) => return Err(format!("is {text:?}, not a number")),
+            };
+            batch.doubles.push(value);
+        }
+        ColumnType::Int64 => {
+            let text = text.trim();
+            let value = match text.parse::<i64>() {
+                Ok(value) => value,
+                // A whole number written as a float (pandas writes integer columns with NaN so).
+                Err(_) => match text.parse::<f64>() {
+                    Ok(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => v as i64,
+                    _ if text.is_empty() => return Err("is empty".into()),
+                    _ => return Err(format!("is {text:?}, not a whole number")),
+                },
+            };
+            batch.integers.push(value);
+        }
+    }
+    Ok(())
 }
 
 /// Powers of ten that are exact in f32.
@@ -115,14 +149,15 @@ fn push_csv_row(plan: &ColumnPlan, record: &ByteRecord, batch: &mut Batch) -> Re
     if record.len() != plan.names.len() {
         return Err(format!("expected {} fields, found {}", plan.names.len(), record.len()));
     }
-    let start = batch.features.len();
-    for &i in &plan.features {
-        match parse_feature(&record[i], plan.missing) {
-            Ok(value) => batch.features.push(value),
-            Err(problem) => {
-                batch.features.truncate(start);
-                return Err(format!("column {:?} {problem}", plan.names[i]));
-            }
+    let mark = batch.mark();
+    for (k, &i) in plan.features.iter().enumerate() {
+        let pushed = match plan.kinds.get(k) {
+            None | Some(ColumnType::Float) => parse_feature(&record[i], plan.missing).map(|v| batch.features.push(v)),
+            Some(&kind) => push_typed(kind, &record[i], plan.missing, batch),
+        };
+        if let Err(problem) = pushed {
+            batch.undo(mark);
+            return Err(format!("column {:?} {problem}", plan.names[i]));
         }
     }
     for &i in &plan.passthrough {
@@ -246,24 +281,31 @@ impl<R: BufRead + Send> JsonLinesSource<R> {
             }
             _ => return Err(format!("not a JSON {}", if self.objects { "object" } else { "array" })),
         }
-        let start = batch.features.len();
-        for &i in &self.plan.features {
-            let parsed = match self.field(value, i) {
-                None | Some(Value::Null) if self.plan.missing => Ok(f32::NAN),
-                None => Err("is missing".to_owned()),
-                Some(Value::Number(n)) => match n.as_f64().map(|v| v as f32) {
-                    Some(v) if v.is_finite() => Ok(v),
+        let mark = batch.mark();
+        for (k, &i) in self.plan.features.iter().enumerate() {
+            let kind = self.plan.kinds.get(k).copied().unwrap_or(ColumnType::Float);
+            let pushed = match (self.field(value, i), kind) {
+                (None | Some(Value::Null), _) if self.plan.missing => push_typed(kind, b"", true, batch),
+                (None, _) => Err("is missing".to_owned()),
+                (Some(Value::Number(n)), ColumnType::Float) => match n.as_f64().map(|v| v as f32) {
+                    Some(v) if v.is_finite() => {
+                        batch.features.push(v);
+                        Ok(())
+                    }
                     _ => Err(format!("is {n}, which is not allowed as a feature")),
                 },
-                Some(Value::String(s)) => parse_feature(s.as_bytes(), self.plan.missing),
-                Some(other) => Err(format!("is {other}, not a number")),
-            };
-            match parsed {
-                Ok(v) => batch.features.push(v),
-                Err(problem) => {
-                    batch.features.truncate(start);
-                    return Err(format!("field {:?} {problem}", self.plan.names[i]));
+                // Other kinds read a number from its text, as in CSV.
+                (Some(Value::Number(n)), kind) => push_typed(kind, n.to_string().as_bytes(), false, batch),
+                (Some(Value::String(s)), ColumnType::Float) => {
+                    parse_feature(s.as_bytes(), self.plan.missing).map(|v| batch.features.push(v))
                 }
+                (Some(Value::String(s)), kind) => push_typed(kind, s.as_bytes(), self.plan.missing, batch),
+                (Some(other), ColumnType::Text) => Err(format!("is {other}, not text")),
+                (Some(other), _) => Err(format!("is {other}, not a number")),
+            };
+            if let Err(problem) = pushed {
+                batch.undo(mark);
+                return Err(format!("field {:?} {problem}", self.plan.names[i]));
             }
         }
         for &i in &self.plan.passthrough {

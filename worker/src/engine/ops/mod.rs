@@ -8,7 +8,9 @@
 //!   - [`trees`]: `TreeEnsembleClassifier`, `TreeEnsembleRegressor`, `TreeEnsemble`.
 //!   - [`scalers`]: `Scaler`, `Imputer`, `Normalizer`, `Binarizer`.
 //!   - [`features`]: `ArrayFeatureExtractor`, `FeatureVectorizer`, `ZipMap`.
+//!   - [`encoders`]: `OneHotEncoder`, strings and integers to one-hot floats.
 //!   - [`linear`]: `LinearRegressor` (tract's `LinearClassifier` stays).
+//!   - [`svm`]: `SVMClassifier`, `SVMRegressor`.
 //! - **Replacements of tract's own kernels** after it has optimised a model, by [`replace_kernels`]:
 //!   [`small_dense`] (dense layers of a few units), [`row_ops`] (softmax and argmax over a handful
 //!   of classes), [`max_pool`] (the image models' pools).
@@ -16,7 +18,9 @@
 //! The ONNX-ML operators share [`row_op`]: each is a kernel from `[N, F]` f32 rows to a few
 //! outputs, and [`post_transform`]: the score transforms of classifiers and regressors.
 
+pub mod encoders;
 pub mod features;
+pub mod labels;
 pub mod linear;
 pub mod max_pool;
 pub mod post_transform;
@@ -24,6 +28,7 @@ pub mod row_op;
 pub mod row_ops;
 pub mod scalers;
 pub mod small_dense;
+pub mod svm;
 pub mod trees;
 
 use tract_onnx::prelude::*;
@@ -40,7 +45,10 @@ pub const ML_OPERATORS: &[&str] = &[
     "ArrayFeatureExtractor",
     "FeatureVectorizer",
     "ZipMap",
+    "OneHotEncoder",
     "LinearRegressor",
+    "SVMClassifier",
+    "SVMRegressor",
 ];
 
 /// tract's ONNX loader with the engine's ONNX-ML operators registered in place of tract's.
@@ -50,7 +58,9 @@ pub fn onnx() -> tract_onnx::Onnx {
     trees::register(register);
     scalers::register(register);
     features::register(register);
+    encoders::register(register);
     linear::register(register);
+    svm::register(register);
     onnx
 }
 

@@ -22,6 +22,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::InferenceOp;
 
+use super::labels::Labels;
 use super::post_transform::{PostTransform, logistic, probit};
 use super::row_op::{Output, RowKernel, Width, floats, inference_op, matrix, text};
 
@@ -345,59 +346,6 @@ fn classic_forest(node: &NodeProto, leaf_prefix: &str, n_targets: usize) -> Trac
     Forest::build(specs, leaves, n_targets)
 }
 
-/// The class labels a classifier declares.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Labels {
-    Ints(Vec<i64>),
-    Strings(Vec<String>),
-}
-
-impl Labels {
-    /// `classlabels_<ints_name>` or `classlabels_strings`.
-    pub fn parse(node: &NodeProto, ints_name: &str) -> TractResult<Self> {
-        let ints = node.get_attr_opt_vec::<i64>(ints_name)?.filter(|v| !v.is_empty());
-        let strings = node.get_attr_opt_vec::<String>("classlabels_strings")?.filter(|v| !v.is_empty());
-        match (ints, strings) {
-            (Some(ints), None) => Ok(Self::Ints(ints)),
-            (None, Some(strings)) => Ok(Self::Strings(strings)),
-            (None, None) => bail!("the classifier declares no class labels ({ints_name} or classlabels_strings)"),
-            (Some(_), Some(_)) => bail!("the classifier declares both {ints_name} and classlabels_strings"),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        match self {
-            Self::Ints(labels) => labels.len(),
-            Self::Strings(labels) => labels.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn datum_type(&self) -> DatumType {
-        match self {
-            Self::Ints(_) => i64::datum_type(),
-            Self::Strings(_) => String::datum_type(),
-        }
-    }
-
-    /// The label output for rows whose labels are these indices into the declared labels; an
-    /// index past them stands for the literal label `index - len` (see [`ClassifierKernel`]).
-    pub fn tensor(&self, indices: &[usize]) -> TractResult<Tensor> {
-        let n = self.len();
-        Ok(match self {
-            Self::Ints(labels) => {
-                tensor1(&indices.iter().map(|&i| if i < n { labels[i] } else { (i - n) as i64 }).collect::<Vec<_>>())
-            }
-            Self::Strings(labels) => {
-                tensor1(&indices.iter().map(|&i| labels[if i < n { i } else { i - n }].clone()).collect::<Vec<_>>())
-            }
-        })
-    }
-}
-
 fn classifier(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let labels = Labels::parse(node, "classlabels_int64s")?;
     ensure!(labels.len() >= 2, "a classifier needs at least two classes, it declares {}", labels.len());
@@ -707,8 +655,7 @@ impl ClassifierKernel {
             (PostTransform::Probit, _) => scores.copy_from_slice(&[probit(s), 0.0]),
             (_, Some(0 | 1)) => scores.copy_from_slice(&[1.0 - s, s]),
             (_, Some(2 | 3)) if logistic_pair => scores.copy_from_slice(&[logistic(-s), logistic(s)]),
-            (_, Some(2)) => scores.copy_from_slice(&[-s, s]),
-            (_, Some(3)) => scores.copy_from_slice(&[s, -s]),
+            (_, Some(2 | 3)) => scores.copy_from_slice(&[-s, s]),
             _ => scores[1] = 0.0,
         }
         label
