@@ -683,3 +683,78 @@ async fn an_image_over_the_pixel_limit_is_refused_before_it_is_decoded() {
     );
     server.stop.trigger();
 }
+
+#[tokio::test]
+async fn a_model_of_typed_columns_is_served_by_every_protocol() {
+    // GIVEN a ColumnTransformer over a string, an int64 and a float column, and onnxruntime's
+    // answers for its first two held-out rows
+    let uri = repo("models/zoo/column_transformer_int_categories_ignore_unknown.onnx").display().to_string();
+    let server = start_with(ServeSource::File { uri, name: "wine".into() }, settings()).await;
+    let expected: Vec<Vec<String>> =
+        csv::Reader::from_path(repo("models/zoo/column_transformer_int_categories_ignore_unknown.expected.csv"))
+            .unwrap()
+            .records()
+            .take(2)
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect();
+    let assert_row = |label: &Value, probabilities: &Value, row: usize| {
+        assert_eq!(label.as_i64().unwrap().to_string(), expected[row][1], "label of row {row}");
+        for (k, p) in probabilities.as_array().unwrap().iter().enumerate() {
+            let want: f64 = expected[row][2 + k].parse().unwrap();
+            assert!((p.as_f64().unwrap() - want).abs() < 1e-5, "row {row} probability {k}: {p} vs {want}");
+        }
+    };
+    // WHEN rows are sent as TF Serving instances (a category it never saw in row 1)
+    let instances = json!({"instances": [
+        {"colour": "deep", "grade": 1, "alcohol": 12.77},
+        {"colour": ["medium"], "grade": [1], "alcohol": [11.84]},
+    ]});
+    let answer = post_json(&server, "/v1/models/wine:predict", &instances).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    // THEN each row gets onnxruntime's label and probabilities
+    let predictions = answer.json()["predictions"].clone();
+    for row in 0..2 {
+        assert_row(&predictions[row]["output_label"], &predictions[row]["output_probability"], row);
+    }
+    // WHEN the same rows come as TF Serving's columns, and as KServe v2 tensors (BYTES for text)
+    let columns = json!({"inputs": {"colour": ["deep", "medium"], "grade": [[1], [1]], "alcohol": [12.77, 11.84]}});
+    let outputs = post_json(&server, "/v1/models/wine:predict", &columns).await.json()["outputs"].clone();
+    let kserve = json!({"inputs": [
+        {"name": "colour", "datatype": "BYTES", "shape": [2, 1], "data": ["deep", "medium"]},
+        {"name": "grade", "datatype": "INT64", "shape": [2, 1], "data": [1, 1]},
+        {"name": "alcohol", "datatype": "FP32", "shape": [2, 1], "data": [12.77, 11.84]},
+    ]});
+    let answer = post_json(&server, "/v2/models/wine/infer", &kserve).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    let kserve_outputs = answer.json()["outputs"].clone();
+    // THEN the answers are the same
+    for row in 0..2 {
+        assert_row(&outputs["output_label"][row], &outputs["output_probability"][row], row);
+        let probabilities: Vec<Value> = kserve_outputs[1]["data"].as_array().unwrap()[row * 3..row * 3 + 3].to_vec();
+        assert_row(&kserve_outputs[0]["data"][row], &Value::Array(probabilities), row);
+    }
+    // AND TorchServe takes them as CSV with a header, the id passed through as configured
+    let csv = b"id,colour,grade,alcohol\n1,deep,1,12.77\n2,medium,1,11.84\n";
+    let answer = http(&server, "POST", "/predictions/wine", &[("Content-Type", "text/csv")], csv).await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let text = String::from_utf8(answer.body).unwrap();
+    let header = "id,output_label,output_probability_0,output_probability_1,output_probability_2";
+    assert!(text.starts_with(&format!("{header}\n1,{},", expected[0][1])), "{text}");
+    // AND metadata lists the typed inputs, a bad value is a 400 naming the input
+    let metadata = http(&server, "GET", "/v2/models/wine", &[], b"").await.json();
+    assert_eq!(metadata["inputs"][0], json!({"name": "colour", "datatype": "BYTES", "shape": [-1, 1]}));
+    assert_eq!(metadata["inputs"][1]["datatype"], "INT64");
+    let bad = json!({"instances": [{"colour": "deep", "grade": "two", "alcohol": 12.0}]});
+    let answer = post_json(&server, "/v1/models/wine:predict", &bad).await;
+    assert_eq!(answer.status, 400);
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("input \"grade\" of instance 0 is \"two\", not a whole number"),
+        "{:?}",
+        answer.json()
+    );
+    let missing = json!({"instances": [{"colour": "deep", "alcohol": 12.0}]});
+    assert_eq!(post_json(&server, "/v1/models/wine:predict", &missing).await.status, 400);
+}

@@ -49,8 +49,33 @@ fn parse_feature(field: &[u8], missing: bool) -> Result<f32, String> {
     }
 }
 
+/// A JSON value (absent: `None`) of a column of `kind`. A number read as text, or text read
+/// as a number, goes through its text, as in CSV; with `missing`, absent and `null` are missing.
+pub fn push_json_value(
+    kind: ColumnType,
+    value: Option<&Value>,
+    missing: bool,
+    batch: &mut Batch,
+) -> Result<(), String> {
+    match (value, kind) {
+        (None | Some(Value::Null), _) if missing => push_typed(kind, b"", true, batch),
+        (None, _) => Err("is missing".to_owned()),
+        (Some(Value::Number(n)), ColumnType::Float) => match n.as_f64().map(|v| v as f32) {
+            Some(v) if v.is_finite() => {
+                batch.features.push(v);
+                Ok(())
+            }
+            _ => Err(format!("is {n}, which is not allowed as a feature")),
+        },
+        (Some(Value::Number(n)), kind) => push_typed(kind, n.to_string().as_bytes(), false, batch),
+        (Some(Value::String(s)), kind) => push_typed(kind, s.as_bytes(), missing, batch),
+        (Some(other), ColumnType::Text) => Err(format!("is {other}, not text")),
+        (Some(other), _) => Err(format!("is {other}, not a number")),
+    }
+}
+
 /// A value of a column input that is not float32: float64, int64 or text.
-fn push_typed(kind: ColumnType, field: &[u8], missing: bool, batch: &mut Batch) -> Result<(), String> {
+pub fn push_typed(kind: ColumnType, field: &[u8], missing: bool, batch: &mut Batch) -> Result<(), String> {
     let text = std::str::from_utf8(field).map_err(|_| "is not UTF-8 text".to_owned())?;
     match kind {
         ColumnType::Text => batch.text.push(field),
@@ -284,26 +309,7 @@ impl<R: BufRead + Send> JsonLinesSource<R> {
         let mark = batch.mark();
         for (k, &i) in self.plan.features.iter().enumerate() {
             let kind = self.plan.kinds.get(k).copied().unwrap_or(ColumnType::Float);
-            let pushed = match (self.field(value, i), kind) {
-                (None | Some(Value::Null), _) if self.plan.missing => push_typed(kind, b"", true, batch),
-                (None, _) => Err("is missing".to_owned()),
-                (Some(Value::Number(n)), ColumnType::Float) => match n.as_f64().map(|v| v as f32) {
-                    Some(v) if v.is_finite() => {
-                        batch.features.push(v);
-                        Ok(())
-                    }
-                    _ => Err(format!("is {n}, which is not allowed as a feature")),
-                },
-                // Other kinds read a number from its text, as in CSV.
-                (Some(Value::Number(n)), kind) => push_typed(kind, n.to_string().as_bytes(), false, batch),
-                (Some(Value::String(s)), ColumnType::Float) => {
-                    parse_feature(s.as_bytes(), self.plan.missing).map(|v| batch.features.push(v))
-                }
-                (Some(Value::String(s)), kind) => push_typed(kind, s.as_bytes(), self.plan.missing, batch),
-                (Some(other), ColumnType::Text) => Err(format!("is {other}, not text")),
-                (Some(other), _) => Err(format!("is {other}, not a number")),
-            };
-            if let Err(problem) = pushed {
+            if let Err(problem) = push_json_value(kind, self.field(value, i), self.plan.missing, batch) {
                 batch.undo(mark);
                 return Err(format!("field {:?} {problem}", self.plan.names[i]));
             }

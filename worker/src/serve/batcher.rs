@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::engine::batch::Batch;
 use crate::engine::model::RUN_ROW_MULTIPLE;
 use crate::engine::{Model, OutputValues};
 use crate::models::LoadedModel;
@@ -59,6 +60,8 @@ pub struct Batcher {
 
 struct Pending {
     features: Vec<f32>,
+    /// For a model of column inputs, the request's typed columns instead of `features`.
+    columns: Option<Batch>,
     rows: usize,
     reply: oneshot::Sender<Result<Vec<OutputValues>, InferError>>,
 }
@@ -82,8 +85,20 @@ impl Batcher {
         if rows == 0 || !features.len().is_multiple_of(rows) {
             return Err(InferError::Model(format!("{} values do not make {rows} rows", features.len())));
         }
+        self.send(Pending { features, columns: None, rows, reply: oneshot::channel().0 }).await
+    }
+
+    /// The predictions for the rows of a model of column inputs. They run with the requests
+    /// queued beside them, each request's columns a run of its own.
+    pub async fn infer_columns(&self, columns: Batch) -> Result<Vec<OutputValues>, InferError> {
+        let rows = columns.rows;
+        self.send(Pending { features: Vec::new(), columns: Some(columns), rows, reply: oneshot::channel().0 }).await
+    }
+
+    async fn send(&self, mut pending: Pending) -> Result<Vec<OutputValues>, InferError> {
         let (reply, answer) = oneshot::channel();
-        self.requests.try_send(Pending { features, rows, reply }).map_err(|e| match e {
+        pending.reply = reply;
+        self.requests.try_send(pending).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => InferError::Overloaded(self.capacity),
             mpsc::error::TrySendError::Closed(_) => InferError::Stopped,
         })?;
@@ -188,6 +203,17 @@ impl Gathering {
 
 /// Runs one batch and answers each of its requests.
 fn run(model: &Model, batch: Vec<Pending>, observer: &dyn BatchObserver) {
+    if !model.column_inputs.is_empty() {
+        observer.batch_ran(batch.len(), batch.iter().map(|p| p.rows).sum());
+        for pending in batch {
+            let answer = match &pending.columns {
+                Some(columns) => model.predict_batch(columns).map_err(|e| InferError::Model(e.to_string())),
+                None => Err(InferError::Model("the model takes typed columns, not rows of floats".into())),
+            };
+            let _ = pending.reply.send(answer);
+        }
+        return;
+    }
     let n = model.n_features;
     let total: usize = batch.iter().map(|p| slots(p.rows)).sum();
     let mut features = vec![0.0f32; total * n];

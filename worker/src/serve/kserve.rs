@@ -21,9 +21,10 @@ use serde_json::{Map, Value, json};
 use super::error::{Protocol, ServeError, body};
 use super::images::{classify, from_base64};
 use super::registry::{ServedModel, Slot};
-use super::tensors::{Features, RowForm, bare_rows, datatype, feature, label_value};
+use super::tensors::{Features, RowForm, bare_rows, datatype, feature, label_value, typed_from_columns};
 use super::{AppState, ModelPath};
-use crate::engine::{Element, OutputValues};
+use crate::engine::batch::Batch;
+use crate::engine::{ColumnType, Element, OutputValues};
 
 const PROTOCOL: Protocol = Protocol::KServe;
 /// The header that gives the length of the JSON part of a body with binary tensors.
@@ -100,11 +101,28 @@ fn metadata_of(state: &AppState, name: &str, version: Option<u64>) -> Result<Res
             json!({ "name": spec.name, "datatype": datatype(spec.element), "shape": shape })
         })
         .collect();
+    let inputs: Vec<Value> = if loaded.column_inputs.is_empty() {
+        vec![json!({ "name": loaded.input_name, "datatype": "FP32", "shape": [-1, loaded.n_features] })]
+    } else {
+        loaded
+            .column_inputs
+            .iter()
+            .map(|input| {
+                let datatype = match input.kind {
+                    ColumnType::Float => "FP32",
+                    ColumnType::Double => "FP64",
+                    ColumnType::Int64 => "INT64",
+                    ColumnType::Text => "BYTES",
+                };
+                json!({ "name": input.name, "datatype": datatype, "shape": [-1, 1] })
+            })
+            .collect()
+    };
     Ok(Json(json!({
         "name": model.name,
         "versions": versions,
         "platform": "onnx_onnxv1",
-        "inputs": [{ "name": loaded.input_name, "datatype": "FP32", "shape": [-1, loaded.n_features] }],
+        "inputs": inputs,
         "outputs": outputs,
     }))
     .into_response())
@@ -171,6 +189,13 @@ async fn infer_with(
         let images = encoded_images(&request, &mut binary)?;
         let top = classify(state, model, images).await?;
         return Ok(image_answer(model, &request, &top));
+    }
+    if !model.loaded.model.column_inputs.is_empty() {
+        let columns = typed_columns(model, &request, &mut binary)?;
+        let wanted = wanted_outputs(model, &request)?;
+        let rows = columns.rows;
+        let outputs = model.batcher.infer_columns(columns).await?;
+        return Ok(answer(model, &request, &wanted, rows, RowForm::Vector, &outputs));
     }
     let Features { values, rows, form } = features(model, &request, &mut binary)?;
     // The outputs asked for are checked before the model runs.
@@ -353,19 +378,7 @@ fn encoded_images(request: &InferRequest, binary: &mut Bytes) -> Result<Vec<Byte
                     binary.len()
                 )));
             }
-            let mut data = binary.split_to(size as usize);
-            // The shape is the client's word: the data bounds what is allocated.
-            let mut images = Vec::with_capacity(count.min(data.len() / 4));
-            // Each element: its length (4 bytes, little-endian), then its bytes.
-            while data.len() >= 4 {
-                let length = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
-                if length > data.len() - 4 {
-                    return Err(bad(format!("input {:?}: an element's length runs past its data", input.name)));
-                }
-                let _ = data.split_to(4);
-                images.push(data.split_to(length));
-            }
-            images
+            binary_elements(binary.split_to(size as usize), &input.name)?
         }
         None => match &input.data {
             Some(Value::Array(items)) => items
@@ -392,6 +405,111 @@ fn encoded_images(request: &InferRequest, binary: &mut Bytes) -> Result<Vec<Byte
         )));
     }
     Ok(images)
+}
+
+/// The elements of a binary BYTES tensor: each its length (4 bytes, little-endian), then its
+/// bytes. The shape is the client's word: the data bounds what is allocated.
+fn binary_elements(mut data: Bytes, input: &str) -> Result<Vec<Bytes>, ServeError> {
+    let mut elements = Vec::new();
+    while data.len() >= 4 {
+        let length = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        if length > data.len() - 4 {
+            return Err(ServeError::BadRequest(format!("input {input:?}: an element's length runs past its data")));
+        }
+        let _ = data.split_to(4);
+        elements.push(data.split_to(length));
+    }
+    Ok(elements)
+}
+
+/// For a model of column inputs: the request's tensors by name, `[rows, 1]` or `[rows]` each
+/// (BYTES for text, numbers for the others), JSON or binary, as the rows' typed columns.
+fn typed_columns(model: &ServedModel, request: &InferRequest, binary: &mut Bytes) -> Result<Batch, ServeError> {
+    let loaded = &model.loaded.model;
+    let bad = ServeError::BadRequest;
+    let mut columns = Map::new();
+    for input in &request.inputs {
+        if !loaded.column_inputs.iter().any(|i| i.name == input.name) {
+            let names: Vec<&str> = loaded.column_inputs.iter().map(|i| i.name.as_str()).collect();
+            return Err(bad(format!("unexpected input {:?}: model {} takes {names:?}", input.name, model.name)));
+        }
+        let rows = match input.shape[..] {
+            [rows] | [rows, 1] if rows > 0 => rows as usize,
+            _ => {
+                return Err(bad(format!(
+                    "input {:?} has shape {:?}; each input is [rows, 1]",
+                    input.name, input.shape
+                )));
+            }
+        };
+        let values: Vec<Value> = match input.parameters.get("binary_data_size").and_then(Value::as_u64) {
+            Some(size) if size as usize > binary.len() => {
+                return Err(bad(format!(
+                    "binary_data_size is {size}, but {} bytes are left in the body",
+                    binary.len()
+                )));
+            }
+            Some(size) if input.datatype == "BYTES" => binary_elements(binary.split_to(size as usize), &input.name)?
+                .into_iter()
+                .map(|bytes| match String::from_utf8(bytes.to_vec()) {
+                    Ok(text) => Ok(Value::String(text)),
+                    Err(_) => Err(bad(format!("an element of input {:?} is not UTF-8 text", input.name))),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(size) => {
+                let element = element_size(&input.datatype)
+                    .ok_or_else(|| bad(format!("datatype {} is not BYTES or a number type", input.datatype)))?;
+                if size as usize != rows * element {
+                    return Err(bad(format!(
+                        "binary_data_size is {size}, but {rows} {} values take {}",
+                        input.datatype,
+                        rows * element
+                    )));
+                }
+                binary.split_to(size as usize).chunks_exact(element).map(|b| number_value(&input.datatype, b)).collect()
+            }
+            None => {
+                let data = input.data.as_ref().ok_or_else(|| bad(format!("input {:?} has no \"data\"", input.name)))?;
+                match data {
+                    Value::Array(items) => items
+                        .iter()
+                        .flat_map(|item| match item {
+                            Value::Array(inner) => inner.clone(),
+                            other => vec![other.clone()],
+                        })
+                        .collect(),
+                    other => vec![other.clone()],
+                }
+            }
+        };
+        if values.len() != rows {
+            return Err(bad(format!(
+                "input {:?} has shape {:?} but holds {} values",
+                input.name,
+                input.shape,
+                values.len()
+            )));
+        }
+        columns.insert(input.name.clone(), Value::Array(values));
+    }
+    typed_from_columns(&columns, loaded).map_err(bad)
+}
+
+/// A little-endian number of `datatype` as JSON.
+fn number_value(datatype: &str, b: &[u8]) -> Value {
+    match datatype {
+        "BOOL" | "UINT8" => Value::from(b[0]),
+        "INT8" => Value::from(b[0] as i8),
+        "INT16" => Value::from(i16::from_le_bytes([b[0], b[1]])),
+        "UINT16" => Value::from(u16::from_le_bytes([b[0], b[1]])),
+        "FP16" => Value::from(half_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+        "INT32" => Value::from(i32::from_le_bytes(b.try_into().expect("4 bytes"))),
+        "UINT32" => Value::from(u32::from_le_bytes(b.try_into().expect("4 bytes"))),
+        "FP32" => Value::from(f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+        "INT64" => Value::from(i64::from_le_bytes(b.try_into().expect("8 bytes"))),
+        "UINT64" => Value::from(u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+        _ => Value::from(f64::from_le_bytes(b.try_into().expect("8 bytes"))),
+    }
 }
 
 /// An image model's answer: `classes` and `probabilities`, `[images, k]`.

@@ -5,6 +5,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::engine::batch::Batch;
+use crate::engine::sources::push_json_value;
 use crate::engine::{Element, Model, OutputKind, OutputSpec, OutputValues};
 
 /// How a request gave each row.
@@ -70,6 +72,80 @@ pub fn from_instances(instances: &Value, model: &Model) -> Result<Features, Stri
         features.rows += 1;
     }
     Ok(features)
+}
+
+/// For a model of column inputs: rows given as objects naming each input (TF Serving's
+/// `instances`), a value or a one-value list each.
+pub fn typed_from_instances(instances: &Value, model: &Model) -> Result<Batch, String> {
+    let Value::Array(items) = instances else {
+        return Err(format!("\"instances\" is {}, not a list", kind_of(instances)));
+    };
+    if items.is_empty() {
+        return Err("\"instances\" is empty".into());
+    }
+    let mut batch = Batch::default();
+    for (index, item) in items.iter().enumerate() {
+        let Value::Object(fields) = item else {
+            return Err(format!(
+                "instance {index} is {}; the model takes an object naming {}",
+                kind_of(item),
+                input_names(model)
+            ));
+        };
+        for input in &model.column_inputs {
+            let value = fields.get(&input.name).map(one_value);
+            push_json_value(input.kind, value, model.handles_missing, &mut batch)
+                .map_err(|problem| format!("input {:?} of instance {index} {problem}", input.name))?;
+        }
+        batch.rows += 1;
+    }
+    Ok(batch)
+}
+
+/// For a model of column inputs: each input's values over the rows, by name (TF Serving's
+/// columnar `inputs`, KServe's tensors); every input must have as many rows.
+pub fn typed_from_columns(columns: &Map<String, Value>, model: &Model) -> Result<Batch, String> {
+    let lists = model
+        .column_inputs
+        .iter()
+        .map(|input| match columns.get(&input.name) {
+            Some(Value::Array(values)) => Ok(values),
+            Some(other) => Err(format!("input {:?} is {}, not a list of its rows", input.name, kind_of(other))),
+            None => Err(format!("input {:?} is missing; the model takes {}", input.name, input_names(model))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = lists.first().map_or(0, |l| l.len());
+    if rows == 0 {
+        return Err("the inputs have no rows".into());
+    }
+    if let Some((input, list)) = model.column_inputs.iter().zip(&lists).find(|(_, l)| l.len() != rows) {
+        return Err(format!(
+            "input {:?} has {} rows, input {:?} {rows}",
+            input.name,
+            list.len(),
+            model.column_inputs[0].name
+        ));
+    }
+    let mut batch = Batch { rows, ..Batch::default() };
+    for row in 0..rows {
+        for (input, list) in model.column_inputs.iter().zip(&lists) {
+            push_json_value(input.kind, Some(one_value(&list[row])), model.handles_missing, &mut batch)
+                .map_err(|problem| format!("row {row} of input {:?} {problem}", input.name))?;
+        }
+    }
+    Ok(batch)
+}
+
+/// A row's value of a `[batch, 1]` input: the value, or a list holding it.
+fn one_value(value: &Value) -> &Value {
+    match value {
+        Value::Array(items) if items.len() == 1 => &items[0],
+        other => other,
+    }
+}
+
+fn input_names(model: &Model) -> String {
+    model.column_inputs.iter().map(|i| format!("{:?} ({})", i.name, i.kind.name())).collect::<Vec<_>>().join(", ")
 }
 
 /// Rows given as TF Serving's columnar `inputs`: the input tensor, or an object naming it.

@@ -18,9 +18,11 @@ use serde_json::{Map, Value, json};
 use super::error::{Protocol, ServeError, body, json_body};
 use super::images::{classify, from_base64, predictions_json};
 use super::registry::{ServedModel, Slot};
-use super::tensors::{Features, RowForm, datatype, from_columns, from_instances, row_value};
+use super::tensors::{
+    Features, RowForm, datatype, from_columns, from_instances, row_value, typed_from_columns, typed_from_instances,
+};
 use super::{AppState, ModelPath};
-use crate::engine::OutputValues;
+use crate::engine::{ColumnType, OutputValues};
 
 const PROTOCOL: Protocol = Protocol::TfServing;
 
@@ -95,6 +97,30 @@ async fn predict_with(
             classify(state, model, images).await?.iter().map(|top| predictions_json(image, top)).collect();
         let key = if columnar { "outputs" } else { "predictions" };
         return Ok(Json(json!({ key: predictions })).into_response());
+    }
+    if !loaded.column_inputs.is_empty() {
+        let (columns, columnar) = match (request.get("instances"), request.get("inputs")) {
+            (Some(instances), None) => (typed_from_instances(instances, loaded), false),
+            (None, Some(Value::Object(inputs))) => (typed_from_columns(inputs, loaded), true),
+            (None, Some(_)) => {
+                return Err(ServeError::BadRequest("\"inputs\" must name each of the model's inputs".into()));
+            }
+            (Some(_), Some(_)) => {
+                return Err(ServeError::BadRequest("give \"instances\" or \"inputs\", not both".into()));
+            }
+            (None, None) => {
+                return Err(ServeError::BadRequest("the body has neither \"instances\" nor \"inputs\"".into()));
+            }
+        };
+        let columns = columns.map_err(ServeError::BadRequest)?;
+        let rows = columns.rows;
+        let outputs = model.batcher.infer_columns(columns).await?;
+        return Ok(Json(if columnar {
+            columns_answer(model, &outputs, rows, RowForm::Vector)
+        } else {
+            rows_answer(model, &outputs, rows, RowForm::Vector)
+        })
+        .into_response());
     }
     let (features, columnar) = match (request.get("instances"), request.get("inputs")) {
         (Some(instances), None) => (from_instances(instances, loaded), false),
@@ -208,6 +234,19 @@ fn metadata_of(state: &AppState, name: &str, version: Option<u64>) -> Result<Res
         loaded.input_name.clone(),
         tensor(&loaded.input_name, crate::engine::Element::Float32, &[-1, loaded.n_features as i64]),
     );
+    if !loaded.column_inputs.is_empty() {
+        inputs.clear();
+        for input in &loaded.column_inputs {
+            let mut spec = tensor(&input.name, crate::engine::Element::Float32, &[-1, 1]);
+            spec["dtype"] = json!(match input.kind {
+                ColumnType::Float => "DT_FLOAT",
+                ColumnType::Double => "DT_DOUBLE",
+                ColumnType::Int64 => "DT_INT64",
+                ColumnType::Text => "DT_STRING",
+            });
+            inputs.insert(input.name.clone(), spec);
+        }
+    }
     let outputs: Map<String, Value> = loaded
         .outputs
         .iter()

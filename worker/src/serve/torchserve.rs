@@ -76,7 +76,20 @@ async fn predict_with(
     let format = if csv { DataFormat::Csv { delimiter: b',', has_header: true } } else { DataFormat::JsonLines };
     let (mut batch, layout) = parse(model, format, lines)?;
     // The features go to the model; the answer needs only the batch's other columns.
-    let outputs = model.batcher.infer(std::mem::take(&mut batch.features), batch.rows).await?;
+    let outputs = if model.loaded.model.column_inputs.is_empty() {
+        model.batcher.infer(std::mem::take(&mut batch.features), batch.rows).await?
+    } else {
+        // A model of column inputs takes the typed columns; the pass-through ones stay here.
+        let columns = Batch {
+            rows: batch.rows,
+            features: std::mem::take(&mut batch.features),
+            doubles: std::mem::take(&mut batch.doubles),
+            integers: std::mem::take(&mut batch.integers),
+            text: std::mem::take(&mut batch.text),
+            ..Batch::default()
+        };
+        model.batcher.infer_columns(columns).await?
+    };
     let mut text = layout.header().map_err(|e| ServeError::Internal(e.to_string()))?;
     layout.format(&batch, &outputs, &model.loaded.model, &mut text);
     Ok(match shape {
