@@ -57,10 +57,13 @@ async fn tritons_python_client_speaks_kserve_v2_with_the_server() {
     let python = repo(".tools/tritonclient/bin/python");
     assert!(python.exists(), "{} is missing: run `make setup`", python.display());
     let served = serve(&["--model-repository", &repo("models/repository").display().to_string()]).await;
+    let typed = repo("models/zoo/column_transformer_int_categories_ignore_unknown.onnx").display().to_string();
+    let typed = serve(&["--model", &typed, "--name", "wine"]).await;
     let output = Command::new(python)
         .arg(repo("tests/clients/tritonclient_check.py"))
         .arg(format!("127.0.0.1:{}", served.port))
         .arg(repo(""))
+        .arg(format!("127.0.0.1:{}", typed.port))
         .output()
         .await
         .unwrap();

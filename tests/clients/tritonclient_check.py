@@ -1,12 +1,14 @@
 """Drives `worker serve` with Triton's official HTTP client, as a KServe v2 user would.
 
-    python tests/clients/tritonclient_check.py HOST:PORT REPOSITORY_ROOT
+    python tests/clients/tritonclient_check.py HOST:PORT REPOSITORY_ROOT [HOST:PORT]
 
 Checks health, metadata and readiness, then runs every iris row through version 1 (the
 logistic regression) with the client's defaults (binary tensors both ways) and with JSON
 tensors, and compares the answers with onnxruntime's reference outputs; runs half_plus_two; and
 checks that a malformed request raises the client's error with the server's message; and sends
-images to SqueezeNet as a BYTES input, checking its top 5 against onnxruntime's.
+images to SqueezeNet as a BYTES input, checking its top 5 against onnxruntime's. With a second
+address, that of a server of the zoo's ColumnTransformer as model "wine", sends its held-out rows
+as three typed inputs (BYTES, INT64, FP32) and compares with onnxruntime's outputs.
 Exits non-zero on the first failure.
 """
 
@@ -114,7 +116,37 @@ def main():
         assert error.status() == "404", error.status()
     else:
         raise AssertionError("an absent model answered")
+    if len(sys.argv) > 3:
+        typed_columns(httpclient.InferenceServerClient(url=sys.argv[3]), root)
     print("tritonclient: all checks passed")
+
+
+def typed_columns(client, root):
+    """A model of several typed inputs: one tensor per column, text as BYTES."""
+    name = "column_transformer_int_categories_ignore_unknown"
+    data = rows(os.path.join(root, "models", "zoo", name + ".csv"))
+    expected = rows(os.path.join(root, "models", "zoo", name + ".expected.csv"))
+    metadata = client.get_model_metadata("wine")
+    assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [
+        ("colour", "BYTES"), ("grade", "INT64"), ("alcohol", "FP32")
+    ], metadata
+    columns = [
+        ("colour", "BYTES", np.array([[row[1].encode()] for row in data], dtype=np.object_)),
+        ("grade", "INT64", np.array([[int(row[2])] for row in data], dtype=np.int64)),
+        ("alcohol", "FP32", np.array([[float(row[3])] for row in data], dtype=np.float32)),
+    ]
+    for binary in (True, False):
+        inputs = []
+        for column, datatype, values in columns:
+            tensor = httpclient.InferInput(column, list(values.shape), datatype)
+            tensor.set_data_from_numpy(values, binary_data=binary)
+            inputs.append(tensor)
+        result = client.infer("wine", inputs)
+        labels = result.as_numpy("output_label")
+        assert [int(v) for v in labels] == [int(row[1]) for row in expected], labels
+        want = np.array([[float(v) for v in row[2:5]] for row in expected], dtype=np.float32)
+        got = result.as_numpy("output_probability")
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-6), np.abs(got - want).max()
 
 
 if __name__ == "__main__":
