@@ -307,6 +307,55 @@ async fn a_model_repository_runs_each_file_with_the_model_its_folder_names() {
 }
 
 #[tokio::test]
+async fn exported_tree_svm_and_column_transformer_models_run_in_the_queue_mode_as_onnxruntime() {
+    // GIVEN the example repository, and four models of the zoo added to it as users export them:
+    // a LightGBM binary classifier, XGBoost with missing values, an SVM with probabilities and a
+    // ColumnTransformer over string, int64 and float columns
+    let options = PipelineOptions {
+        models: LocalModels::Repository { folder: repo("models/repository"), default: Some("iris@1".into()) },
+        ..quick_options()
+    };
+    let mut pipeline = start(options).await;
+    let zoo = [
+        ("lightgbm_binary", 1e-5),
+        ("xgboost_diabetes_missing", 1e-5),
+        ("svc_rbf_iris_probabilities", 1e-4),
+        ("column_transformer_int_categories_ignore_unknown", 1e-5),
+    ];
+    for (name, _) in zoo {
+        for (file, key) in [("onnx", "model.onnx"), ("onnx.json", "model.onnx.json")] {
+            let body = std::fs::read(repo(&format!("models/zoo/{name}.{file}"))).unwrap();
+            let key = format!("repository/{name}/1/{key}");
+            pipeline.s3.put_object().bucket("sluice-models").key(key).body(body.into()).send().await.unwrap();
+        }
+    }
+    // WHEN each model's rows are uploaded under its folder
+    for (name, _) in zoo {
+        let rows = std::fs::read(repo(&format!("models/zoo/{name}.csv"))).unwrap();
+        pipeline.put_input(&format!("{name}/rows.csv"), rows).await.unwrap();
+    }
+    pipeline.wait_until_drained(DRAIN).await.unwrap();
+    // THEN every row has onnxruntime's label and values
+    for (name, tolerance) in zoo {
+        let key = format!("{name}/rows.csv");
+        let report = report(&pipeline, &key).await;
+        assert_eq!(report.status, JobStatus::Succeeded, "{key}: {:?}", report.reason);
+        let got = csv_rows(&object(&pipeline, &format!("{key}.out")).await.unwrap());
+        let want = csv_rows(&std::fs::read(repo(&format!("models/zoo/{name}.expected.csv"))).unwrap());
+        assert_eq!(got.len(), want.len(), "{key}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.len(), w.len(), "{key} id {}", w[0]);
+            for (a, b) in g.iter().zip(w) {
+                let same = a == b
+                    || matches!((a.parse::<f64>(), b.parse::<f64>()), (Ok(x), Ok(y)) if (x - y).abs() <= tolerance * y.abs().max(1.0));
+                assert!(same, "{key} id {}: {a} where onnxruntime says {b}", w[0]);
+            }
+        }
+    }
+    pipeline.shutdown().await;
+}
+
+#[tokio::test]
 async fn images_and_archives_of_images_are_classified_by_the_model_their_folder_names() {
     // GIVEN the example repository, with SqueezeNet (its labels in labels.txt beside it) and the
     // digits classifier
