@@ -233,6 +233,16 @@ def mixed_models():
         model.fit(train_frame, target.loc[train_frame.index])
         onx = convert_sklearn(model, initial_types=[(c, types[c]) for c in columns], target_opset=TARGET_OPSET)
         written.append(write_mixed(name, onx, frame.iloc[held][columns].reset_index(drop=True), "pipeline: ColumnTransformer"))
+    # Ordinal categories (a LabelEncoder in ONNX) before a forest.
+    from sklearn.preprocessing import OrdinalEncoder
+
+    columns = ["colour", "grade", "alcohol"]
+    model = make_pipeline(
+        ColumnTransformer([("categories", OrdinalEncoder(), ["colour"]), ("numbers", "passthrough", ["grade", "alcohol"])]),
+        RandomForestClassifier(n_estimators=20, random_state=0),
+    ).fit(frame.iloc[train][columns], target.iloc[train])
+    onx = convert_sklearn(model, initial_types=[(c, types[c]) for c in columns], target_opset=TARGET_OPSET)
+    written.append(write_mixed("column_transformer_ordinal_forest", onx, frame.iloc[held][columns].reset_index(drop=True), "pipeline: ColumnTransformer"))
     return written
 
 
@@ -343,6 +353,46 @@ def refused():
         print(f"  refused/{name}: {', '.join(sorted({n.op_type for n in onx.graph.node}))}")
 
 
+def node_value(x):
+    """A value of a node test in JSON: text as is, numbers as floats, NaN as the string "NaN"."""
+    if isinstance(x, bytes):
+        return x.decode()
+    if isinstance(x, str):
+        return x
+    return "NaN" if np.isnan(x) else float(x)
+
+
+def node_tests():
+    """The ONNX project's own node tests of the ai.onnx.ml operators, as the onnx package ships
+    them: each model with its inputs and expected outputs, as JSON."""
+    from onnx.backend.test.case.node import collect_testcases
+
+    folder = os.path.join(ZOO, "onnx_node_tests")
+    os.makedirs(folder)
+    names = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = [c for c in collect_testcases(None) if c.name.startswith("test_ai_onnx_ml_")]
+    for case in cases:
+        name = case.name[len("test_ai_onnx_ml_"):]
+        with open(os.path.join(folder, name + ".onnx"), "wb") as f:
+            f.write(case.model.SerializeToString())
+        inputs, outputs = case.data_sets[0]
+
+        def tensors(values, infos):
+            return [
+                {"name": info.name, "shape": list(np.asarray(v).shape), "dtype": str(np.asarray(v).dtype),
+                 "data": [node_value(x) for x in np.asarray(v).ravel().tolist()]}
+                for v, info in zip(values, infos)
+            ]
+
+        with open(os.path.join(folder, name + ".json"), "w") as f:
+            json.dump({"inputs": tensors(inputs, case.model.graph.input), "outputs": tensors(outputs, case.model.graph.output)}, f)
+            f.write("\n")
+        names.append(name)
+    print(f"  onnx_node_tests: {', '.join(names)}")
+
+
 def main():
     shutil.rmtree(ZOO, ignore_errors=True)
     os.makedirs(ZOO)
@@ -353,6 +403,7 @@ def main():
         manifest.append(write(name, onx, x_test, family, converter, missing))
     manifest += mixed_models()
     refused()
+    node_tests()
     with open(os.path.join(ZOO, "zoo.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")

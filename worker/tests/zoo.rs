@@ -168,3 +168,68 @@ fn typed_columns_are_checked_row_by_row_and_unknown_categories_behave_as_exporte
     assert!(err.contains("\"purple\" is not one of the categories it was fitted on"), "{err}");
     assert!(err.contains("handle_unknown=\"ignore\""), "{err}");
 }
+
+/// A tensor of a node test, as `models/zoo.py` writes it.
+fn node_test_tensor(spec: &Value) -> tract_onnx::prelude::Tensor {
+    use tract_onnx::prelude::*;
+    let shape: Vec<usize> = spec["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let data = spec["data"].as_array().unwrap();
+    let numbers =
+        || data.iter().map(|v| v.as_f64().unwrap_or_else(|| if v == "NaN" { f64::NAN } else { panic!("{v}") }));
+    match spec["dtype"].as_str().unwrap() {
+        "object" => {
+            let strings: Vec<String> = data.iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+            tract_ndarray::ArrayD::from_shape_vec(shape, strings).unwrap().into()
+        }
+        "int64" => Tensor::from_shape(&shape, &numbers().map(|v| v as i64).collect::<Vec<_>>()).unwrap(),
+        "float64" => Tensor::from_shape(&shape, &numbers().collect::<Vec<_>>()).unwrap(),
+        _ => Tensor::from_shape(&shape, &numbers().map(|v| v as f32).collect::<Vec<_>>()).unwrap(),
+    }
+}
+
+#[test]
+fn the_onnx_projects_own_node_tests_of_the_ml_operators_pass() {
+    use tract_onnx::prelude::*;
+    // GIVEN the onnx package's node tests of the ai.onnx.ml operators (models/zoo/onnx_node_tests)
+    let folder = repo("models/zoo/onnx_node_tests");
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".onnx").map(str::to_owned))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 8, "{names:?}");
+    for name in names {
+        let case: Value = serde_json::from_slice(&std::fs::read(folder.join(format!("{name}.json"))).unwrap()).unwrap();
+        let inputs: TVec<TValue> =
+            case["inputs"].as_array().unwrap().iter().map(|spec| node_test_tensor(spec).into_tvalue()).collect();
+        // WHEN tract runs the model with the engine's operators, its inputs' facts those of the data
+        let mut model = worker::engine::ops::onnx().model_for_path(folder.join(format!("{name}.onnx"))).unwrap();
+        for (i, input) in inputs.iter().enumerate() {
+            model = model.with_input_fact(i, InferenceFact::from(TypedFact::shape_and_dt_of(input))).unwrap();
+        }
+        let plan = model.into_optimized().and_then(|m| m.into_runnable()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let outputs = plan.run(inputs).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        // THEN every output is the expected one
+        for (got, want) in outputs.iter().zip(case["outputs"].as_array().unwrap()) {
+            let want = node_test_tensor(want);
+            assert_eq!(got.shape(), want.shape(), "{name}");
+            if want.datum_type() == String::datum_type() {
+                assert_eq!(
+                    got.try_as_plain_ram().unwrap().as_slice::<String>().unwrap(),
+                    want.try_as_plain_ram().unwrap().as_slice::<String>().unwrap(),
+                    "{name}"
+                );
+                continue;
+            }
+            let (got, want) = (got.cast_to::<f64>().unwrap(), want.cast_to::<f64>().unwrap());
+            let (got, want) = (
+                got.try_as_plain_ram().unwrap().as_slice::<f64>().unwrap().to_vec(),
+                want.try_as_plain_ram().unwrap().as_slice::<f64>().unwrap().to_vec(),
+            );
+            for (a, b) in got.iter().zip(&want) {
+                let same = (a - b).abs() <= 1e-5 * b.abs().max(1.0) || (a.is_nan() && b.is_nan());
+                assert!(same, "{name}: {got:?} where onnx expects {want:?}");
+            }
+        }
+    }
+}

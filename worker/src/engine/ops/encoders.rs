@@ -1,5 +1,6 @@
-//! Categorical encoders: `OneHotEncoder` (string or integer categories, as scikit-learn's
-//! `OneHotEncoder` exports them inside a `ColumnTransformer`).
+//! Categorical encoders, as scikit-learn's encoders export them inside a `ColumnTransformer`:
+//! `OneHotEncoder` (string or integer categories) and `LabelEncoder` (a map from strings,
+//! integers or floats to strings, integers or floats; `OrdinalEncoder` becomes one).
 
 use std::collections::HashMap;
 
@@ -13,6 +14,163 @@ use tract_onnx::tract_hir::internal::{
 
 pub fn register(register: &mut OnnxOpRegister) {
     register.insert("OneHotEncoder", one_hot_encoder);
+    register.insert("LabelEncoder", label_encoder);
+}
+
+/// A key or value of a `LabelEncoder`: floats by their bits (NaN made one), so they hash.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Item {
+    Text(String),
+    Int(i64),
+    Float(u32),
+}
+
+impl Item {
+    fn float(value: f32) -> Self {
+        Self::Float(if value.is_nan() { f32::NAN.to_bits() } else { (value + 0.0).to_bits() })
+    }
+}
+
+/// Each input value mapped through `keys -> values`, or to `default` when it is no key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelEncoder {
+    map: HashMap<Item, Item>,
+    default: Item,
+    input: DatumType,
+    output: DatumType,
+}
+
+/// A list attribute `<prefix>_strings`, `_int64s` or `_floats` (or `_tensor`) as items.
+fn items(node: &NodeProto, prefix: &str) -> TractResult<Option<(Vec<Item>, DatumType)>> {
+    if let Some(v) = node.get_attr_opt_vec::<String>(&format!("{prefix}_strings"))?.filter(|v| !v.is_empty()) {
+        return Ok(Some((v.into_iter().map(Item::Text).collect(), String::datum_type())));
+    }
+    if let Some(v) = node.get_attr_opt_vec::<i64>(&format!("{prefix}_int64s"))?.filter(|v| !v.is_empty()) {
+        return Ok(Some((v.into_iter().map(Item::Int).collect(), i64::datum_type())));
+    }
+    if let Some(v) = node.get_attr_opt_vec::<f32>(&format!("{prefix}_floats"))?.filter(|v| !v.is_empty()) {
+        return Ok(Some((v.into_iter().map(Item::float).collect(), f32::datum_type())));
+    }
+    match node.get_attr_opt::<&tract_onnx::pb::TensorProto>(&format!("{prefix}_tensor"))? {
+        Some(proto) => {
+            let tensor = tract_onnx::tensor::load_tensor(&tract_onnx::data_resolver::MmapDataResolver, proto, None)?;
+            Ok(Some((tensor_items(&tensor)?, tensor.datum_type())))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A tensor's values as items: text, any integer type as i64, any float type as f32.
+fn tensor_items(tensor: &Tensor) -> TractResult<Vec<Item>> {
+    let dt = tensor.datum_type();
+    Ok(if dt == String::datum_type() {
+        tensor.try_as_plain_ram()?.as_slice::<String>()?.iter().cloned().map(Item::Text).collect()
+    } else if dt.is_integer() {
+        tensor.cast_to::<i64>()?.try_as_plain_ram()?.as_slice::<i64>()?.iter().copied().map(Item::Int).collect()
+    } else if dt.is_float() {
+        tensor.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.iter().copied().map(Item::float).collect()
+    } else {
+        bail!("LabelEncoder: {dt:?} keys or values are not supported")
+    })
+}
+
+fn label_encoder(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let (keys, input) = items(node, "keys")?.ok_or_else(|| format_err!("LabelEncoder has no keys"))?;
+    let (values, output) = items(node, "values")?.ok_or_else(|| format_err!("LabelEncoder has no values"))?;
+    ensure!(keys.len() == values.len(), "LabelEncoder has {} keys and {} values", keys.len(), values.len());
+    let default = match output {
+        dt if dt.is_integer() => Item::Int(node.get_attr_opt::<i64>("default_int64")?.unwrap_or(-1)),
+        dt if dt == String::datum_type() => {
+            Item::Text(node.get_attr_opt::<String>("default_string")?.unwrap_or_else(|| "_Unused".into()))
+        }
+        _ => Item::float(node.get_attr_opt::<f32>("default_float")?.unwrap_or(-0.0)),
+    };
+    let default = match node.get_attr_opt::<&tract_onnx::pb::TensorProto>("default_tensor")? {
+        Some(proto) => {
+            let tensor = tract_onnx::tensor::load_tensor(&tract_onnx::data_resolver::MmapDataResolver, proto, None)?;
+            tensor_items(&tensor)?.into_iter().next().unwrap_or(default)
+        }
+        None => default,
+    };
+    let map = keys.into_iter().zip(values).collect();
+    Ok((expand(LabelEncoder { map, default, input, output }), vec![]))
+}
+
+impl Expansion for LabelEncoder {
+    fn name(&self) -> StaticName {
+        "LabelEncoder".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, self.output)?;
+        s.equals(&outputs[0].shape, &inputs[0].shape)?;
+        Ok(())
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let fact = model.outlet_fact(inputs[0])?;
+        let kind = |dt: DatumType| (dt == String::datum_type(), dt.is_integer(), dt.is_float());
+        ensure!(
+            kind(fact.datum_type) == kind(self.input),
+            "LabelEncoder: its keys are {:?}, its input {:?}",
+            self.input,
+            fact.datum_type
+        );
+        model.wire_node(prefix, self.clone(), inputs)
+    }
+}
+
+impl Op for LabelEncoder {
+    fn name(&self) -> StaticName {
+        "LabelEncoder".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for LabelEncoder {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let mapped: Vec<&Item> =
+            tensor_items(&input)?.iter().map(|key| self.map.get(key).unwrap_or(&self.default)).collect::<Vec<_>>();
+        let shape = input.shape();
+        let tensor = match &self.default {
+            Item::Text(_) => {
+                let v: Vec<String> =
+                    mapped.iter().map(|i| if let Item::Text(t) = i { t.clone() } else { String::new() }).collect();
+                tract_ndarray::ArrayD::from_shape_vec(shape, v)?.into()
+            }
+            Item::Int(_) => {
+                let v: Vec<i64> = mapped.iter().map(|i| if let Item::Int(n) = i { *n } else { 0 }).collect();
+                Tensor::from_shape(shape, &v)?
+            }
+            Item::Float(_) => {
+                let v: Vec<f32> = mapped
+                    .iter()
+                    .map(|i| if let Item::Float(bits) = i { f32::from_bits(*bits) } else { 0.0 })
+                    .collect();
+                Tensor::from_shape(shape, &v)?
+            }
+        };
+        Ok(tvec![tensor.into_tvalue()])
+    }
+}
+
+impl TypedOp for LabelEncoder {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec![self.output.fact(inputs[0].shape.clone())])
+    }
+
+    as_op!();
 }
 
 /// The categories, by their value.

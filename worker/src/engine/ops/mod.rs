@@ -8,7 +8,7 @@
 //!   - [`trees`]: `TreeEnsembleClassifier`, `TreeEnsembleRegressor`, `TreeEnsemble`.
 //!   - [`scalers`]: `Scaler`, `Imputer`, `Normalizer`, `Binarizer`.
 //!   - [`features`]: `ArrayFeatureExtractor`, `FeatureVectorizer`, `ZipMap`.
-//!   - [`encoders`]: `OneHotEncoder`, strings and integers to one-hot floats.
+//!   - [`encoders`]: `OneHotEncoder`, `LabelEncoder`: categories to numbers.
 //!   - [`linear`]: `LinearRegressor` (tract's `LinearClassifier` stays).
 //!   - [`svm`]: `SVMClassifier`, `SVMRegressor`.
 //! - **Replacements of tract's own kernels** after it has optimised a model, by [`replace_kernels`]:
@@ -46,6 +46,7 @@ pub const ML_OPERATORS: &[&str] = &[
     "FeatureVectorizer",
     "ZipMap",
     "OneHotEncoder",
+    "LabelEncoder",
     "LinearRegressor",
     "SVMClassifier",
     "SVMRegressor",

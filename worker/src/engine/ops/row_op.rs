@@ -54,6 +54,12 @@ pub trait RowKernel: fmt::Debug + Clone + PartialEq + Send + Sync + 'static {
         None
     }
 
+    /// Whether the kernel works value by value, on an input of any rank (its last axis taken as
+    /// the row) with an output of the same shape.
+    fn elementwise(&self) -> bool {
+        false
+    }
+
     fn outputs(&self) -> TVec<Output>;
 
     /// The outputs for `rows` rows of `width` values, row-major, in the order of [`Self::outputs`].
@@ -91,6 +97,10 @@ impl<K: RowKernel> Expansion for RowOp<K> {
         check_input_arity(inputs, 1)?;
         let specs = self.0.outputs();
         ensure!(outputs.len() <= specs.len(), "{} has {} outputs, not {}", self.0.name(), specs.len(), outputs.len());
+        if self.0.elementwise() {
+            s.equals(&outputs[0].datum_type, f32::datum_type())?;
+            return s.equals(&outputs[0].shape, &inputs[0].shape);
+        }
         s.equals(&inputs[0].rank, 2)?;
         if let Some(width) = self.0.input_width() {
             s.equals(&inputs[0].shape[1], width.to_dim())?;
@@ -135,6 +145,14 @@ impl<K: RowKernel> EvalOp for RowOp<K> {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
+        if self.0.elementwise() {
+            let width = input.shape().last().copied().unwrap_or(1).max(1);
+            let plain = input.try_as_plain_ram()?;
+            let x = plain.as_slice::<f32>()?;
+            let mut output = self.0.run(x, x.len() / width, width)?.remove(0);
+            output.set_shape(input.shape())?;
+            return Ok(tvec![output.into_tvalue()]);
+        }
         let &[rows, width] = input.shape() else {
             bail!("{} takes [rows, features], not {:?}", self.0.name(), input.shape());
         };
@@ -149,6 +167,9 @@ impl<K: RowKernel> EvalOp for RowOp<K> {
 
 impl<K: RowKernel> TypedOp for RowOp<K> {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        if self.0.elementwise() {
+            return Ok(tvec![f32::fact(inputs[0].shape.clone())]);
+        }
         let (rows, width) = (inputs[0].shape[0].clone(), inputs[0].shape[1].clone());
         Ok(self
             .0
@@ -165,13 +186,15 @@ impl<K: RowKernel> TypedOp for RowOp<K> {
     as_op!();
 }
 
-/// An attribute's floats, from its float list or (as newer converters write) its double tensor
-/// `<name>_as_tensor`.
+/// An attribute's floats: its float list, or its tensor (`TreeEnsemble`'s attributes are
+/// tensors), or, as newer converters write the classic ones, the double tensor `<name>_as_tensor`.
 pub fn floats(node: &NodeProto, name: &str) -> TractResult<Option<Vec<f32>>> {
-    if let Some(values) = node.get_attr_opt_vec::<f32>(name)? {
-        return Ok(Some(values));
+    let is_tensor = |name: &str| node.attribute.iter().any(|a| a.name == name && a.t.is_some());
+    let tensor_name = if is_tensor(name) { name.to_owned() } else { format!("{name}_as_tensor") };
+    if !is_tensor(&tensor_name) {
+        return node.get_attr_opt_vec::<f32>(name);
     }
-    let Some(proto) = node.get_attr_opt::<&TensorProto>(&format!("{name}_as_tensor"))? else { return Ok(None) };
+    let Some(proto) = node.get_attr_opt::<&TensorProto>(&tensor_name)? else { return Ok(None) };
     let tensor = load_tensor(&MmapDataResolver, proto, None)?;
     let values = tensor.cast_to::<f32>()?;
     Ok(Some(values.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))

@@ -199,6 +199,10 @@ impl RowKernel for Binarizer {
         "Binarizer"
     }
 
+    fn elementwise(&self) -> bool {
+        true
+    }
+
     fn outputs(&self) -> TVec<Output> {
         tvec![Output::floats(Width::Input)]
     }

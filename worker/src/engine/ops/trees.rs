@@ -42,6 +42,9 @@ enum Split {
     Gt,
     Eq,
     Neq,
+    /// Set membership (`TreeEnsemble` only): the node's threshold is the index of its set in
+    /// [`Forest::members`].
+    Member,
 }
 
 impl Split {
@@ -66,7 +69,7 @@ impl Split {
             3 => Self::Gt,
             4 => Self::Eq,
             5 => Self::Neq,
-            6 => bail!("node mode 6 (BRANCH_MEMBER, set membership) is not supported"),
+            6 => Self::Member,
             other => bail!("node mode {other} is not one of 0 to 6"),
         })
     }
@@ -80,6 +83,8 @@ impl Split {
             Self::Gt => x > threshold,
             Self::Eq => x == threshold,
             Self::Neq => x != threshold,
+            // Resolved by the forest, which holds the sets.
+            Self::Member => false,
         }
     }
 }
@@ -139,6 +144,8 @@ struct Forest {
     /// Features a row needs: one more than the largest index a split reads.
     n_features: usize,
     n_targets: usize,
+    /// The sets of the `Member` splits.
+    members: Vec<Vec<f32>>,
 }
 
 /// One node as the attributes describe it, before it is laid out.
@@ -216,11 +223,12 @@ impl Forest {
         let branch_splits: Vec<Split> =
             specs.iter().zip(&splits).filter(|(s, _)| s.split.is_some()).map(|(_, &split)| split).collect();
         let uniform = match branch_splits.first() {
-            Some(&first) if branch_splits.iter().all(|&s| s == first) => Some(first),
+            // Sets are looked up per node, on the mixed path.
+            Some(&first) if first != Split::Member && branch_splits.iter().all(|&s| s == first) => Some(first),
             Some(_) => None,
             None => Some(Split::Leq),
         };
-        let forest = Self { nodes, roots, weights, uniform, splits, n_features, n_targets };
+        let forest = Self { nodes, roots, weights, uniform, splits, n_features, n_targets, members: vec![] };
         forest.check_trees()?;
         Ok(forest)
     }
@@ -268,7 +276,10 @@ impl Forest {
                     Some(Split::Gte) => rows_with!(|_, x: f32, t: f32| x >= t),
                     Some(Split::Gt) => rows_with!(|_, x: f32, t: f32| x > t),
                     Some(split) => rows_with!(|_, x: f32, t: f32| split.holds(x, t)),
-                    None => rows_with!(|i: usize, x: f32, t: f32| self.splits[i].holds(x, t)),
+                    None => rows_with!(|i: usize, x: f32, t: f32| match self.splits[i] {
+                        Split::Member => self.members[t as usize].contains(&x),
+                        split => split.holds(x, t),
+                    }),
                 }
             }
         }
@@ -403,6 +414,20 @@ fn unified(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infe
         .all(|&len| len == n),
         "the nodes_* attributes differ in length"
     );
+    // Each BRANCH_MEMBER node's set, in node order, the sets separated by NaN.
+    let mut members: Vec<Vec<f32>> = vec![];
+    if modes.contains(&6) {
+        let values = floats(node, "membership_values")?.unwrap_or_default();
+        members = values.split(|v| v.is_nan()).map(<[f32]>::to_vec).collect();
+    }
+    let member_sets: Vec<Option<usize>> =
+        modes.iter().scan(0, |next, &mode| Some((mode == 6).then(|| std::mem::replace(next, *next + 1)))).collect();
+    ensure!(
+        member_sets.iter().flatten().all(|&set| set < members.len()),
+        "membership_values holds {} sets for {} BRANCH_MEMBER nodes",
+        members.len(),
+        member_sets.iter().flatten().count()
+    );
     let leaf_targets = ints("leaf_targetids")?;
     let leaf_weights = floats(node, "leaf_weights")?.unwrap_or_default();
     ensure!(leaf_targets.len() == leaf_weights.len(), "leaf_targetids and leaf_weights differ in length");
@@ -435,7 +460,7 @@ fn unified(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infe
                 tree,
                 id: i as i64,
                 feature: features[i],
-                threshold: splits[i],
+                threshold: member_sets[i].map_or(splits[i], |set| set as f32),
                 split: Some(Split::from_code(modes[i])?),
                 true_id: child(true_ids[i], true_leafs[i]),
                 false_id: child(false_ids[i], false_leafs[i]),
@@ -464,8 +489,10 @@ fn unified(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Infe
         3 => Aggregate::Max,
         other => bail!("aggregate_function {other} is not one of 0 (AVERAGE) to 3 (MAX)"),
     };
+    let mut forest = Forest::build(specs, leaves, n_targets as usize)?;
+    forest.members = members;
     inference_op(RegressorKernel {
-        forest: Forest::build(specs, leaves, n_targets as usize)?,
+        forest,
         base_values: vec![],
         aggregate,
         post_transform: PostTransform::from_code(node.get_attr_opt::<i64>("post_transform")?.unwrap_or(0))?,
