@@ -57,10 +57,11 @@ pub enum ModelLoadError {
     Missing { uri: String },
     #[error("cannot read local model file {path}: {source}")]
     Local { path: String, source: std::io::Error },
-    #[error("{uri}: {source}")]
-    Config { uri: String, source: ModelConfigError },
-    #[error("{uri}: {source}")]
-    Model { uri: String, source: ModelError },
+    // The message carries the cause (not also a `source`, which error chains would print twice).
+    #[error("{uri}: {error}")]
+    Config { uri: String, error: ModelConfigError },
+    #[error("{uri}: {error}")]
+    Model { uri: String, error: ModelError },
 }
 
 impl ModelLoadError {
@@ -150,7 +151,7 @@ impl<S: ObjectStore> ModelFiles<S> {
         let mut config = config_bytes
             .map(|bytes| ModelConfig::from_json(&bytes))
             .transpose()
-            .map_err(|source| ModelLoadError::Config { uri: sidecar.to_string(), source })?;
+            .map_err(|error| ModelLoadError::Config { uri: sidecar.to_string(), error })?;
         if let Some(image) = config.as_mut().and_then(|c| c.image.as_mut()) {
             self.read_labels(&location, image).await?;
         }
@@ -158,8 +159,8 @@ impl<S: ObjectStore> ModelFiles<S> {
         let uri = file.uri.clone();
         let model = tokio::task::spawn_blocking(move || Model::load(&bytes, config))
             .await
-            .map_err(|e| ModelLoadError::Model { uri: uri.clone(), source: ModelError::Unsupported(e.to_string()) })?
-            .map_err(|source| ModelLoadError::Model { uri, source })?;
+            .map_err(|e| ModelLoadError::Model { uri: uri.clone(), error: ModelError::Unsupported(e.to_string()) })?
+            .map_err(|error| ModelLoadError::Model { uri, error })?;
         Ok(LoadedModel { file, model })
     }
 }
@@ -182,7 +183,7 @@ impl<S: ObjectStore> ModelFiles<S> {
         };
         let text = String::from_utf8(bytes).map_err(|_| ModelLoadError::Config {
             uri: location.to_string(),
-            source: ModelConfigError::Invalid("the labels file is not UTF-8 text".into()),
+            error: ModelConfigError::Invalid("the labels file is not UTF-8 text".into()),
         })?;
         image.labels = Some(Labels::List(parse_labels(&text)));
         Ok(())
