@@ -191,6 +191,36 @@ def write_mixed(name, onx, frame, family):
     return {"name": name, "family": family, "converter": "skl2onnx", "operators": ops, "missing": False}
 
 
+def feature_vectorizer_model():
+    """Hand-built, as onnxmltools joins inputs: FeatureVectorizer over three float columns, then a
+    LinearRegressor."""
+    import pandas as pd
+    from onnx import TensorProto, helper
+
+    inputs = [
+        helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, 1]),
+        helper.make_tensor_value_info("b", TensorProto.FLOAT, [None, 1]),
+        helper.make_tensor_value_info("c", TensorProto.FLOAT, [None, 1]),
+    ]
+    nodes = [
+        helper.make_node("FeatureVectorizer", ["a", "b", "c"], ["joined"], domain="ai.onnx.ml", inputdimensions=[1, 1, 1]),
+        helper.make_node("LinearRegressor", ["joined"], ["y"], domain="ai.onnx.ml", coefficients=[0.5, -2.0, 3.0], intercepts=[1.25]),
+    ]
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])
+    graph = helper.make_graph(nodes, "feature_vectorizer", inputs, [output])
+    opsets = [helper.make_opsetid("", 15), helper.make_opsetid("ai.onnx.ml", 3)]
+    onx = helper.make_model(graph, opset_imports=opsets, ir_version=8)
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({
+        "a": np.round(rng.normal(size=40), 3).astype(np.float32),
+        "b": np.round(rng.normal(size=40), 3).astype(np.float32),
+        "c": rng.integers(-5, 6, size=40).astype(np.float32),
+    })
+    entry = write_mixed("feature_vectorizer_linear", onx, frame, "operators: FeatureVectorizer")
+    entry["converter"] = "onnx.helper"
+    return entry
+
+
 def mixed_models():
     """ColumnTransformers over string, integer and float columns: one model input per column."""
     import pandas as pd
@@ -242,6 +272,7 @@ def mixed_models():
         RandomForestClassifier(n_estimators=20, random_state=0),
     ).fit(frame.iloc[train][columns], target.iloc[train])
     onx = convert_sklearn(model, initial_types=[(c, types[c]) for c in columns], target_opset=TARGET_OPSET)
+    written.append(feature_vectorizer_model())
     written.append(write_mixed("column_transformer_ordinal_forest", onx, frame.iloc[held][columns].reset_index(drop=True), "pipeline: ColumnTransformer"))
     return written
 
