@@ -12,6 +12,8 @@ use tract_onnx::tract_hir::internal::{
     Expansion, InferenceOp, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity, expand,
 };
 
+use super::row_op::tensor_attribute;
+
 pub fn register(register: &mut OnnxOpRegister) {
     register.insert("OneHotEncoder", one_hot_encoder);
     register.insert("LabelEncoder", label_encoder);
@@ -51,11 +53,8 @@ fn items(node: &NodeProto, prefix: &str) -> TractResult<Option<(Vec<Item>, Datum
     if let Some(v) = node.get_attr_opt_vec::<f32>(&format!("{prefix}_floats"))?.filter(|v| !v.is_empty()) {
         return Ok(Some((v.into_iter().map(Item::float).collect(), f32::datum_type())));
     }
-    match node.get_attr_opt::<&tract_onnx::pb::TensorProto>(&format!("{prefix}_tensor"))? {
-        Some(proto) => {
-            let tensor = tract_onnx::tensor::load_tensor(&tract_onnx::data_resolver::MmapDataResolver, proto, None)?;
-            Ok(Some((tensor_items(&tensor)?, tensor.datum_type())))
-        }
+    match tensor_attribute(node, &format!("{prefix}_tensor"))? {
+        Some(tensor) => Ok(Some((tensor_items(&tensor)?, tensor.datum_type()))),
         None => Ok(None),
     }
 }
@@ -85,11 +84,8 @@ fn label_encoder(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dy
         }
         _ => Item::float(node.get_attr_opt::<f32>("default_float")?.unwrap_or(-0.0)),
     };
-    let default = match node.get_attr_opt::<&tract_onnx::pb::TensorProto>("default_tensor")? {
-        Some(proto) => {
-            let tensor = tract_onnx::tensor::load_tensor(&tract_onnx::data_resolver::MmapDataResolver, proto, None)?;
-            tensor_items(&tensor)?.into_iter().next().unwrap_or(default)
-        }
+    let default = match tensor_attribute(node, "default_tensor")? {
+        Some(tensor) => tensor_items(&tensor)?.into_iter().next().unwrap_or(default),
         None => default,
     };
     let map = keys.into_iter().zip(values).collect();

@@ -194,10 +194,14 @@ pub fn floats(node: &NodeProto, name: &str) -> TractResult<Option<Vec<f32>>> {
     if !is_tensor(&tensor_name) {
         return node.get_attr_opt_vec::<f32>(name);
     }
-    let Some(proto) = node.get_attr_opt::<&TensorProto>(&tensor_name)? else { return Ok(None) };
-    let tensor = load_tensor(&MmapDataResolver, proto, None)?;
+    let Some(tensor) = tensor_attribute(node, &tensor_name)? else { return Ok(None) };
     let values = tensor.cast_to::<f32>()?;
     Ok(Some(values.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
+}
+
+/// A tensor attribute, loaded.
+pub fn tensor_attribute(node: &NodeProto, name: &str) -> TractResult<Option<Tensor>> {
+    node.get_attr_opt::<&TensorProto>(name)?.map(|proto| load_tensor(&MmapDataResolver, proto, None)).transpose()
 }
 
 /// A string attribute, or its default.
