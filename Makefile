@@ -52,8 +52,11 @@ $(TOOL_STAMPS) $(LAMBDA_STAMP) $(MODELS_STAMP):
 	$(@D)/bin/pip install --quiet --disable-pip-version-check --no-cache-dir -r tools/requirements-$(notdir $(@D)).txt
 	touch $@
 
+# The same targets as make test builds: cargo unifies dependency features over the targets it
+# builds (the tests' dev-dependencies among them), so building fewer here would rebuild tract,
+# tokio's users and more after make test, and make test would rebuild them again.
 build:
-	$(CARGO) build --workspace
+	$(CARGO) build --workspace --all-targets --locked
 
 lint: setup lint-deploy
 	$(CARGO) fmt --all -- --check
