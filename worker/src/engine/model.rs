@@ -312,30 +312,24 @@ impl Model {
         let (integers, texts) = (count(ColumnType::Int64), count(ColumnType::Text));
         // Each kind's columns are row-major in their own buffer; j is an input's place among them.
         let mut seen = [0usize; 4];
-        let mut next = |slot: usize| {
-            seen[slot] += 1;
-            seen[slot] - 1
-        };
         let mut inputs = tvec![];
         for input in &self.column_inputs {
+            let j = seen[input.kind as usize];
+            seen[input.kind as usize] += 1;
             let tensor = match input.kind {
                 ColumnType::Float => {
-                    let j = next(0);
                     let column: Vec<f32> = (0..rows).map(|r| batch.features[r * floats + j]).collect();
                     Tensor::from_shape(&[rows, 1], &column)
                 }
                 ColumnType::Double => {
-                    let j = next(3);
                     let column: Vec<f64> = (0..rows).map(|r| batch.doubles[r * doubles + j]).collect();
                     Tensor::from_shape(&[rows, 1], &column)
                 }
                 ColumnType::Int64 => {
-                    let j = next(1);
                     let column: Vec<i64> = (0..rows).map(|r| batch.integers[r * integers + j]).collect();
                     Tensor::from_shape(&[rows, 1], &column)
                 }
                 ColumnType::Text => {
-                    let j = next(2);
                     let column: Vec<String> = (0..rows)
                         .map(|r| String::from_utf8_lossy(batch.text.get(r * texts + j)).into_owned())
                         .collect();

@@ -21,8 +21,7 @@ pub trait RowSource: Send {
     fn fill(&mut self, batch: &mut Batch, capacity: usize) -> Result<bool, TransformError>;
 }
 
-/// A CSV feature value: a finite number.
-/// A feature's value. With `missing` (the model handles missing values) an empty field or `NaN`
+/// A feature value: a finite number. With `missing` (the model handles missing values) an empty field or `NaN`
 /// is NaN, as pandas reads it; without, it is a bad row.
 fn parse_feature(field: &[u8], missing: bool) -> Result<f32, String> {
     // The usual case, a short plain decimal, then any number fast_float2 reads from the bytes.
