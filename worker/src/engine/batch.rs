@@ -12,6 +12,19 @@ impl Batch {
         RowMark([self.features.len(), self.doubles.len(), self.integers.len(), self.text.len()])
     }
 
+    /// The model's inputs (features and typed columns), taken out; the rest (pass-through
+    /// fields, bad rows) stays for formatting the answer.
+    pub fn take_inputs(&mut self) -> Batch {
+        Batch {
+            rows: self.rows,
+            features: std::mem::take(&mut self.features),
+            doubles: std::mem::take(&mut self.doubles),
+            integers: std::mem::take(&mut self.integers),
+            text: std::mem::take(&mut self.text),
+            ..Batch::default()
+        }
+    }
+
     /// Drops every value pushed since `mark`.
     pub fn undo(&mut self, RowMark([features, doubles, integers, text]): RowMark) {
         self.features.truncate(features);

@@ -59,11 +59,17 @@ pub struct Batcher {
 }
 
 struct Pending {
-    features: Vec<f32>,
-    /// For a model of column inputs, the request's typed columns instead of `features`.
-    columns: Option<Batch>,
+    input: Input,
     rows: usize,
     reply: oneshot::Sender<Result<Vec<OutputValues>, InferError>>,
+}
+
+/// A request's rows as the model takes them.
+enum Input {
+    /// `rows * n_features` floats, row-major.
+    Features(Vec<f32>),
+    /// A model of column inputs' typed columns.
+    Columns(Batch),
 }
 
 impl Batcher {
@@ -85,20 +91,19 @@ impl Batcher {
         if rows == 0 || !features.len().is_multiple_of(rows) {
             return Err(InferError::Model(format!("{} values do not make {rows} rows", features.len())));
         }
-        self.send(Pending { features, columns: None, rows, reply: oneshot::channel().0 }).await
+        self.send(Input::Features(features), rows).await
     }
 
     /// The predictions for the rows of a model of column inputs. They run with the requests
     /// queued beside them, each request's columns a run of its own.
     pub async fn infer_columns(&self, columns: Batch) -> Result<Vec<OutputValues>, InferError> {
         let rows = columns.rows;
-        self.send(Pending { features: Vec::new(), columns: Some(columns), rows, reply: oneshot::channel().0 }).await
+        self.send(Input::Columns(columns), rows).await
     }
 
-    async fn send(&self, mut pending: Pending) -> Result<Vec<OutputValues>, InferError> {
+    async fn send(&self, input: Input, rows: usize) -> Result<Vec<OutputValues>, InferError> {
         let (reply, answer) = oneshot::channel();
-        pending.reply = reply;
-        self.requests.try_send(pending).map_err(|e| match e {
+        self.requests.try_send(Pending { input, rows, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => InferError::Overloaded(self.capacity),
             mpsc::error::TrySendError::Closed(_) => InferError::Stopped,
         })?;
@@ -206,9 +211,11 @@ fn run(model: &Model, batch: Vec<Pending>, observer: &dyn BatchObserver) {
     if !model.column_inputs.is_empty() {
         observer.batch_ran(batch.len(), batch.iter().map(|p| p.rows).sum());
         for pending in batch {
-            let answer = match &pending.columns {
-                Some(columns) => model.predict_batch(columns).map_err(|e| InferError::Model(e.to_string())),
-                None => Err(InferError::Model("the model takes typed columns, not rows of floats".into())),
+            let answer = match &pending.input {
+                Input::Columns(columns) => model.predict_batch(columns).map_err(|e| InferError::Model(e.to_string())),
+                Input::Features(_) => {
+                    Err(InferError::Model("the model takes typed columns, not rows of floats".into()))
+                }
             };
             let _ = pending.reply.send(answer);
         }
@@ -219,7 +226,10 @@ fn run(model: &Model, batch: Vec<Pending>, observer: &dyn BatchObserver) {
     let mut features = vec![0.0f32; total * n];
     let mut offset = 0;
     for pending in &batch {
-        features[offset * n..(offset + pending.rows) * n].copy_from_slice(&pending.features[..pending.rows * n]);
+        // A float model's requests are all features (the protocols parse by the model's inputs).
+        if let Input::Features(values) = &pending.input {
+            features[offset * n..(offset + pending.rows) * n].copy_from_slice(&values[..pending.rows * n]);
+        }
         offset += slots(pending.rows);
     }
     observer.batch_ran(batch.len(), batch.iter().map(|p| p.rows).sum());

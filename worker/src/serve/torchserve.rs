@@ -79,16 +79,7 @@ async fn predict_with(
     let outputs = if model.loaded.model.column_inputs.is_empty() {
         model.batcher.infer(std::mem::take(&mut batch.features), batch.rows).await?
     } else {
-        // A model of column inputs takes the typed columns; the pass-through ones stay here.
-        let columns = Batch {
-            rows: batch.rows,
-            features: std::mem::take(&mut batch.features),
-            doubles: std::mem::take(&mut batch.doubles),
-            integers: std::mem::take(&mut batch.integers),
-            text: std::mem::take(&mut batch.text),
-            ..Batch::default()
-        };
-        model.batcher.infer_columns(columns).await?
+        model.batcher.infer_columns(batch.take_inputs()).await?
     };
     let mut text = layout.header().map_err(|e| ServeError::Internal(e.to_string()))?;
     layout.format(&batch, &outputs, &model.loaded.model, &mut text);
