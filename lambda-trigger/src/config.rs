@@ -48,6 +48,12 @@ pub const WORKER_INSTANCE_TYPE: EnvVar = EnvVar::optional(
     "",
 );
 
+pub const SHARD_BYTES: EnvVar = EnvVar::optional(
+    "SHARD_BYTES",
+    "files larger than this many bytes (CSV, TSV, JSON Lines) are split into shards of this size that workers process at once; 0 turns splitting off",
+    "268435456",
+);
+
 pub const METRICS_NAMESPACE: EnvVar = EnvVar::optional(
     "METRICS_NAMESPACE",
     "the CloudWatch namespace of the metrics written to the log (embedded metric format)",
@@ -72,6 +78,7 @@ pub const VARS: &[EnvVar] = &[
     WORKER_CAPACITY,
     WORKER_CAPACITY_PROVIDER,
     WORKER_INSTANCE_TYPE,
+    SHARD_BYTES,
     METRICS_NAMESPACE,
 ];
 
@@ -90,6 +97,8 @@ pub struct JobSettings {
     pub output_bucket: String,
     pub output_prefix: String,
     pub models: Models,
+    /// Files above this size are split into shards of it; 0: never.
+    pub shard_bytes: u64,
 }
 
 /// Where the models come from.
@@ -155,6 +164,7 @@ impl TriggerConfig {
                 output_bucket: env.string(&OUTPUT_BUCKET)?,
                 output_prefix: env.string(&OUTPUT_PREFIX)?,
                 models,
+                shard_bytes: env.parse(&SHARD_BYTES)?,
             },
             fleet: FleetSettings {
                 cluster: env.string(&ECS_CLUSTER)?,

@@ -8,14 +8,23 @@ use shared::JobMessage;
 
 use crate::config::TriggerConfig;
 use crate::fleet::{ReconcileError, WorkerFleet, WorkerPlan, ensure_workers};
-use crate::jobs::{BadRecord, RecordOutcome, Skip, job_for_record};
+use crate::jobs::{BadRecord, RecordOutcome, Skip, job_for_record, messages_for};
 use crate::queue::{JobQueue, QueueError, enqueue_jobs};
 
 /// What the function returns: enough to see at a glance what one invocation did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct InvocationSummary {
+    /// The files enqueued.
     pub jobs: Vec<String>,
+    /// The messages sent: one per file, or one per shard of a big file.
+    pub messages: usize,
     pub skipped: Vec<Skip>,
+    /// Records that should have been jobs but cannot be (logged, and counted in the
+    /// `BadRecords` metric, which has an alarm). The invocation still succeeds: failing it
+    /// would make Lambda retry the whole event and enqueue its good records again, and a
+    /// retry cannot mend a bad record.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bad_records: Vec<String>,
     pub workers: WorkerPlan,
     /// Why workers could not be started for jobs that are queued: the invocation still succeeds
     /// (failing it would make Lambda retry and enqueue the jobs again) and the scheduled
@@ -28,24 +37,17 @@ pub struct InvocationSummary {
 pub enum TriggerError {
     #[error("the event is neither an S3 notification nor a scheduled reconciliation: {0}")]
     UnrecognisedEvent(String),
-    /// Good records of the same event were enqueued; these were not.
-    #[error("{} record(s) could not become jobs: {}", .0.len(), join(.0))]
-    BadRecords(Vec<BadRecord>),
     #[error("could not enqueue jobs: {0}")]
     Queue(#[from] QueueError),
     #[error("could not reconcile workers: {0}")]
     Workers(#[from] ReconcileError),
 }
 
-fn join(errors: &[BadRecord]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-}
-
 impl TriggerError {
     /// Whether invoking again with the same event can succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            TriggerError::UnrecognisedEvent(_) | TriggerError::BadRecords(_) => false,
+            TriggerError::UnrecognisedEvent(_) => false,
             TriggerError::Queue(e) => e.is_retryable(),
             TriggerError::Workers(ReconcileError::Queue(e)) => e.is_retryable(),
             TriggerError::Workers(ReconcileError::Fleet(_)) => true,
@@ -58,7 +60,6 @@ impl From<TriggerError> for Diagnostic {
         let kind = if error.is_retryable() { "Retryable" } else { "Permanent" };
         let name = match &error {
             TriggerError::UnrecognisedEvent(_) => "UnrecognisedEvent",
-            TriggerError::BadRecords(_) => "BadRecords",
             TriggerError::Queue(_) => "QueueError",
             TriggerError::Workers(_) => "WorkerError",
         };
@@ -76,7 +77,6 @@ pub async fn handle(
     now: DateTime<Utc>,
 ) -> Result<InvocationSummary, TriggerError> {
     let mut summary = InvocationSummary::default();
-    let mut bad = Vec::new();
     let mut jobs: Vec<JobMessage> = Vec::new();
 
     match classify(&event)? {
@@ -90,15 +90,15 @@ pub async fn handle(
                 match outcome {
                     Ok(RecordOutcome::Job(job)) => {
                         summary.jobs.push(job.describe_input());
-                        jobs.push(*job);
+                        jobs.extend(messages_for(*job, config.jobs.shard_bytes));
                     }
                     Ok(RecordOutcome::Skipped(skip)) => {
                         tracing::info!(?skip, "record is not a job");
                         summary.skipped.push(skip);
                     }
                     Err(error) => {
-                        tracing::error!(%error, "bad record");
-                        bad.push(error);
+                        tracing::error!(%error, "a record of the event cannot become a job; the others are enqueued");
+                        summary.bad_records.push(error.to_string());
                     }
                 }
             }
@@ -106,8 +106,13 @@ pub async fn handle(
     }
 
     enqueue_jobs(queue, &jobs).await?;
+    summary.messages = jobs.len();
     for job in &jobs {
-        tracing::info!(input = %job.describe_input(), "job enqueued");
+        match job.shard() {
+            Some(shard) => tracing::info!(input = %job.describe_input(), shard = shard.index, shards = shard.count,
+                start = shard.start, end = shard.end, "shard enqueued"),
+            None => tracing::info!(input = %job.describe_input(), "job enqueued"),
+        }
     }
     match ensure_workers(queue, fleet, &config.fleet, jobs.len(), now).await {
         Ok(plan) => {
@@ -127,7 +132,7 @@ pub async fn handle(
         Err(error) => return Err(error.into()),
     }
 
-    if bad.is_empty() { Ok(summary) } else { Err(TriggerError::BadRecords(bad)) }
+    Ok(summary)
 }
 
 enum EventKind<'a> {

@@ -4,8 +4,11 @@
 //! a key outside the input prefix, or anything under the output location (the recursion guard
 //! that stops the pipeline from processing its own outputs). A record that claims to be an
 //! upload but lacks what a job needs is an error.
+//!
+//! A file larger than the shard size becomes one message per shard ([`shared::shards`]).
 
 use aws_lambda_events::s3::S3EventRecord;
+use shared::shards::{Split, Splitting, splitting};
 use shared::{InputObject, JobMessage, ModelRequest, ModelSource, OutputLocation, decode_event_key};
 
 use crate::config::{JobSettings, Models};
@@ -32,6 +35,17 @@ pub struct BadRecord {
 pub enum RecordOutcome {
     Job(Box<JobMessage>),
     Skipped(Skip),
+}
+
+/// The messages for a file's job: the job itself, or one per shard of a big file.
+pub fn messages_for(job: JobMessage, shard_bytes: u64) -> Vec<JobMessage> {
+    match splitting(&job.input.key, job.input.size, shard_bytes) {
+        Splitting::Whole => vec![job],
+        Splitting::NotSplit(reason) => vec![job.with_split(Split::Whole { reason })],
+        Splitting::Shards(shards) => {
+            shards.into_iter().map(|shard| job.clone().with_split(Split::Shard(shard))).collect()
+        }
+    }
 }
 
 /// Decides what one record of an S3 event is.
@@ -96,6 +110,7 @@ mod tests {
             output_bucket: "out".into(),
             output_prefix: "results/".into(),
             models: Models::File("s3://models/iris.onnx".into()),
+            shard_bytes: 0,
         }
     }
 
@@ -158,6 +173,24 @@ mod tests {
         for name in ["ObjectCreated:CompleteMultipartUpload", "ObjectCreated:Copy", "s3:ObjectCreated:Post"] {
             assert!(matches!(outcome(name, "in", "incoming/a.csv"), RecordOutcome::Job(_)), "{name}");
         }
+    }
+
+    #[test]
+    fn a_big_table_is_one_message_per_shard_and_a_big_archive_says_why_not() {
+        let RecordOutcome::Job(job) = outcome("ObjectCreated:Put", "in", "incoming/a.csv") else { panic!() };
+        // The record's object is 1024 bytes.
+        assert_eq!(messages_for((*job).clone(), 0), vec![(*job).clone()]);
+        assert_eq!(messages_for((*job).clone(), 1024), vec![(*job).clone()]);
+        let shards = messages_for((*job).clone(), 300);
+        assert_eq!(shards.len(), 4);
+        assert!(shards.iter().all(|m| m.version == 3));
+        assert_eq!(shards[3].shard().map(|s| (s.index, s.count, s.start, s.end)), Some((3, 4, 900, 1024)));
+
+        let RecordOutcome::Job(archive) = outcome("ObjectCreated:Put", "in", "incoming/a.tar.gz") else { panic!() };
+        let messages = messages_for(*archive, 300);
+        assert!(
+            matches!(&messages[..], [m] if matches!(&m.split, Some(Split::Whole { reason }) if reason.contains("gzip")))
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ use crate::{InvocationSummary, TriggerError};
 /// Every metric the trigger writes (the template's dashboard may plot only these).
 pub const NAMES: &[&str] = &[
     "JobsEnqueued",
+    "MessagesEnqueued",
+    "BadRecords",
     "JobsWaiting",
     "JobsInHand",
     "WorkersActive",
@@ -26,6 +28,8 @@ pub fn invocation_record(namespace: &str, result: &Result<InvocationSummary, Tri
         Ok(summary) if is_idle(summary) => return None,
         Ok(summary) => record
             .metric("JobsEnqueued", Unit::Count, summary.jobs.len() as f64)
+            .metric("MessagesEnqueued", Unit::Count, summary.messages as f64)
+            .metric("BadRecords", Unit::Count, summary.bad_records.len() as f64)
             .metric("JobsWaiting", Unit::Count, summary.workers.backlog.waiting as f64)
             .metric("JobsInHand", Unit::Count, summary.workers.backlog.in_hand as f64)
             .metric("WorkersActive", Unit::Count, summary.workers.active as f64)
@@ -38,6 +42,7 @@ pub fn invocation_record(namespace: &str, result: &Result<InvocationSummary, Tri
 
 fn is_idle(summary: &InvocationSummary) -> bool {
     summary.jobs.is_empty()
+        && summary.bad_records.is_empty()
         && summary.workers.backlog.total() == 0
         && summary.workers.active == 0
         && summary.worker_start_error.is_none()

@@ -108,6 +108,7 @@ fn config(max_workers: usize) -> TriggerConfig {
             output_bucket: "sluice-output".into(),
             output_prefix: String::new(),
             models: Models::File("s3://models/iris.onnx".into()),
+            shard_bytes: 0,
         },
         fleet: FleetSettings {
             cluster: "sluice".into(),
@@ -247,19 +248,41 @@ async fn entries_refused_for_the_senders_fault_are_a_permanent_error() {
 }
 
 #[tokio::test]
-async fn a_bad_record_fails_the_invocation_after_the_good_ones_are_enqueued() {
+async fn a_bad_record_beside_good_ones_is_reported_and_the_invocation_succeeds() {
     // GIVEN one good record and one whose key is not UTF-8
     let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
     let event = event_with_keys(&["incoming/good.csv", "incoming/bad%FF.csv"]);
     // WHEN handled
-    let err = handle(event, &config(1), &queue, &fleet, now()).await.unwrap_err();
-    // THEN the good one is queued, a worker starts, and the error names the bad one
+    let summary = handle(event, &config(1), &queue, &fleet, now()).await.unwrap();
+    // THEN the good one is queued once and a worker starts: Lambda has no reason to retry the
+    // event and enqueue it again
     assert_eq!(queue.sent.lock().unwrap().len(), 1);
     assert_eq!(fleet.active.lock().unwrap().len(), 1);
-    assert!(matches!(err, TriggerError::BadRecords(ref bad) if bad[0].index == 1), "{err}");
-    assert!(!err.is_retryable());
-    let diagnostic: lambda_runtime::Diagnostic = err.into();
-    assert_eq!(diagnostic.error_type, "Permanent.BadRecords");
+    // AND the bad one is named, and counted in the metric the alarm watches
+    assert_eq!(summary.bad_records.len(), 1);
+    assert!(summary.bad_records[0].starts_with("record 1:"), "{:?}", summary.bad_records);
+    let record = lambda_trigger::metrics::invocation_record("sluice", &Ok(summary)).unwrap().to_json();
+    assert_eq!(record["BadRecords"], 1.0, "{record}");
+}
+
+#[tokio::test]
+async fn a_big_file_is_enqueued_as_shards_that_wake_up_to_max_workers() {
+    // GIVEN splitting at 300 bytes, and a 1024-byte upload (the fixture's size)
+    let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
+    let mut config = config(3);
+    config.jobs.shard_bytes = 300;
+    // WHEN handled
+    let summary = handle(event_with_keys(&["incoming/big.csv"]), &config, &queue, &fleet, now()).await.unwrap();
+    // THEN one file is four shard messages, and the fleet grows to its maximum for them
+    assert_eq!(summary.jobs.len(), 1);
+    assert_eq!(summary.messages, 4);
+    let sent = queue.sent.lock().unwrap().clone();
+    let shards: Vec<_> = sent.iter().map(|job| job.shard().unwrap()).collect();
+    assert_eq!(
+        shards.iter().map(|s| (s.start, s.end)).collect::<Vec<_>>(),
+        [(0, 300), (300, 600), (600, 900), (900, 1024)]
+    );
+    assert_eq!(fleet.active.lock().unwrap().len(), 3);
 }
 
 #[tokio::test]
@@ -269,9 +292,9 @@ async fn malformed_events_are_a_clear_permanent_error() {
         let err = handle(event, &config(1), &queue, &fleet, now()).await.unwrap_err();
         assert!(matches!(err, TriggerError::UnrecognisedEvent(_)), "{err}");
     }
-    // A record that is not an S3 record at all.
-    let err = handle(json!({"Records": [{"eventName": 5}]}), &config(1), &queue, &fleet, now()).await.unwrap_err();
-    assert!(matches!(err, TriggerError::BadRecords(_)), "{err}");
+    // A record that is not an S3 record at all is reported, not retried.
+    let summary = handle(json!({"Records": [{"eventName": 5}]}), &config(1), &queue, &fleet, now()).await.unwrap();
+    assert!(summary.bad_records[0].contains("not an S3 event record"), "{:?}", summary.bad_records);
 }
 
 #[tokio::test]

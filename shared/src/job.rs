@@ -9,15 +9,20 @@
 //!   an update.
 //! - Version 2 names the model source (`model`): one file, or the model repository with the
 //!   model the input's key named and the deployment's default.
+//! - Version 3 adds `split` ([`crate::shards`]): the message is one byte-range shard of a big
+//!   file (`{"shard": {"index", "count", "start", "end"}}`), or the file is big but runs whole
+//!   (`{"whole": {"reason"}}`). It is written only for files larger than the shard size, so
+//!   everything else stays readable by workers from before it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::OutputKeys;
 use crate::models::ModelRequest;
+use crate::shards::Split;
 
 /// The newest version this code writes and understands (it understands every earlier one).
-pub const JOB_MESSAGE_VERSION: u32 = 2;
+pub const JOB_MESSAGE_VERSION: u32 = 3;
 
 /// Everything a worker needs to process one input file.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +33,8 @@ pub struct JobMessage {
     pub model: ModelSource,
     /// When S3 says the object was created.
     pub event_time: DateTime<Utc>,
+    /// Which shard of a big file this is, or why a big file is not split (version 3).
+    pub split: Option<Split>,
 }
 
 /// Which model runs over the input.
@@ -122,7 +129,7 @@ struct WireV1 {
     event_time: DateTime<Utc>,
 }
 
-/// Version 2 on the wire.
+/// Versions 2 and 3 on the wire (version 2 has no `split`).
 #[derive(Serialize, Deserialize)]
 struct WireV2 {
     version: u32,
@@ -130,6 +137,8 @@ struct WireV2 {
     output: OutputLocation,
     model: ModelSource,
     event_time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    split: Option<Split>,
 }
 
 impl JobMessage {
@@ -142,9 +151,24 @@ impl JobMessage {
         let model = model.into();
         let version = match model {
             ModelSource::File { .. } => 1,
-            ModelSource::Repository { .. } => JOB_MESSAGE_VERSION,
+            ModelSource::Repository { .. } => 2,
         };
-        Self { version, input, output, model, event_time }
+        Self { version, input, output, model, event_time, split: None }
+    }
+
+    /// The message for one shard of the file, or saying why the file is not split (version 3).
+    pub fn with_split(mut self, split: Split) -> Self {
+        self.version = 3;
+        self.split = Some(split);
+        self
+    }
+
+    /// The shard this message is, if it is one.
+    pub fn shard(&self) -> Option<crate::shards::Shard> {
+        match self.split {
+            Some(Split::Shard(shard)) => Some(shard),
+            _ => None,
+        }
     }
 
     /// Parses a queue message body, checking the version before the shape so that a message
@@ -161,16 +185,22 @@ impl JobMessage {
                     output: wire.output,
                     model: ModelSource::File { uri: wire.model_uri },
                     event_time: wire.event_time,
+                    split: None,
                 })
             }
-            Some(2) => {
-                let wire: WireV2 = serde_json::from_value(value).map_err(malformed(2))?;
+            Some(version @ (2 | 3)) => {
+                let wire: WireV2 = serde_json::from_value(value).map_err(malformed(version))?;
+                if version == 3 && wire.split.is_none() {
+                    let missing = <serde_json::Error as serde::de::Error>::missing_field("split");
+                    return Err(malformed(3)(missing));
+                }
                 Ok(Self {
-                    version: 2,
+                    version: version as u32,
                     input: wire.input,
                     output: wire.output,
                     model: wire.model,
                     event_time: wire.event_time,
+                    split: if version == 3 { wire.split } else { None },
                 })
             }
             Some(found) => Err(JobMessageError::UnknownVersion { found }),
@@ -178,14 +208,21 @@ impl JobMessage {
         }
     }
 
-    /// Version 1 for a model file (what every worker understands), version 2 otherwise.
+    /// Version 1 for a model file (what every worker understands), 3 with a split, 2 otherwise.
     pub fn to_json(&self) -> String {
         let (input, output, event_time) = (self.input.clone(), self.output.clone(), self.event_time);
-        let json = match &self.model {
-            ModelSource::File { uri } if self.version == 1 => {
+        let json = match (&self.model, &self.split) {
+            (ModelSource::File { uri }, None) if self.version == 1 => {
                 serde_json::to_string(&WireV1 { version: 1, input, output, model_uri: uri.clone(), event_time })
             }
-            model => serde_json::to_string(&WireV2 { version: 2, input, output, model: model.clone(), event_time }),
+            (model, split) => serde_json::to_string(&WireV2 {
+                version: if split.is_some() { 3 } else { 2 },
+                input,
+                output,
+                model: model.clone(),
+                event_time,
+                split: split.clone(),
+            }),
         };
         json.expect("a JobMessage always serialises")
     }
@@ -268,6 +305,29 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_is_version_3_and_round_trips() {
+        let shard = crate::shards::Shard { index: 2, count: 8, start: 512, end: 768 };
+        let job = sample().with_split(Split::Shard(shard));
+        let value: serde_json::Value = serde_json::from_str(&job.to_json()).unwrap();
+        assert_eq!(value["version"], 3);
+        assert_eq!(value["split"]["shard"], serde_json::json!({"index": 2, "count": 8, "start": 512, "end": 768}));
+        assert_eq!(value["model"]["uri"], "s3://models/iris.onnx");
+        let parsed = JobMessage::from_json(&job.to_json()).unwrap();
+        assert_eq!(parsed, job);
+        assert_eq!(parsed.shard(), Some(shard));
+
+        let whole = sample().with_split(Split::Whole { reason: "gzip".into() });
+        assert_eq!(JobMessage::from_json(&whole.to_json()).unwrap(), whole);
+        // Version 3 without a split is not a message any trigger writes.
+        let mut value: serde_json::Value = serde_json::from_str(&whole.to_json()).unwrap();
+        value.as_object_mut().unwrap().remove("split");
+        assert!(matches!(
+            JobMessage::from_json(&value.to_string()),
+            Err(JobMessageError::Malformed { version: 3, .. })
+        ));
+    }
+
+    #[test]
     fn version_id_is_optional() {
         let mut job = sample();
         job.input.version_id = None;
@@ -279,10 +339,10 @@ mod tests {
     #[test]
     fn rejects_unknown_versions() {
         let mut value: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
-        value["version"] = 3.into();
+        value["version"] = 4.into();
         let err = JobMessage::from_json(&value.to_string()).unwrap_err();
-        assert!(matches!(err, JobMessageError::UnknownVersion { found: 3 }), "{err}");
-        assert!(err.to_string().contains("version 3"));
+        assert!(matches!(err, JobMessageError::UnknownVersion { found: 4 }), "{err}");
+        assert!(err.to_string().contains("version 4"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`logging`]: text logs on a terminal, JSON lines elsewhere.
 //! - [`metrics`]: CloudWatch embedded-metric-format records.
 //! - [`models`]: the model repository's layout and the routing of inputs to models.
+//! - [`shards`]: big files in byte-range shards, and what their workers leave each other.
 
 pub mod aws_error;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod logging;
 pub mod metrics;
 pub mod models;
 pub mod report;
+pub mod shards;
 
 pub use job::{InputObject, JobMessage, JobMessageError, ModelSource, OutputLocation};
 pub use keys::{KeyDecodeError, OutputKeys, decode_event_key};

@@ -35,6 +35,38 @@ pub struct JobReport {
     /// The first few rejected rows; the errors file lists them all.
     #[serde(default)]
     pub first_errors: Vec<RowError>,
+    /// For a file larger than the shard size: how it was split, or why it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitReport>,
+}
+
+/// How a big file was processed. A split file's report describes the whole file (rows, line
+/// numbers, `duration_seconds` from the first shard's start to the output's publication);
+/// this adds each shard's part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitReport {
+    Shards {
+        count: u32,
+        shards: Vec<ShardReport>,
+        /// Seconds the workers spent on the shards, all together.
+        worker_seconds: f64,
+        /// Seconds from the last shard's end to the output's publication.
+        assembly_seconds: f64,
+    },
+    /// Why the file ran whole.
+    NotSplit { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardReport {
+    pub index: u32,
+    /// Its byte range, `[start, end)`.
+    pub start: u64,
+    pub end: u64,
+    pub rows: u64,
+    pub seconds: f64,
+    pub worker_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,6 +71,8 @@ pub struct DrainSummary {
     pub succeeded: u64,
     pub failed: u64,
     pub superseded: u64,
+    /// Shards of big files staged, whose file another message reports.
+    pub shards: u64,
     /// Jobs handed back to be tried again.
     pub retried: u64,
     /// Messages that were not jobs, handed back on their way to the dead-letter queue.
@@ -205,6 +207,10 @@ async fn run_job<Q: WorkQueue, H: JobHandler>(
         JobOutcome::Superseded(reason) => {
             summary.superseded += 1;
             tracing::info!(%reason, "job superseded: nothing written");
+        }
+        JobOutcome::ShardDone(what) => {
+            summary.shards += 1;
+            tracing::info!(%what, "shard done");
         }
         JobOutcome::Retry { cause, reason } => {
             summary.retried += 1;

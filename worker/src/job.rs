@@ -6,6 +6,8 @@
 //!   fix); the report says which. The message can go.
 //! - `Superseded`: the key was uploaded again (or deleted) since this event; the newer upload's
 //!   own job covers it, and nothing was written.
+//! - `ShardDone`: one shard of a big file is staged ([`crate::shard`]); the file's report comes
+//!   with its last shard.
 //! - `Retry`: not finished, for a reason that may pass (a network or service failure) or that
 //!   only the operator can fix (permissions, KMS, the deployment's model). The message stays,
 //!   comes back for another try, and after the queue's `maxReceiveCount` it waits in the
@@ -17,7 +19,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 use shared::metrics::{MetricRecord, Unit};
-use shared::report::{JobReport, JobStatus, ModelInfo, ReportOutputs, RowCounts};
+use shared::report::{JobReport, JobStatus, ModelInfo, ReportOutputs, RowCounts, SplitReport};
+use shared::shards::Split;
 use shared::{JobMessage, ModelSource, S3Uri};
 
 use crate::completions::CompletionEvents;
@@ -39,6 +42,7 @@ pub trait JobHandler: Send + Sync {
 pub enum JobOutcome {
     Reported(Box<JobReport>),
     Superseded(String),
+    ShardDone(String),
     Retry { cause: RetryCause, reason: String },
 }
 
@@ -81,7 +85,7 @@ pub struct JobRunner<S: ObjectStore, E> {
 }
 
 /// Why a job did not get to its outputs.
-enum Stop<S: ObjectStore> {
+pub(crate) enum Stop<S: ObjectStore> {
     /// The file's own fault: it gets a failed report (and its errors file, when it has one).
     File {
         reason: String,
@@ -92,7 +96,7 @@ enum Stop<S: ObjectStore> {
 }
 
 /// A job that ends without a report.
-enum Unfinished {
+pub(crate) enum Unfinished {
     Superseded(String),
     Retry(RetryCause, String),
 }
@@ -104,7 +108,7 @@ impl<S: ObjectStore> From<Unfinished> for Stop<S> {
 }
 
 impl<S: ObjectStore> Stop<S> {
-    fn file(reason: impl Into<String>) -> Self {
+    pub(crate) fn file(reason: impl Into<String>) -> Self {
         Stop::File { reason: reason.into(), summary: Box::default(), errors: None }
     }
 }
@@ -124,20 +128,45 @@ type FileFailure<S> = (String, TransformSummary, Option<Staged<S>>);
 
 impl<S: ObjectStore, E: CompletionEvents> JobHandler for JobRunner<S, E> {
     async fn run(&self, job: &JobMessage, attempt: u32) -> JobOutcome {
-        match self.complete(job, attempt).await {
-            Ok(report) => {
+        let result = match &job.split {
+            Some(Split::Shard(shard)) => crate::shard::run(self, job, *shard, attempt).await,
+            Some(Split::Whole { reason }) => {
+                let not_split = SplitReport::NotSplit { reason: reason.clone() };
+                self.complete(job, attempt, Some(not_split)).await.map(ShardEnd::Reported)
+            }
+            None => self.complete(job, attempt, None).await.map(ShardEnd::Reported),
+        };
+        match result {
+            Ok(ShardEnd::Reported(report)) => {
                 self.announce(&report).await;
                 JobOutcome::Reported(Box::new(report))
             }
+            Ok(ShardEnd::Announced(report)) => JobOutcome::Reported(Box::new(report)),
+            Ok(ShardEnd::Done(what)) => JobOutcome::ShardDone(what),
             Err(Unfinished::Superseded(reason)) => JobOutcome::Superseded(reason),
             Err(Unfinished::Retry(cause, reason)) => JobOutcome::Retry { cause, reason },
         }
     }
 }
 
+/// How a message of a (possibly split) file ended, when it did.
+pub(crate) enum ShardEnd {
+    /// The file's report, to announce.
+    Reported(JobReport),
+    /// The file's report, announced already.
+    Announced(JobReport),
+    /// This shard's part is done; another message reports the file.
+    Done(String),
+}
+
 impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
-    /// Transforms, publishes and reports.
-    async fn complete(&self, job: &JobMessage, attempt: u32) -> Result<JobReport, Unfinished> {
+    /// Transforms the whole file, publishes and reports.
+    pub(crate) async fn complete(
+        &self,
+        job: &JobMessage,
+        attempt: u32,
+        split: Option<SplitReport>,
+    ) -> Result<JobReport, Unfinished> {
         let started_at = Utc::now();
         let clock = Instant::now();
         let mut model = ModelInfo { uri: job.model.to_string(), name: None, version: None, sha256: None };
@@ -160,11 +189,16 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
             worker_id: self.worker_id.clone(),
             attempt,
             first_errors: summary.first_errors,
+            split,
         };
-        let body = serde_json::to_vec_pretty(&report).expect("a report always serialises");
-        let report_uri = output_uri(job, &job.output_keys().report);
-        self.transfers.put(&report_uri, body.into(), "application/json").await.map_err(output_failure)?;
+        self.write_report(job, &report).await?;
         Ok(report)
+    }
+
+    pub(crate) async fn write_report(&self, job: &JobMessage, report: &JobReport) -> Result<(), Unfinished> {
+        let body = serde_json::to_vec_pretty(report).expect("a report always serialises");
+        let report_uri = output_uri(job, &job.output_keys().report);
+        self.transfers.put(&report_uri, body.into(), "application/json").await.map_err(output_failure)
     }
 
     /// Runs the model over the input into staged outputs.
@@ -256,7 +290,7 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
     }
 
     /// The exact model the job runs: the latest version is resolved now, and recorded.
-    async fn resolve(&self, source: &ModelSource) -> Result<ResolvedModel, Stop<S>> {
+    pub(crate) async fn resolve(&self, source: &ModelSource) -> Result<ResolvedModel, Stop<S>> {
         match source {
             ModelSource::File { uri } => Ok(ResolvedModel::file(uri.clone())),
             ModelSource::Repository { root, requested, default } => {
@@ -316,7 +350,7 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
     }
 
     /// Puts the completion event; a failure is logged and counted, the file stays done.
-    async fn announce(&self, report: &JobReport) {
+    pub(crate) async fn announce(&self, report: &JobReport) {
         if let Err(error) = retry(&Backoff::CALLS, || self.events.file_finished(report)).await {
             tracing::error!(%error, "could not put the completion event");
             MetricRecord::new(&self.settings.metrics_namespace)
@@ -326,16 +360,16 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
     }
 }
 
-fn input_uri(job: &JobMessage) -> S3Uri {
+pub(crate) fn input_uri(job: &JobMessage) -> S3Uri {
     S3Uri { bucket: job.input.bucket.clone(), key: job.input.key.clone() }
 }
 
-fn output_uri(job: &JobMessage, key: &str) -> S3Uri {
+pub(crate) fn output_uri(job: &JobMessage, key: &str) -> S3Uri {
     S3Uri { bucket: job.output.bucket.clone(), key: key.to_owned() }
 }
 
 /// Reading the input failed.
-fn input_failure<S: ObjectStore>(input: &S3Uri, error: StoreError) -> Stop<S> {
+pub(crate) fn input_failure<S: ObjectStore>(input: &S3Uri, error: StoreError) -> Stop<S> {
     if error.is_precondition_failed() {
         Unfinished::Superseded(format!("{input} was replaced since its upload event")).into()
     } else if error.is_not_found() {
@@ -348,7 +382,7 @@ fn input_failure<S: ObjectStore>(input: &S3Uri, error: StoreError) -> Stop<S> {
 }
 
 /// Writing an output or the report failed.
-fn output_failure(error: StoreError) -> Unfinished {
+pub(crate) fn output_failure(error: StoreError) -> Unfinished {
     if error.is_not_found() {
         Unfinished::Retry(RetryCause::Operator, format!("{error}; check the output bucket"))
     } else {
@@ -357,7 +391,7 @@ fn output_failure(error: StoreError) -> Unfinished {
 }
 
 /// A refusal only the operator can lift, or a failure that may pass.
-fn access_or_transient(error: StoreError, place: &str) -> Unfinished {
+pub(crate) fn access_or_transient(error: StoreError, place: &str) -> Unfinished {
     if error.is_kms() {
         Unfinished::Retry(
             RetryCause::Operator,
@@ -370,7 +404,7 @@ fn access_or_transient(error: StoreError, place: &str) -> Unfinished {
     }
 }
 
-fn upload_failure(error: UploadError) -> Unfinished {
+pub(crate) fn upload_failure(error: UploadError) -> Unfinished {
     match error {
         UploadError::Store(error) => output_failure(error),
         UploadError::Abandoned => Unfinished::Retry(RetryCause::Transient, error.to_string()),
@@ -379,7 +413,7 @@ fn upload_failure(error: UploadError) -> Unfinished {
 
 /// No model could be chosen: the input's fault when it names a model or version that is not
 /// there, the operator's when the deployment's default or the repository itself is wrong.
-fn resolve_failure<S: ObjectStore>(error: ResolveError) -> Stop<S> {
+pub(crate) fn resolve_failure<S: ObjectStore>(error: ResolveError) -> Stop<S> {
     match error {
         error if error.is_the_inputs() => Stop::file(error.to_string()),
         ResolveError::Storage(error) => model_failure(error).into(),
@@ -388,13 +422,13 @@ fn resolve_failure<S: ObjectStore>(error: ResolveError) -> Stop<S> {
 }
 
 /// Loading the deployment's model failed: only the operator can fix that, unless it may pass.
-fn model_failure(error: ModelLoadError) -> Unfinished {
+pub(crate) fn model_failure(error: ModelLoadError) -> Unfinished {
     let cause = if error.is_transient() { RetryCause::Transient } else { RetryCause::Operator };
     Unfinished::Retry(cause, error.to_string())
 }
 
 /// The input's format, or why the job cannot be attempted at all, judged from the message.
-fn input_kind(job: &JobMessage, settings: &JobSettings) -> Result<FileKind, String> {
+pub(crate) fn input_kind(job: &JobMessage, settings: &JobSettings) -> Result<FileKind, String> {
     let uri = input_uri(job);
     let kind = FileKind::from_name(&job.input.key, None, settings.csv).map_err(|e| format!("{uri}: {e}"))?;
     if job.input.size > settings.max_input_bytes {

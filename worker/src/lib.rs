@@ -7,6 +7,7 @@
 //! - [`models`]: model files and a cache of loaded models within a memory budget.
 //! - [`repository`]: the model repository, and which model a job runs.
 //! - [`job`]: one job, from input to report, ending as one [`job::JobOutcome`].
+//! - [`shard`]: one shard of a big file, and the assembly of the file's output from its shards.
 //! - [`drain`]: the queue loop with heartbeat, retries and graceful stop.
 //! - [`local_transform`]: `worker transform`, one file from the command line.
 //! - [`serve`]: `worker serve`, online inference over TF Serving, KServe v2 and TorchServe.
@@ -26,6 +27,7 @@ pub mod repository;
 pub mod retry;
 pub mod s3;
 pub mod serve;
+pub mod shard;
 pub mod shutdown;
 pub mod sqs;
 pub mod store;

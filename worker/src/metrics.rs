@@ -13,6 +13,7 @@ pub const NAMES: &[&str] = &[
     "FilesSucceeded",
     "FilesFailed",
     "FilesSuperseded",
+    "ShardsDone",
     "JobsRetried",
     "MessagesMalformed",
     "RowsIn",
@@ -55,6 +56,7 @@ pub fn outcome_record(
         JobOutcome::Superseded(reason) => {
             record.metric("FilesSuperseded", Unit::Count, 1.0).property("reason", reason.clone())
         }
+        JobOutcome::ShardDone(what) => record.metric("ShardsDone", Unit::Count, 1.0).property("shard", what.clone()),
         JobOutcome::Retry { cause, reason } => record
             .metric("JobsRetried", Unit::Count, 1.0)
             .metric("UploadToStartSeconds", Unit::Seconds, waited)
@@ -104,10 +106,12 @@ mod tests {
             worker_id: "w".into(),
             attempt: 1,
             first_errors: vec![],
+            split: None,
         };
         let outcomes = [
             JobOutcome::Reported(Box::new(report)),
             JobOutcome::Superseded("replaced".into()),
+            JobOutcome::ShardDone("shard 1 of 2 staged".into()),
             JobOutcome::Retry { cause: RetryCause::Operator, reason: "AccessDenied".into() },
         ];
         let records: Vec<_> = outcomes.iter().map(|o| outcome_record("ns", &job, 1, started, o).to_json()).collect();

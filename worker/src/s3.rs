@@ -41,6 +41,16 @@ impl S3Store {
     }
 }
 
+/// A key as `x-amz-copy-source` wants it: URL-encoded, its slashes kept.
+fn encode_key(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// An ETag as HTTP's `If-Match` wants it: in double quotes (events carry it without).
 fn quoted(etag: &str) -> String {
     format!("\"{}\"", etag.trim_matches('"'))
@@ -128,6 +138,25 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn put_if_absent(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .content_type(content_type)
+            .if_none_match("*")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(failed("PutObject", uri));
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if error.is_precondition_failed() => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     async fn delete(&self, uri: &S3Uri) -> Result<(), StoreError> {
         self.client
             .delete_object()
@@ -190,6 +219,29 @@ impl ObjectStore for S3Store {
             .await
             .map_err(failed("CompleteMultipartUpload", uri))?;
         Ok(())
+    }
+
+    async fn copy_part(
+        &self,
+        uri: &S3Uri,
+        upload_id: &str,
+        number: i32,
+        source: &S3Uri,
+        (start, end): (u64, u64),
+    ) -> Result<String, StoreError> {
+        let copied = self
+            .client
+            .upload_part_copy()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .copy_source(format!("{}/{}", source.bucket, encode_key(&source.key)))
+            .copy_source_range(format!("bytes={start}-{}", end - 1))
+            .send()
+            .await
+            .map_err(failed("UploadPartCopy", uri))?;
+        Ok(copied.copy_part_result.and_then(|r| r.e_tag).unwrap_or_default())
     }
 
     async fn abort_multipart(&self, uri: &S3Uri, upload_id: &str) -> Result<(), StoreError> {

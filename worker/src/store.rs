@@ -59,6 +59,14 @@ pub trait ObjectStore: Clone + Send + Sync + 'static {
     /// The object's current ETag, or a `PreconditionFailed` error when `if_match` no longer holds.
     fn head(&self, uri: &S3Uri, if_match: Option<&str>) -> impl Future<Output = Result<String, StoreError>> + Send;
     fn put(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Creates the object only if there is none (`If-None-Match: *`): `false` when one was
+    /// there. Of writers racing for the same key, exactly one gets `true`.
+    fn put_if_absent(
+        &self,
+        uri: &S3Uri,
+        body: Bytes,
+        content_type: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Deleting what is not there succeeds.
     fn delete(&self, uri: &S3Uri) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Starts a multipart upload; returns its id.
@@ -83,4 +91,14 @@ pub trait ObjectStore: Clone + Send + Sync + 'static {
         parts: &[(i32, String)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn abort_multipart(&self, uri: &S3Uri, upload_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Uploads part `number` as a copy of bytes `[range.0, range.1)` of `source`, inside the
+    /// store (`UploadPartCopy`); returns its ETag.
+    fn copy_part(
+        &self,
+        uri: &S3Uri,
+        upload_id: &str,
+        number: i32,
+        source: &S3Uri,
+        range: (u64, u64),
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
 }

@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use md5::{Digest, Md5};
 use shared::S3Uri;
 use shared::aws_error::{AwsError, AwsErrorKind};
+use shared::shards::Assembled;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -98,6 +99,98 @@ impl<S: ObjectStore> Transfers<S> {
         retry(&self.retry, || self.store.delete(uri)).await
     }
 
+    /// Creates `uri` unless it exists; `true` when this call created it.
+    pub async fn put_if_absent(&self, uri: &S3Uri, body: Bytes, content_type: &str) -> Result<bool, StoreError> {
+        retry(&self.retry, || self.store.put_if_absent(uri, body.clone(), content_type)).await
+    }
+
+    /// A small JSON object, or `None` when there is none.
+    pub async fn read_json<T: serde::de::DeserializeOwned>(&self, uri: &S3Uri) -> Result<Option<T>, StoreError> {
+        match self.read_all(uri).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                AwsError::other("S3", "GetObject", AwsErrorKind::Response, format!("not the JSON expected: {e}"))
+                    .on(uri.to_string())
+            }),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bytes `[start, end)` of an object, into memory (a few MiB at most).
+    pub async fn read_range(&self, uri: &S3Uri, (start, end): (u64, u64)) -> Result<Bytes, StoreError> {
+        retry(&self.retry, || async {
+            let request = GetRequest { range_start: start, ..GetRequest::whole(uri.clone()) };
+            let object = self.store.get(&request).await?;
+            let mut bytes = Vec::with_capacity((end - start) as usize);
+            object.body.take(end - start).read_to_end(&mut bytes).await.map_err(|e| broken_download(uri, e))?;
+            if bytes.len() as u64 != end - start {
+                let short = format!("read {} of bytes {start}-{end}", bytes.len());
+                return Err(AwsError::other("S3", "GetObject", AwsErrorKind::Network, short).on(uri.to_string()));
+            }
+            Ok(Bytes::from(bytes))
+        })
+        .await
+    }
+
+    /// Starts reading `input` from byte `from` to its end: a shard's rows and what follows
+    /// them, until the reader has what it owns. Every request is pinned to the input's ETag;
+    /// there is no whole object to check the bytes against.
+    pub async fn open_range(&self, input: &InputSpec, from: u64) -> Result<Download<S>, StoreError> {
+        let request = GetRequest {
+            uri: input.uri.clone(),
+            if_match: input.etag.clone(),
+            version_id: input.version_id.clone(),
+            part_number: None,
+            range_start: from,
+        };
+        let first = retry(&self.retry, || self.store.get(&request)).await?;
+        Ok(Download {
+            source: Source { transfers: self.clone(), input: input.clone(), parts: None, check: false, from },
+            first,
+        })
+    }
+
+    pub async fn create_multipart(&self, uri: &S3Uri, content_type: &str) -> Result<String, StoreError> {
+        retry(&self.retry, || self.store.create_multipart(uri, content_type)).await
+    }
+
+    pub async fn upload_part(
+        &self,
+        uri: &S3Uri,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<String, StoreError> {
+        retry(&self.retry, || self.store.upload_part(uri, upload_id, number, body.clone())).await
+    }
+
+    pub async fn copy_part(
+        &self,
+        uri: &S3Uri,
+        upload_id: &str,
+        number: i32,
+        source: &S3Uri,
+        range: (u64, u64),
+    ) -> Result<String, StoreError> {
+        retry(&self.retry, || self.store.copy_part(uri, upload_id, number, source, range)).await
+    }
+
+    pub async fn complete_multipart(
+        &self,
+        uri: &S3Uri,
+        upload_id: &str,
+        parts: &[(i32, String)],
+    ) -> Result<(), StoreError> {
+        retry(&self.retry, || self.store.complete_multipart(uri, upload_id, parts)).await
+    }
+
+    /// Aborts an upload now (or, failing that, leaves it to the bucket's lifecycle rule).
+    pub async fn abort_multipart(&self, uri: &S3Uri, upload_id: &str) {
+        if let Err(error) = retry(&self.retry, || self.store.abort_multipart(uri, upload_id)).await {
+            tracing::warn!(output = %uri, %error, "could not abort a multipart upload; the bucket's lifecycle rule will");
+        }
+    }
+
     /// Whether the object still has `etag`.
     pub async fn object_state(&self, uri: &S3Uri, etag: &str) -> Result<ObjectState, StoreError> {
         match retry(&self.retry, || self.store.head(uri, Some(etag))).await {
@@ -129,7 +222,7 @@ impl<S: ObjectStore> Transfers<S> {
         if !check {
             tracing::debug!(input = %input.uri, "the ETag is not an MD5 of known parts: the download is not checked against it");
         }
-        Ok(Download { source: Source { transfers: self.clone(), input: input.clone(), parts, check }, first })
+        Ok(Download { source: Source { transfers: self.clone(), input: input.clone(), parts, check, from: 0 }, first })
     }
 
     /// An output streamed to `uri` as it is written; see the module documentation.
@@ -193,6 +286,8 @@ struct Source<S> {
     parts: Option<u32>,
     /// Check the bytes against the ETag.
     check: bool,
+    /// The byte the read starts at (not by parts).
+    from: u64,
 }
 
 /// What a finished download read.
@@ -261,7 +356,7 @@ impl<S: ObjectStore> Source<S> {
                         version_id: self.input.version_id.clone(),
                         part_number: by_parts.then_some(part),
                         // A whole object resumes where it broke; a part starts again.
-                        range_start: if by_parts { 0 } else { sent },
+                        range_start: if by_parts { 0 } else { self.from + sent },
                     };
                     if by_parts {
                         hasher = Md5::new();
@@ -532,6 +627,29 @@ impl<S: ObjectStore> Staged<S> {
                 result.map(|()| Uploaded { bytes, parts: parts.len() })
             }
             None => Ok(Uploaded { bytes: 0, parts: 0 }),
+        }
+    }
+}
+
+impl<S: ObjectStore> Staged<S> {
+    /// The staged bytes as an open multipart upload that any worker can complete (an output
+    /// under one part is uploaded as its only part). From here on the caller owns the upload:
+    /// it is not aborted on drop.
+    pub async fn into_assembled(mut self) -> Result<Assembled, StoreError> {
+        match self.state.take() {
+            None => Ok(Assembled::Empty),
+            Some(StagedState::Single(body)) if body.is_empty() => Ok(Assembled::Empty),
+            Some(StagedState::Single(body)) => {
+                let upload_id = self.transfers.create_multipart(&self.uri, self.content_type).await?;
+                match self.transfers.upload_part(&self.uri, &upload_id, 1, body).await {
+                    Ok(etag) => Ok(Assembled::Parts { upload_id, parts: vec![(1, etag)] }),
+                    Err(error) => {
+                        self.transfers.abort_multipart(&self.uri, &upload_id).await;
+                        Err(error)
+                    }
+                }
+            }
+            Some(StagedState::Multipart { upload_id, parts, .. }) => Ok(Assembled::Parts { upload_id, parts }),
         }
     }
 }

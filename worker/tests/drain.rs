@@ -52,6 +52,7 @@ fn report(job: &JobMessage, attempt: u32, worker: &str) -> JobOutcome {
         worker_id: worker.into(),
         attempt,
         first_errors: vec![],
+        split: None,
     }))
 }
 

@@ -3,74 +3,10 @@
 
 mod support;
 
-use std::time::Duration;
-
-use chrono::Utc;
+use shared::JobStatus;
 use shared::aws_error::AwsError;
-use shared::{InputObject, JobMessage, JobStatus, OutputLocation};
-use support::{Fault, MemoryStore, RecordedEvents, repo};
-use worker::engine::{CsvOptions, TransformOptions};
-use worker::job::{JobHandler, JobOutcome, JobRunner, JobSettings, RetryCause};
-use worker::models::ModelCache;
-use worker::retry::Backoff;
-use worker::transfer::Transfers;
-
-const MODEL: &str = "iris/model.onnx";
-
-/// A store with the buckets, the iris model and its sidecar, and a runner over it.
-fn setup() -> (MemoryStore, JobRunner<MemoryStore, RecordedEvents>, RecordedEvents) {
-    let store = MemoryStore::with_buckets(&["in", "out", "models"]);
-    store.put_object("models", MODEL, std::fs::read(repo("models/iris_logreg.onnx")).unwrap());
-    store.put_object("models", &format!("{MODEL}.json"), std::fs::read(repo("models/iris_logreg.onnx.json")).unwrap());
-    let quick = Backoff { attempts: 4, first: Duration::from_millis(5), max: Duration::from_millis(20) };
-    let transfers = Transfers::with_retry(store.clone(), quick);
-    let events = RecordedEvents::default();
-    let runner = JobRunner {
-        models: ModelCache::new(transfers.clone(), 1 << 30),
-        transfers,
-        events: events.clone(),
-        settings: JobSettings {
-            transform: TransformOptions { batch_size: 256, max_bad_row_ratio: 0.1, threads: 2, ..Default::default() },
-            csv: CsvOptions { has_header: true, delimiter: b',' },
-            max_input_bytes: 1 << 30,
-            metrics_namespace: "sluice-test".into(),
-        },
-        worker_id: "worker-1".into(),
-    };
-    (store, runner, events)
-}
-
-fn iris() -> Vec<u8> {
-    std::fs::read(repo("examples/data/iris.csv")).unwrap()
-}
-
-/// iris.csv's rows over and over, with fresh ids.
-fn iris_like(rows: usize) -> Vec<u8> {
-    let text = String::from_utf8(iris()).unwrap();
-    let mut lines = text.lines();
-    let mut out = format!("{}\n", lines.next().unwrap());
-    let samples: Vec<&str> = lines.map(|l| l.split_once(',').unwrap().1).collect();
-    for i in 0..rows {
-        out.push_str(&format!("{},{}\n", i + 1, samples[i % samples.len()]));
-    }
-    out.into_bytes()
-}
-
-fn job_for(key: &str, etag: &str, size: usize) -> JobMessage {
-    JobMessage::new(
-        InputObject { bucket: "in".into(), key: key.into(), size: size as u64, etag: etag.into(), version_id: None },
-        OutputLocation { bucket: "out".into(), prefix: String::new() },
-        format!("s3://models/{MODEL}"),
-        Utc::now(),
-    )
-}
-
-/// Puts `data` under `key` in the input bucket and returns the job its upload event gives.
-fn upload(store: &MemoryStore, key: &str, data: Vec<u8>) -> JobMessage {
-    let size = data.len();
-    let etag = store.put_object("in", key, data);
-    job_for(key, &etag, size)
-}
+use support::{Fault, iris, iris_like, job_for, setup, upload};
+use worker::job::{JobHandler, JobOutcome, RetryCause};
 
 fn retry_of(outcome: JobOutcome) -> (RetryCause, String) {
     match outcome {

@@ -19,6 +19,7 @@ pub mod model_config;
 pub mod ops;
 pub mod parallel;
 pub mod pipeline;
+pub mod shard;
 pub mod sinks;
 pub mod sources;
 
@@ -29,7 +30,7 @@ pub use model::{
     ColumnInput, ColumnType, Element, METADATA_KEY, Model, ModelError, OutputKind, OutputSpec, OutputValues,
 };
 pub use model_config::{ColumnRef, ModelConfig, Passthrough};
-pub use pipeline::transform;
+pub use pipeline::{Portion, ROW_ERROR_HEADER, check_whole_file, transform, transform_shard};
 use shared::report::RowError;
 
 #[derive(Debug, Clone, Copy, PartialEq)]

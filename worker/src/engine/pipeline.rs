@@ -3,7 +3,7 @@
 //! calling thread writes them out in input order. Memory stays bounded by the batch size
 //! whatever the file size. Images go to [`super::image`].
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 
 use shared::report::{REPORTED_ROW_ERRORS, RowError};
 
@@ -24,13 +24,25 @@ struct Formatted {
     bad: Vec<BadRow>,
 }
 
+/// Which part of a file a transform reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Portion<'a> {
+    /// The whole file: a file with no rows, or too many bad ones, fails.
+    Whole,
+    /// A shard of it ([`super::shard`]): the whole file's checks are made once all shards are
+    /// done. The first shard is read as a file is; a later one is told the file's first row
+    /// (`first_row`, from [`super::shard::first_row_line`]) for its columns, writes no header,
+    /// and numbers its lines from 1.
+    Shard { first_row: Option<&'a [u8]> },
+}
+
 /// Runs `model` over `input` (its columns mapped by `model.config`; or an image, or an archive of
 /// images, for an image model), writing predictions to `output` and rejected rows or images to
 /// `errors` (nothing at all when every one is good). `progress` hears the rows read so far.
 pub fn transform(
     input: impl Read + Send,
     kind: FileKind,
-    mut output: impl Write,
+    output: impl Write,
     errors: impl Write,
     model: &Model,
     options: &TransformOptions,
@@ -49,18 +61,67 @@ pub fn transform(
         // A table model: an image is refused where the rows' source is chosen, below.
         (_, None) => {}
     }
-    let text = open_text(input, kind.gzip)?;
-    let mut source: Box<dyn RowSource + '_> = match kind.format {
-        DataFormat::Csv { delimiter, has_header } => Box::new(CsvSource::open(text, delimiter, has_header, model)?),
-        DataFormat::JsonLines => Box::new(JsonLinesSource::open(text, model)?),
-        DataFormat::Image | DataFormat::ImageArchive => {
+    transform_table(
+        open_text(input, kind.gzip)?,
+        kind.format,
+        (output, errors),
+        model,
+        options,
+        Portion::Whole,
+        progress,
+    )
+}
+
+/// Runs a table model over the rows of one shard of a file (uncompressed text: a compressed file
+/// is never split); see [`Portion::Shard`].
+pub fn transform_shard(
+    rows: impl Read + Send,
+    format: DataFormat,
+    output: impl Write,
+    errors: impl Write,
+    model: &Model,
+    options: &TransformOptions,
+    first_row: Option<&[u8]>,
+) -> Result<TransformSummary, TransformError> {
+    if model.image.is_some() || format.is_image() {
+        return Err(TransformError::WrongInput("only tables are split into shards".into()));
+    }
+    let text = std::io::BufReader::with_capacity(256 * 1024, rows);
+    transform_table(text, format, (output, errors), model, options, Portion::Shard { first_row }, &mut |_| {})
+}
+
+fn transform_table(
+    text: impl BufRead + Send,
+    format: DataFormat,
+    (mut output, errors): (impl Write, impl Write),
+    model: &Model,
+    options: &TransformOptions,
+    portion: Portion<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<TransformSummary, TransformError> {
+    let first_row = match portion {
+        Portion::Shard { first_row } => first_row,
+        Portion::Whole => None,
+    };
+    let mut source: Box<dyn RowSource + '_> = match (format, first_row) {
+        (DataFormat::Csv { delimiter, has_header }, None) => {
+            Box::new(CsvSource::open(text, delimiter, has_header, model)?)
+        }
+        (DataFormat::Csv { delimiter, has_header }, Some(first)) => {
+            Box::new(CsvSource::open_after(first, text, delimiter, has_header, model)?)
+        }
+        (DataFormat::JsonLines, None) => Box::new(JsonLinesSource::open(text, model)?),
+        (DataFormat::JsonLines, Some(first)) => Box::new(JsonLinesSource::open_after(first, text, model)?),
+        (DataFormat::Image | DataFormat::ImageArchive, _) => {
             return Err(TransformError::WrongInput(
                 "the model takes rows of features, not images (its configuration has no \"image\" section)".into(),
             ));
         }
     };
-    let layout = OutputLayout::new(kind.format, source.plan(), source.named(), model);
-    output.write_all(&layout.header()?)?;
+    let layout = OutputLayout::new(format, source.plan(), source.named(), model);
+    if first_row.is_none() {
+        output.write_all(&layout.header()?)?;
+    }
 
     let batch_size = options.batch_size.max(1).next_multiple_of(RUN_ROW_MULTIPLE);
     let mut errors = ErrorWriter::new(errors, ROW_ERROR_HEADER);
@@ -100,7 +161,7 @@ pub fn transform(
         },
     )?;
     output.flush()?;
-    errors.finish(summary, options)
+    errors.finish(summary, options, portion == Portion::Whole)
 }
 
 fn run_batch(batch: Batch, model: &Model, layout: &OutputLayout, capacity: usize) -> Result<Formatted, TransformError> {
@@ -113,7 +174,7 @@ fn run_batch(batch: Batch, model: &Model, layout: &OutputLayout, capacity: usize
 }
 
 /// The errors file's header for tables: the line a bad row starts on, why, and the row.
-const ROW_ERROR_HEADER: [&str; 3] = ["line", "reason", "row"];
+pub const ROW_ERROR_HEADER: [&str; 3] = ["line", "reason", "row"];
 
 /// Bad rows (or images): `line,reason,row`, the header written with the first one.
 pub(super) struct ErrorWriter<E: Write> {
@@ -140,23 +201,32 @@ impl<E: Write> ErrorWriter<E> {
         Ok(())
     }
 
-    /// Completes `summary` with the bad rows, and fails it when there are none at all or too
-    /// many bad ones.
+    /// Completes `summary` with the bad rows, and (for a whole file) fails it when there are
+    /// none at all or too many bad ones.
     pub(super) fn finish(
         mut self,
         mut summary: TransformSummary,
         options: &TransformOptions,
+        whole_file: bool,
     ) -> Result<TransformSummary, TransformError> {
         self.csv.flush()?;
         summary.bad_rows = self.count;
         summary.first_errors = self.first;
-        if summary.rows_in == 0 {
-            return Err(TransformError::NoDataRows);
-        }
-        if summary.bad_rows as f64 > options.max_bad_row_ratio * summary.rows_in as f64 {
-            summary.rows_out = 0;
-            return Err(TransformError::TooManyBadRows { summary, limit: options.max_bad_row_ratio });
-        }
-        Ok(summary)
+        if whole_file { check_whole_file(summary, options.max_bad_row_ratio) } else { Ok(summary) }
     }
+}
+
+/// A whole file fails when it has no rows at all, or more bad ones than `max_bad_row_ratio`.
+pub fn check_whole_file(
+    mut summary: TransformSummary,
+    max_bad_row_ratio: f64,
+) -> Result<TransformSummary, TransformError> {
+    if summary.rows_in == 0 {
+        return Err(TransformError::NoDataRows);
+    }
+    if summary.bad_rows as f64 > max_bad_row_ratio * summary.rows_in as f64 {
+        summary.rows_out = 0;
+        return Err(TransformError::TooManyBadRows { summary, limit: max_bad_row_ratio });
+    }
+    Ok(summary)
 }

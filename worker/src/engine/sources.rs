@@ -1,5 +1,6 @@
 //! Reading rows into mini-batches: CSV (header or not, any delimiter) and JSON Lines.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, Read};
 
 use csv::{ByteRecord, ReaderBuilder, WriterBuilder};
@@ -137,7 +138,7 @@ fn parse_short_decimal(field: &[u8]) -> Option<f32> {
 }
 
 pub struct CsvSource<R: Read> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<LineIndex<R>>,
     record: ByteRecord,
     /// Without a header, the first row was read to count the columns and is still to be used.
     first_row: Option<ByteRecord>,
@@ -148,23 +149,91 @@ pub struct CsvSource<R: Read> {
 
 impl<R: Read + Send> CsvSource<R> {
     pub fn open(input: R, delimiter: u8, has_header: bool, model: &Model) -> Result<Self, TransformError> {
-        let mut reader = ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(input);
+        let mut reader = csv_reader(LineIndex::new(input), delimiter);
         let mut first = ByteRecord::new();
         if !reader.read_byte_record(&mut first)? {
             return Err(TransformError::Empty);
         }
-        let (names, first_row) =
-            if has_header { (header_names(&first)?, None) } else { (positional_names(first.len()), Some(first)) };
-        let plan = ColumnPlan::new(names, has_header, model)?;
+        let plan = csv_plan(&first, has_header, model)?;
+        let first_row = (!has_header).then_some(first);
         Ok(Self { reader, record: ByteRecord::new(), first_row, plan, named: has_header, delimiter })
+    }
+
+    /// The rows of a later shard: the columns come from the file's first row, `first` (its
+    /// header, or a row that counts the columns and is the first shard's to read).
+    pub fn open_after(
+        first: &[u8],
+        input: R,
+        delimiter: u8,
+        has_header: bool,
+        model: &Model,
+    ) -> Result<Self, TransformError> {
+        let mut record = ByteRecord::new();
+        if !csv_reader(first, delimiter).read_byte_record(&mut record)? {
+            return Err(TransformError::Empty);
+        }
+        let plan = csv_plan(&record, has_header, model)?;
+        let reader = csv_reader(LineIndex::new(input), delimiter);
+        Ok(Self { reader, record: ByteRecord::new(), first_row: None, plan, named: has_header, delimiter })
+    }
+}
+
+fn csv_reader<R: Read>(input: R, delimiter: u8) -> csv::Reader<R> {
+    ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(input)
+}
+
+/// The columns, from the file's first record: its header, or a row that counts them.
+fn csv_plan(first: &ByteRecord, has_header: bool, model: &Model) -> Result<ColumnPlan, TransformError> {
+    let names = if has_header { header_names(first)? } else { positional_names(first.len()) };
+    ColumnPlan::new(names, has_header, model)
+}
+
+/// Tells the line a CSV record starts on, as a person counts lines. The csv crate's own count
+/// is one short after a CRLF line end: a record ends at the `\r`, and the next one starts at the
+/// `\n`, before it is counted. This reader sits under the csv reader and notes where the line
+/// breaks are in what it has read and not yet been asked about (a buffer's worth at most).
+struct LineIndex<R> {
+    inner: R,
+    /// Bytes passed on so far.
+    read: u64,
+    /// The offsets of the line breaks read and not yet counted.
+    breaks: VecDeque<u64>,
+    /// The line breaks before the last offset asked about.
+    counted: u64,
+}
+
+impl<R> LineIndex<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, read: 0, breaks: VecDeque::new(), counted: 0 }
+    }
+
+    /// The line of the record starting at `byte` (asked in increasing order): 1 plus the line
+    /// breaks at or before it, so that a record starting at the `\n` of a CRLF, or at blank
+    /// lines the csv reader passes over, is on the line after them.
+    fn line_at(&mut self, byte: u64) -> u64 {
+        while self.breaks.front().is_some_and(|&at| at <= byte) {
+            self.breaks.pop_front();
+            self.counted += 1;
+        }
+        self.counted + 1
+    }
+}
+
+impl<R: Read> Read for LineIndex<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let start = self.read;
+        self.breaks.extend(buf[..n].iter().enumerate().filter(|&(_, &b)| b == b'\n').map(|(i, _)| start + i as u64));
+        self.read += n as u64;
+        Ok(n)
     }
 }
 
 /// Adds a CSV row to the batch, or records why it cannot be used.
-fn take_csv_row(plan: &ColumnPlan, delimiter: u8, record: &ByteRecord, batch: &mut Batch) {
+fn take_csv_row<R>(plan: &ColumnPlan, delimiter: u8, lines: &mut LineIndex<R>, record: &ByteRecord, batch: &mut Batch) {
     batch.rows_read += 1;
     if let Err(reason) = push_csv_row(plan, record, batch) {
-        let line = record.position().map_or(0, csv::Position::line);
+        let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
         batch.bad.push(BadRow { line, reason, raw: raw_csv_row(delimiter, record) });
     }
 }
@@ -211,15 +280,19 @@ impl<R: Read + Send> RowSource for CsvSource<R> {
 
     fn fill(&mut self, batch: &mut Batch, capacity: usize) -> Result<bool, TransformError> {
         if let Some(first) = self.first_row.take() {
-            take_csv_row(&self.plan, self.delimiter, &first, batch);
+            take_csv_row(&self.plan, self.delimiter, self.reader.get_mut(), &first, batch);
         }
-        while batch.rows < capacity {
-            if !self.reader.read_byte_record(&mut self.record)? {
-                return Ok(false);
+        let mut more = true;
+        while more && batch.rows < capacity {
+            more = self.reader.read_byte_record(&mut self.record)?;
+            if more {
+                take_csv_row(&self.plan, self.delimiter, self.reader.get_mut(), &self.record, batch);
             }
-            take_csv_row(&self.plan, self.delimiter, &self.record, batch);
         }
-        Ok(true)
+        // Forget the line breaks before the next record, so that they stay a batch's worth.
+        let next = self.reader.position().byte();
+        self.reader.get_mut().line_at(next);
+        Ok(more)
     }
 }
 
@@ -252,40 +325,36 @@ impl<R: BufRead + Send> JsonLinesSource<R> {
     pub fn open(mut input: R, model: &Model) -> Result<Self, TransformError> {
         let mut line = Vec::new();
         let mut line_number = 0;
-        let first = loop {
+        let (value, text) = loop {
             line.clear();
             if input.read_until(b'\n', &mut line)? == 0 {
                 return Err(TransformError::Empty);
             }
             line_number += 1;
             let text = trim_line(&line);
-            if text.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let text = if line_number == 1 { text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text) } else { text };
-            match serde_json::from_slice::<Value>(text) {
-                Ok(value @ (Value::Object(_) | Value::Array(_))) => break (line_number, value, text.to_vec()),
-                Ok(_) => {
-                    return Err(TransformError::Columns(format!(
-                        "line {line_number} is neither a JSON object nor an array"
-                    )));
-                }
-                Err(e) if std::str::from_utf8(text).is_err() => {
-                    let _ = e;
-                    return Err(TransformError::NotText);
-                }
-                Err(e) => {
-                    return Err(TransformError::Malformed { line: line_number, message: format!("not JSON: {e}") });
-                }
+            if !text.iter().all(u8::is_ascii_whitespace) {
+                break (first_value(text, line_number)?, text.to_vec());
             }
         };
-        let (names, objects) = match &first.1 {
+        let mut source = Self::with_first(input, &value, model)?;
+        (source.line_number, source.first_row) = (line_number, Some((line_number, value, text)));
+        Ok(source)
+    }
+
+    /// The rows of a later shard: the file's first row, `first`, says whether lines are objects
+    /// or arrays, and names the columns.
+    pub fn open_after(first: &[u8], input: R, model: &Model) -> Result<Self, TransformError> {
+        Self::with_first(input, &first_value(trim_line(first), 1)?, model)
+    }
+
+    fn with_first(input: R, first: &Value, model: &Model) -> Result<Self, TransformError> {
+        let (names, objects) = match first {
             Value::Object(map) => (map.keys().cloned().collect(), true),
             Value::Array(items) => (positional_names(items.len()), false),
-            _ => unreachable!("checked above"),
+            _ => unreachable!("first_value takes objects and arrays only"),
         };
         let plan = ColumnPlan::new(names, objects, model)?;
-        Ok(Self { input, line, line_number, first_row: Some(first), objects, plan })
+        Ok(Self { input, line: Vec::new(), line_number: 0, first_row: None, objects, plan })
     }
 
     fn field<'v>(&self, value: &'v Value, column: usize) -> Option<&'v Value> {
@@ -358,6 +427,17 @@ impl<R: BufRead + Send> RowSource for JsonLinesSource<R> {
             self.line = line;
         }
         Ok(true)
+    }
+}
+
+/// The file's first row of JSON Lines (line `line_number`): an object or an array.
+fn first_value(text: &[u8], line_number: u64) -> Result<Value, TransformError> {
+    let text = if line_number == 1 { text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text) } else { text };
+    match serde_json::from_slice::<Value>(text) {
+        Ok(value @ (Value::Object(_) | Value::Array(_))) => Ok(value),
+        Ok(_) => Err(TransformError::Columns(format!("line {line_number} is neither a JSON object nor an array"))),
+        Err(_) if std::str::from_utf8(text).is_err() => Err(TransformError::NotText),
+        Err(e) => Err(TransformError::Malformed { line: line_number, message: format!("not JSON: {e}") }),
     }
 }
 

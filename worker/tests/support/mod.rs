@@ -13,14 +13,21 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::Utc;
 use md5::{Digest, Md5};
 use shared::aws_error::AwsError;
+use shared::{InputObject, JobMessage, OutputLocation};
 use shared::{JobReport, S3Uri};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 use worker::completions::CompletionEvents;
+use worker::engine::{CsvOptions, TransformOptions};
+use worker::job::{JobRunner, JobSettings};
+use worker::models::ModelCache;
 use worker::queue::{Delivery, QueueError, WorkQueue};
+use worker::retry::Backoff;
 use worker::store::{GetRequest, ListedObject, ObjectBody, ObjectStore, StoreError};
+use worker::transfer::Transfers;
 
 // ---------------------------------------------------------------------------------------------
 // Queue
@@ -396,6 +403,18 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
+    async fn put_if_absent(&self, uri: &S3Uri, body: Bytes, _content_type: &str) -> Result<bool, StoreError> {
+        self.check("PutObject", uri)?;
+        let mut state = self.state.lock().unwrap();
+        let key = (uri.bucket.clone(), uri.key.clone());
+        if state.objects.contains_key(&key) {
+            return Ok(false);
+        }
+        let etag = md5_hex(&body);
+        state.objects.insert(key, Object { data: body, etag, parts: Vec::new(), kms: false });
+        Ok(true)
+    }
+
     async fn delete(&self, uri: &S3Uri) -> Result<(), StoreError> {
         self.check("DeleteObject", uri)?;
         self.state.lock().unwrap().objects.remove(&(uri.bucket.clone(), uri.key.clone()));
@@ -440,12 +459,47 @@ impl ObjectStore for MemoryStore {
             )
         })?;
         let chunks: Vec<Bytes> = parts.iter().map(|(n, _)| uploaded[n].clone()).collect();
+        // As S3 (and moto) insist: every part but the last at least 5 MiB.
+        if chunks.iter().rev().skip(1).any(|c| c.len() < 5 * 1024 * 1024) {
+            return Err(AwsError::service(
+                "S3",
+                "CompleteMultipartUpload",
+                "EntityTooSmall",
+                "Your proposed upload is smaller than the minimum allowed object size.",
+                400,
+            )
+            .on(uri.to_string()));
+        }
         let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_ref()).collect();
         let etag = multipart_etag(&refs);
         let data: Bytes = chunks.concat().into();
         let object = Object { data, etag, parts: refs.iter().map(|c| c.len()).collect(), kms: false };
         state.objects.insert((uri.bucket.clone(), uri.key.clone()), object);
         Ok(())
+    }
+
+    async fn copy_part(
+        &self,
+        uri: &S3Uri,
+        upload_id: &str,
+        number: i32,
+        source: &S3Uri,
+        (start, end): (u64, u64),
+    ) -> Result<String, StoreError> {
+        self.check("UploadPartCopy", uri)?;
+        let mut state = self.state.lock().unwrap();
+        let data = state
+            .objects
+            .get(&(source.bucket.clone(), source.key.clone()))
+            .map(|o| o.data.clone())
+            .ok_or_else(|| Self::missing("UploadPartCopy", source))?;
+        let (_, parts) = state.uploads.get_mut(upload_id).ok_or_else(|| {
+            AwsError::service("S3", "UploadPartCopy", "NoSuchUpload", "The specified upload does not exist", 404)
+        })?;
+        let body = data.slice(start as usize..end as usize);
+        let etag = md5_hex(&body);
+        parts.insert(number, body);
+        Ok(etag)
     }
 
     async fn abort_multipart(&self, uri: &S3Uri, upload_id: &str) -> Result<(), StoreError> {
@@ -499,4 +553,65 @@ pub fn repo(path: &str) -> std::path::PathBuf {
 
 pub fn s3(bucket: &str, key: &str) -> S3Uri {
     uri(bucket, key)
+}
+
+pub const MODEL: &str = "iris/model.onnx";
+
+// ---------------------------------------------------------------------------------------------
+// A job runner over the store, with the iris model
+// ---------------------------------------------------------------------------------------------
+
+/// A store with the buckets, the iris model and its sidecar, and a runner over it.
+pub fn setup() -> (MemoryStore, JobRunner<MemoryStore, RecordedEvents>, RecordedEvents) {
+    let store = MemoryStore::with_buckets(&["in", "out", "models"]);
+    store.put_object("models", MODEL, std::fs::read(repo("models/iris_logreg.onnx")).unwrap());
+    store.put_object("models", &format!("{MODEL}.json"), std::fs::read(repo("models/iris_logreg.onnx.json")).unwrap());
+    let quick = Backoff { attempts: 4, first: Duration::from_millis(5), max: Duration::from_millis(20) };
+    let transfers = Transfers::with_retry(store.clone(), quick);
+    let events = RecordedEvents::default();
+    let runner = JobRunner {
+        models: ModelCache::new(transfers.clone(), 1 << 30),
+        transfers,
+        events: events.clone(),
+        settings: JobSettings {
+            transform: TransformOptions { batch_size: 256, max_bad_row_ratio: 0.1, threads: 2, ..Default::default() },
+            csv: CsvOptions { has_header: true, delimiter: b',' },
+            max_input_bytes: 1 << 30,
+            metrics_namespace: "sluice-test".into(),
+        },
+        worker_id: "worker-1".into(),
+    };
+    (store, runner, events)
+}
+
+pub fn iris() -> Vec<u8> {
+    std::fs::read(repo("examples/data/iris.csv")).unwrap()
+}
+
+/// iris.csv's rows over and over, with fresh ids.
+pub fn iris_like(rows: usize) -> Vec<u8> {
+    let text = String::from_utf8(iris()).unwrap();
+    let mut lines = text.lines();
+    let mut out = format!("{}\n", lines.next().unwrap());
+    let samples: Vec<&str> = lines.map(|l| l.split_once(',').unwrap().1).collect();
+    for i in 0..rows {
+        out.push_str(&format!("{},{}\n", i + 1, samples[i % samples.len()]));
+    }
+    out.into_bytes()
+}
+
+pub fn job_for(key: &str, etag: &str, size: usize) -> JobMessage {
+    JobMessage::new(
+        InputObject { bucket: "in".into(), key: key.into(), size: size as u64, etag: etag.into(), version_id: None },
+        OutputLocation { bucket: "out".into(), prefix: String::new() },
+        format!("s3://models/{MODEL}"),
+        Utc::now(),
+    )
+}
+
+/// Puts `data` under `key` in the input bucket and returns the job its upload event gives.
+pub fn upload(store: &MemoryStore, key: &str, data: Vec<u8>) -> JobMessage {
+    let size = data.len();
+    let etag = store.put_object("in", key, data);
+    job_for(key, &etag, size)
 }

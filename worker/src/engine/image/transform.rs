@@ -95,7 +95,7 @@ pub fn transform_archive(
     if summary.rows_in == 0 {
         return Err(TransformError::NoImages);
     }
-    errors.finish(summary, options)
+    errors.finish(summary, options, true)
 }
 
 /// A member of the archive, read.

@@ -1,0 +1,682 @@
+//! One shard of a big file ([`shared::shards`]): its rows through the model into staged objects;
+//! then, from whichever shard finds every shard done, the file's one output.
+//!
+//! - **Stage.** The shard reads its byte range (every request pinned to the input's ETag),
+//!   keeps the rows that start in it ([`crate::engine::shard`]), and writes its predictions and
+//!   rejected rows to objects of its own under the staging prefix. Then it records what it did
+//!   (`done/<index>.json`). A shard redelivered after a crash does the same again, overwriting
+//!   its own objects with the same bytes; the others' finished work is untouched.
+//! - **Assemble.** The shard that sees all shards done builds the output as an open multipart
+//!   upload: each staged output copied inside S3 (`UploadPartCopy`), the few MiB around a small
+//!   one uploaded again so that every part but the last has S3's minimum of 5 MiB. The errors
+//!   file is rewritten with whole-file line numbers. The bad-row limit is checked on the whole.
+//! - **Decide once.** The outcome (the report and the uploads to complete) is written as the
+//!   file's claim with `If-None-Match: *`: of assemblers racing, one wins, the others abort their
+//!   uploads. Whoever reads the claim carries it out (idempotently), so one that dies after
+//!   writing it leaves nothing undone. A shard that finds the file cannot be split claims it
+//!   whole and runs it as one job.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use shared::report::{JobReport, JobStatus, ModelInfo, ReportOutputs, RowCounts, RowError, ShardReport, SplitReport};
+use shared::shards::{Assembled, Claim, Shard, ShardDone, Staging};
+use shared::{JobMessage, S3Uri};
+
+use crate::completions::CompletionEvents;
+use crate::engine::shard::{OwnedRows, Unsplittable, append_errors, first_row_line, read_from};
+use crate::engine::{
+    DataFormat, FileKind, ROW_ERROR_HEADER, TransformError, TransformSummary, check_whole_file, transform_shard,
+};
+use crate::job::{
+    JobRunner, RetryCause, ShardEnd, Stop, Unfinished, access_or_transient, input_failure, input_kind, input_uri,
+    model_failure, output_failure, output_uri, upload_failure,
+};
+use crate::store::{ObjectStore, StoreError};
+use crate::transfer::{InputSpec, ObjectState, Transfers, input_channel};
+
+/// S3's smallest part, for every part but the last.
+const MIN_PART: u64 = 5 * 1024 * 1024;
+/// The largest part copied in one `UploadPartCopy` (S3 allows 5 GiB).
+const MAX_COPY: u64 = 1024 * 1024 * 1024;
+const STAGED_TYPE: &str = "application/octet-stream";
+
+/// Why a shard did not stage its part.
+enum ShardStop {
+    /// The file cannot be split: it runs whole.
+    Unsplittable(String),
+    /// The file's own fault: the file fails.
+    File(String),
+    Unfinished(Unfinished),
+}
+
+impl From<Unfinished> for ShardStop {
+    fn from(unfinished: Unfinished) -> Self {
+        ShardStop::Unfinished(unfinished)
+    }
+}
+
+impl<S: ObjectStore> From<Stop<S>> for ShardStop {
+    fn from(stop: Stop<S>) -> Self {
+        match stop {
+            Stop::File { reason, .. } => ShardStop::File(reason),
+            Stop::Unfinished(unfinished) => ShardStop::Unfinished(unfinished),
+        }
+    }
+}
+
+/// One shard's message, to its end; see the module documentation.
+pub(crate) async fn run<S: ObjectStore, E: CompletionEvents>(
+    runner: &JobRunner<S, E>,
+    job: &JobMessage,
+    shard: Shard,
+    attempt: u32,
+) -> Result<ShardEnd, Unfinished> {
+    let file = File { runner, job, staging: Staging::for_job(job), shard, attempt };
+    // Decided already: this message is late, or repeated.
+    if let Some(claim) = file.claim().await? {
+        return file.follow(claim).await;
+    }
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let staged = match file.stage().await {
+        Ok(staged) => staged,
+        Err(ShardStop::Unsplittable(reason)) => {
+            tracing::warn!(%reason, "the file cannot be split: running it whole");
+            return file.decide(Claim::Whole { shard: shard.index, reason }).await;
+        }
+        Err(ShardStop::File(reason)) => {
+            let report = file.report(JobStatus::Failed, Some(reason), TransformSummary::default(), None, started_at);
+            return file.decide(Claim::Publish { report: Box::new(report), data: None, errors: None }).await;
+        }
+        Err(ShardStop::Unfinished(unfinished)) => return Err(unfinished),
+    };
+    let done = ShardDone {
+        shard,
+        model: staged.model,
+        lines: staged.lines,
+        rows: RowCounts {
+            input: staged.summary.rows_in,
+            output: staged.summary.rows_out,
+            bad: staged.summary.bad_rows,
+        },
+        first_errors: staged.summary.first_errors,
+        output_bytes: staged.output_bytes,
+        errors_bytes: staged.errors_bytes,
+        started_at,
+        seconds: clock.elapsed().as_secs_f64(),
+        worker_id: runner.worker_id.clone(),
+        attempt,
+    };
+    let body = serde_json::to_vec(&done).expect("a shard's record serialises");
+    file.transfers()
+        .put(&file.at(file.staging.done(shard.index)), body.into(), "application/json")
+        .await
+        .map_err(output_failure)?;
+    tracing::info!(
+        shard = shard.index,
+        rows = done.rows.input,
+        lines = done.lines,
+        seconds = done.seconds,
+        "shard staged"
+    );
+    // A decision taken meanwhile makes this shard's work unneeded.
+    if let Some(claim) = file.claim().await? {
+        return file.follow(claim).await;
+    }
+    let finished = file.finished_shards().await?;
+    if finished.len() < shard.count as usize {
+        return Ok(ShardEnd::Done(format!(
+            "shard {} of {} staged; {} of {} done",
+            shard.index + 1,
+            shard.count,
+            finished.len(),
+            shard.count
+        )));
+    }
+    file.assemble(finished).await
+}
+
+/// A staged shard.
+struct Staged {
+    model: ModelInfo,
+    summary: TransformSummary,
+    lines: u64,
+    output_bytes: u64,
+    errors_bytes: u64,
+}
+
+/// The file a shard belongs to, from that shard's message.
+struct File<'a, S: ObjectStore, E> {
+    runner: &'a JobRunner<S, E>,
+    job: &'a JobMessage,
+    staging: Staging,
+    shard: Shard,
+    attempt: u32,
+}
+
+impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
+    fn transfers(&self) -> &Transfers<S> {
+        &self.runner.transfers
+    }
+
+    fn at(&self, key: String) -> S3Uri {
+        S3Uri { bucket: self.staging.bucket.clone(), key }
+    }
+
+    fn input(&self) -> InputSpec {
+        InputSpec {
+            uri: input_uri(self.job),
+            etag: Some(self.job.input.etag.clone()),
+            version_id: self.job.input.version_id.clone(),
+        }
+    }
+
+    async fn claim(&self) -> Result<Option<Claim>, Unfinished> {
+        self.transfers().read_json(&self.at(self.staging.claim())).await.map_err(output_failure)
+    }
+
+    /// Writes `claim` unless the file has one, then carries out whichever is the file's.
+    async fn decide(&self, claim: Claim) -> Result<ShardEnd, Unfinished> {
+        let body = serde_json::to_vec(&claim).expect("a claim serialises");
+        let won = self
+            .transfers()
+            .put_if_absent(&self.at(self.staging.claim()), body.into(), "application/json")
+            .await
+            .map_err(output_failure)?;
+        if won {
+            return self.follow(claim).await;
+        }
+        // Another shard decided first: what this one prepared is not needed.
+        if let Claim::Publish { data, errors, .. } = claim {
+            let keys = self.job.output_keys();
+            self.abandon(&keys.data, data).await;
+            self.abandon(&keys.errors, errors).await;
+        }
+        match self.claim().await? {
+            Some(theirs) => self.follow(theirs).await,
+            None => Err(Unfinished::Retry(RetryCause::Transient, "the file's claim vanished".into())),
+        }
+    }
+
+    /// Carries out the file's decision.
+    async fn follow(&self, claim: Claim) -> Result<ShardEnd, Unfinished> {
+        match claim {
+            Claim::Whole { shard, reason } if shard == self.shard.index => {
+                let not_split = SplitReport::NotSplit { reason: format!("the file cannot be split: {reason}") };
+                let report = self.runner.complete(self.job, self.attempt, Some(not_split)).await?;
+                self.clean_up().await;
+                Ok(ShardEnd::Reported(report))
+            }
+            Claim::Whole { shard, .. } => {
+                self.drop_own().await;
+                Ok(ShardEnd::Done(format!("the file runs whole, in the message of shard {}", shard + 1)))
+            }
+            Claim::Publish { report, data, errors } => {
+                let announced = self.publish(&report, data, errors).await?;
+                self.drop_own().await;
+                Ok(if announced {
+                    ShardEnd::Announced(*report)
+                } else {
+                    ShardEnd::Done("the file was published from another shard's message".into())
+                })
+            }
+        }
+    }
+
+    /// Makes the claim's outputs visible and writes its report (again, if a worker died after
+    /// doing so); puts the completion event unless it was put. `true` when this call put it.
+    async fn publish(
+        &self,
+        report: &JobReport,
+        data: Option<Assembled>,
+        errors: Option<Assembled>,
+    ) -> Result<bool, Unfinished> {
+        let announced = self.at(self.staging.announced());
+        match self.transfers().store().head(&announced, None).await {
+            Ok(_) => return Ok(false),
+            Err(error) if error.is_not_found() => {}
+            Err(error) => return Err(output_failure(error)),
+        }
+        let keys = self.job.output_keys();
+        self.complete(&keys.data, data).await?;
+        self.complete(&keys.errors, errors).await?;
+        self.runner.write_report(self.job, report).await?;
+        let first =
+            self.transfers().put_if_absent(&announced, Bytes::new(), "text/plain").await.map_err(output_failure)?;
+        if first {
+            self.runner.announce(report).await;
+        }
+        self.clean_up().await;
+        Ok(first)
+    }
+
+    /// Completes an assembled output (a completed one again: S3 answers `NoSuchUpload` once
+    /// it is, and the object is there), or removes an earlier output the report would contradict.
+    async fn complete(&self, key: &str, assembled: Option<Assembled>) -> Result<(), Unfinished> {
+        let uri = output_uri(self.job, key);
+        let transfers = self.transfers();
+        let result = match assembled {
+            None => transfers.delete(&uri).await,
+            Some(Assembled::Empty) => transfers.put(&uri, Bytes::new(), "text/plain").await,
+            Some(Assembled::Parts { upload_id, parts }) => {
+                match transfers.complete_multipart(&uri, &upload_id, &parts).await {
+                    Err(error) if error.is_not_found() && transfers.store().head(&uri, None).await.is_ok() => Ok(()),
+                    other => other,
+                }
+            }
+        };
+        result.map_err(output_failure)
+    }
+
+    async fn abandon(&self, key: &str, assembled: Option<Assembled>) {
+        if let Some(Assembled::Parts { upload_id, .. }) = assembled {
+            self.transfers().abort_multipart(&output_uri(self.job, key), &upload_id).await;
+        }
+    }
+
+    /// Removes this shard's staged objects.
+    async fn drop_own(&self) {
+        let index = self.shard.index;
+        for key in [self.staging.output(index), self.staging.errors(index), self.staging.done(index)] {
+            if let Err(error) = self.transfers().delete(&self.at(key)).await {
+                tracing::warn!(%error, "could not remove a staged object; the lifecycle rule will");
+            }
+        }
+    }
+
+    /// Removes the staged objects, keeping the claim (late messages read it) and the
+    /// announcement's marker; the lifecycle rule removes those.
+    async fn clean_up(&self) {
+        let keep = [self.staging.claim(), self.staging.announced()];
+        let listed = match self.transfers().list(&self.staging.bucket, &self.staging.prefix).await {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(%error, "could not list the staged objects; the lifecycle rule removes them");
+                return;
+            }
+        };
+        for object in listed.into_iter().filter(|o| !keep.contains(&o.key)) {
+            if let Err(error) = self.transfers().delete(&self.at(object.key)).await {
+                tracing::warn!(%error, "could not remove a staged object; the lifecycle rule will");
+            }
+        }
+    }
+
+    /// The model every shard of the file runs: the first shard to resolve it records it.
+    async fn pinned_model(&self) -> Result<ModelInfo, ShardStop> {
+        let uri = self.at(self.staging.model());
+        if let Some(info) = self.transfers().read_json(&uri).await.map_err(output_failure)? {
+            return Ok(info);
+        }
+        let resolved = self.runner.resolve(&self.job.model).await?;
+        let info = ModelInfo { uri: resolved.uri, name: resolved.name, version: resolved.version, sha256: None };
+        let body = serde_json::to_vec(&info).expect("model info serialises");
+        if self.transfers().put_if_absent(&uri, body.into(), "application/json").await.map_err(output_failure)? {
+            return Ok(info);
+        }
+        let pinned = self.transfers().read_json(&uri).await.map_err(output_failure)?;
+        pinned.ok_or_else(|| Unfinished::Retry(RetryCause::Transient, "the pinned model vanished".into()).into())
+    }
+
+    /// Runs the shard's rows into its staged objects.
+    async fn stage(&self) -> Result<Staged, ShardStop> {
+        let (job, shard) = (self.job, self.shard);
+        let kind = input_kind(job, &self.runner.settings).map_err(ShardStop::File)?;
+        let csv = match kind {
+            FileKind { gzip: true, .. } => return Err(ShardStop::Unsplittable(Unsplittable::Gzip.to_string())),
+            FileKind { format: DataFormat::Csv { .. }, .. } => true,
+            FileKind { format: DataFormat::JsonLines, .. } => false,
+            _ => return Err(ShardStop::Unsplittable("only tables are split".into())),
+        };
+        let info = self.pinned_model().await?;
+        let model = self.runner.models.get(&info.uri).await.map_err(|e| ShardStop::from(model_failure(e)))?;
+        let input = self.input();
+        let first_row = match shard.index {
+            0 => None,
+            _ => Some(self.first_row(&input, !csv).await?),
+        };
+
+        let download = self
+            .transfers()
+            .open_range(&input, read_from(shard.start))
+            .await
+            .map_err(|e| input_failure::<S>(&input.uri, e))?;
+        let (chunks, reader) = input_channel();
+        let (mut data_writer, data_upload) =
+            self.transfers().upload(self.at(self.staging.output(shard.index)), STAGED_TYPE);
+        let (mut errors_writer, errors_upload) =
+            self.transfers().upload(self.at(self.staging.errors(shard.index)), "text/csv");
+        let options = self.runner.settings.transform;
+        let engine_model = Arc::clone(&model);
+        let engine = tokio::task::spawn_blocking(move || {
+            let (rows, lines) = OwnedRows::new(reader, shard.start, shard.end, csv);
+            let result = transform_shard(
+                rows,
+                kind.format,
+                &mut data_writer,
+                &mut errors_writer,
+                &engine_model.model,
+                &options,
+                first_row.as_deref(),
+            );
+            if let Ok(summary) = &result {
+                let errors_finished = if summary.bad_rows > 0 { errors_writer.finish() } else { Ok(()) };
+                let finished = data_writer.finish().and(errors_finished);
+                return (result.and_then(|s| finished.map(|()| s).map_err(TransformError::Io)), lines.get());
+            }
+            (result, lines.get())
+        });
+        let (downloaded, engine, data, errors) =
+            tokio::join!(download.pump(chunks), engine, data_upload.staged(), errors_upload.staged());
+        downloaded.map_err(|e| input_failure::<S>(&input.uri, e))?;
+        let (result, lines) = engine.map_err(|join| {
+            Unfinished::Retry(RetryCause::Transient, format!("the transform stopped unexpectedly: {join}"))
+        })?;
+        let summary = match result {
+            Ok(summary) => summary,
+            Err(TransformError::Io(error)) if Unsplittable::from_io(&error).is_some() => {
+                return Err(ShardStop::Unsplittable(error.to_string()));
+            }
+            Err(error) if error.is_permanent() => {
+                return Err(ShardStop::File(format!(
+                    "{} (shard {} of {}, bytes {}-{}): {error}",
+                    input.uri,
+                    shard.index + 1,
+                    shard.count,
+                    shard.start,
+                    shard.end
+                )));
+            }
+            Err(error) => {
+                let upload = [data.err(), errors.err()].into_iter().flatten().next();
+                return Err(ShardStop::Unfinished(upload.map(upload_failure).unwrap_or_else(|| {
+                    Unfinished::Retry(RetryCause::Transient, format!("reading or writing failed: {error}"))
+                })));
+            }
+        };
+        let data = data.map_err(upload_failure)?;
+        let output_bytes = data.commit().await.map_err(output_failure)?.bytes;
+        let errors_bytes = match summary.bad_rows {
+            0 => 0,
+            _ => errors.map_err(upload_failure)?.commit().await.map_err(output_failure)?.bytes,
+        };
+        let model = ModelInfo { sha256: Some(model.model.sha256.clone()), ..info };
+        Ok(Staged { model, summary, lines, output_bytes, errors_bytes })
+    }
+
+    /// The file's first row, from its start.
+    async fn first_row(&self, input: &InputSpec, json_lines: bool) -> Result<Vec<u8>, ShardStop> {
+        let download = self.transfers().open_range(input, 0).await.map_err(|e| input_failure::<S>(&input.uri, e))?;
+        let (chunks, reader) = input_channel();
+        let read = tokio::task::spawn_blocking(move || first_row_line(std::io::BufReader::new(reader), json_lines));
+        let (downloaded, read) = tokio::join!(download.pump(chunks), read);
+        let read = read.map_err(|join| Unfinished::Retry(RetryCause::Transient, join.to_string()))?;
+        match read {
+            Ok(Some(line)) => Ok(line),
+            Ok(None) => Err(ShardStop::File(format!("{}: the file has no data rows", input.uri))),
+            Err(error) if Unsplittable::from_io(&error).is_some() => Err(ShardStop::Unsplittable(error.to_string())),
+            Err(error) => {
+                downloaded.map_err(|e| input_failure::<S>(&input.uri, e))?;
+                Err(Unfinished::Retry(RetryCause::Transient, format!("reading the file's first row failed: {error}"))
+                    .into())
+            }
+        }
+    }
+
+    /// The shards' records, in order, once every shard has one.
+    async fn finished_shards(&self) -> Result<Vec<ShardDone>, Unfinished> {
+        let listed =
+            self.transfers().list(&self.staging.bucket, &self.staging.done_prefix()).await.map_err(output_failure)?;
+        if listed.len() < self.shard.count as usize {
+            return Ok(Vec::new());
+        }
+        let mut done = Vec::with_capacity(listed.len());
+        for index in 0..self.shard.count {
+            match self.transfers().read_json::<ShardDone>(&self.at(self.staging.done(index))).await {
+                Ok(Some(record)) => done.push(record),
+                // Removed by a publication meanwhile: the claim says what happened.
+                Ok(None) => return Ok(Vec::new()),
+                Err(error) => return Err(output_failure(error)),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Builds the file's outcome from every shard's part, and decides it.
+    async fn assemble(&self, shards: Vec<ShardDone>) -> Result<ShardEnd, Unfinished> {
+        let clock = Instant::now();
+        let input = input_uri(self.job);
+        let started_at = shards.iter().map(|s| s.started_at).min().unwrap_or_else(Utc::now);
+        // Whole-file line numbers: each shard's lines follow the earlier shards'.
+        let lines_before: Vec<u64> = shards
+            .iter()
+            .scan(0, |total, shard| {
+                let before = *total;
+                *total += shard.lines;
+                Some(before)
+            })
+            .collect();
+        let mut summary = TransformSummary::default();
+        for (shard, before) in shards.iter().zip(&lines_before) {
+            summary.rows_in += shard.rows.input;
+            summary.rows_out += shard.rows.output;
+            summary.bad_rows += shard.rows.bad;
+            let room = shared::report::REPORTED_ROW_ERRORS.saturating_sub(summary.first_errors.len());
+            summary.first_errors.extend(
+                shard
+                    .first_errors
+                    .iter()
+                    .take(room)
+                    .map(|e| RowError { line: e.line + before, reason: e.reason.clone() }),
+            );
+        }
+        let verdict = check_whole_file(summary.clone(), self.runner.settings.transform.max_bad_row_ratio);
+        let keys = self.job.output_keys();
+        let (status, reason, summary, data, errors) =
+            match self.transfers().object_state(&input, &self.job.input.etag).await {
+                Err(error) => return Err(access_or_transient(error, "the input bucket")),
+                Ok(ObjectState::Replaced) => {
+                    self.clean_up().await;
+                    return Err(Unfinished::Superseded(format!("{input} was replaced while it was processed")));
+                }
+                Ok(ObjectState::Deleted) => {
+                    let reason = format!("{input} was deleted while it was processed");
+                    (JobStatus::Failed, Some(reason), TransformSummary::default(), None, None)
+                }
+                Ok(ObjectState::Unchanged) => match verdict {
+                    Ok(summary) => {
+                        let data = self.assemble_data(&shards).await.map_err(output_failure)?;
+                        let errors = match summary.bad_rows {
+                            0 => None,
+                            _ => Some(self.assemble_errors(&shards, &lines_before).await?),
+                        };
+                        (JobStatus::Succeeded, None, summary, Some(data), errors)
+                    }
+                    Err(error) => {
+                        let summary = match &error {
+                            TransformError::TooManyBadRows { summary, .. } => summary.clone(),
+                            _ => TransformSummary::default(),
+                        };
+                        let errors = match summary.bad_rows {
+                            0 => None,
+                            _ => Some(self.assemble_errors(&shards, &lines_before).await?),
+                        };
+                        (JobStatus::Failed, Some(format!("{input}: {error}")), summary, None, errors)
+                    }
+                },
+            };
+        let split = SplitReport::Shards {
+            count: self.shard.count,
+            shards: shards
+                .iter()
+                .map(|s| ShardReport {
+                    index: s.shard.index,
+                    start: s.shard.start,
+                    end: s.shard.end,
+                    rows: s.rows.input,
+                    seconds: s.seconds,
+                    worker_id: s.worker_id.clone(),
+                })
+                .collect(),
+            worker_seconds: shards.iter().map(|s| s.seconds).sum(),
+            assembly_seconds: clock.elapsed().as_secs_f64(),
+        };
+        let mut report = self.report(status, reason, summary, Some(split), started_at);
+        report.model = shards[0].model.clone();
+        report.outputs = ReportOutputs {
+            data: data.is_some().then(|| output_uri(self.job, &keys.data).to_string()),
+            errors: errors.is_some().then(|| output_uri(self.job, &keys.errors).to_string()),
+        };
+        self.decide(Claim::Publish { report: Box::new(report), data, errors }).await
+    }
+
+    /// The file's report.
+    fn report(
+        &self,
+        status: JobStatus,
+        reason: Option<String>,
+        summary: TransformSummary,
+        split: Option<SplitReport>,
+        started_at: DateTime<Utc>,
+    ) -> JobReport {
+        let finished_at = Utc::now();
+        JobReport {
+            status,
+            reason,
+            input: self.job.input.clone(),
+            outputs: ReportOutputs::default(),
+            rows: RowCounts { input: summary.rows_in, output: summary.rows_out, bad: summary.bad_rows },
+            model: ModelInfo { uri: self.job.model.to_string(), name: None, version: None, sha256: None },
+            started_at,
+            finished_at,
+            duration_seconds: (finished_at - started_at).num_milliseconds().max(0) as f64 / 1000.0,
+            worker_id: self.runner.worker_id.clone(),
+            attempt: self.attempt,
+            first_errors: summary.first_errors,
+            split: split.or(Some(SplitReport::Shards {
+                count: self.shard.count,
+                shards: Vec::new(),
+                worker_seconds: 0.0,
+                assembly_seconds: 0.0,
+            })),
+        }
+    }
+
+    /// The shards' outputs, in order, as one open multipart upload of the output key.
+    async fn assemble_data(&self, shards: &[ShardDone]) -> Result<Assembled, StoreError> {
+        let sources: Vec<(S3Uri, u64)> =
+            shards.iter().map(|s| (self.at(self.staging.output(s.shard.index)), s.output_bytes)).collect();
+        let content_type = match self.job.input.key.to_ascii_lowercase() {
+            key if key.ends_with(".csv") || key.ends_with(".tsv") => "text/csv",
+            _ => "application/x-ndjson",
+        };
+        concatenate(self.transfers(), &output_uri(self.job, &self.job.output_keys().data), content_type, &sources).await
+    }
+
+    /// The shards' errors files as one, with whole-file line numbers.
+    async fn assemble_errors(&self, shards: &[ShardDone], lines_before: &[u64]) -> Result<Assembled, Unfinished> {
+        let uri = output_uri(self.job, &self.job.output_keys().errors);
+        let (writer, upload) = self.transfers().upload(uri, "text/csv");
+        let (sources_tx, mut sources_rx) = tokio::sync::mpsc::channel(1);
+        let rewrite = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut out = csv::Writer::from_writer(writer);
+            out.write_record(ROW_ERROR_HEADER)?;
+            while let Some((reader, before)) = sources_rx.blocking_recv() {
+                append_errors(reader, before, &mut out)?;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.finish()
+        });
+        let feed = async {
+            for (shard, &before) in shards.iter().zip(lines_before).filter(|(s, _)| s.errors_bytes > 0) {
+                let uri = self.at(self.staging.errors(shard.shard.index));
+                let spec = InputSpec { uri, etag: None, version_id: None };
+                let download = self.transfers().open_input(&spec).await?;
+                let (chunks, reader) = input_channel();
+                if sources_tx.send((reader, before)).await.is_err() {
+                    break;
+                }
+                download.pump(chunks).await?;
+            }
+            drop(sources_tx);
+            Ok::<(), StoreError>(())
+        };
+        let (fed, rewritten, staged) = tokio::join!(feed, rewrite, upload.staged());
+        fed.map_err(output_failure)?;
+        let transient =
+            |e: String| Unfinished::Retry(RetryCause::Transient, format!("assembling the errors file: {e}"));
+        rewritten.map_err(|e| transient(e.to_string()))?.map_err(|e| transient(e.to_string()))?;
+        staged.map_err(upload_failure)?.into_assembled().await.map_err(output_failure)
+    }
+}
+
+/// `sources` (object and size), one after the other, as an open multipart upload of `dest`.
+/// Parts of 5 MiB or more are copied inside the store; bytes around smaller ones are read and
+/// uploaded again, at most 5 MiB at a time, so that every part but the last is at least 5 MiB.
+pub async fn concatenate<S: ObjectStore>(
+    transfers: &Transfers<S>,
+    dest: &S3Uri,
+    content_type: &str,
+    sources: &[(S3Uri, u64)],
+) -> Result<Assembled, StoreError> {
+    if sources.iter().all(|(_, size)| *size == 0) {
+        return Ok(Assembled::Empty);
+    }
+    let upload_id = transfers.create_multipart(dest, content_type).await?;
+    match concatenate_parts(transfers, dest, &upload_id, sources).await {
+        Ok(parts) => Ok(Assembled::Parts { upload_id, parts }),
+        Err(error) => {
+            transfers.abort_multipart(dest, &upload_id).await;
+            Err(error)
+        }
+    }
+}
+
+async fn concatenate_parts<S: ObjectStore>(
+    transfers: &Transfers<S>,
+    dest: &S3Uri,
+    upload_id: &str,
+    sources: &[(S3Uri, u64)],
+) -> Result<Vec<(i32, String)>, StoreError> {
+    let mut parts: Vec<(i32, String)> = Vec::new();
+    // Bytes to upload as one part once there are 5 MiB of them (or at the end).
+    let mut pending = BytesMut::new();
+    let next = |parts: &Vec<(i32, String)>| parts.len() as i32 + 1;
+    for (source, size) in sources {
+        let size = *size;
+        let mut at = 0;
+        if !pending.is_empty() {
+            let take = size.min(MIN_PART - pending.len() as u64);
+            pending.extend_from_slice(&transfers.read_range(source, (0, take)).await?);
+            at = take;
+            if pending.len() as u64 >= MIN_PART {
+                let number = next(&parts);
+                parts.push((number, transfers.upload_part(dest, upload_id, number, pending.split().freeze()).await?));
+            }
+        }
+        if size - at < MIN_PART {
+            if at < size {
+                pending.extend_from_slice(&transfers.read_range(source, (at, size)).await?);
+            }
+            continue;
+        }
+        while at < size {
+            let left = size - at;
+            let length = match left {
+                left if left <= MAX_COPY => left,
+                left if left - MAX_COPY >= MIN_PART => MAX_COPY,
+                left => left - MIN_PART,
+            };
+            let number = next(&parts);
+            parts.push((number, transfers.copy_part(dest, upload_id, number, source, (at, at + length)).await?));
+            at += length;
+        }
+    }
+    if !pending.is_empty() {
+        let number = next(&parts);
+        parts.push((number, transfers.upload_part(dest, upload_id, number, pending.freeze()).await?));
+    }
+    Ok(parts)
+}
