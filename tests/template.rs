@@ -50,6 +50,31 @@ fn jobs_waiting_too_long_raise_an_alarm() {
 }
 
 #[test]
+fn bad_upload_records_raise_an_alarm_on_the_metric_the_trigger_writes() {
+    let template = template();
+    let alarm = get(&template, &["Resources", "BadUploadEventAlarm", "Properties"]);
+    let metric = text(get(alarm, &["MetricName"]));
+    assert!(lambda_trigger::metrics::NAMES.contains(&metric.as_str()), "{metric}");
+    assert_eq!(metric, "BadRecords");
+}
+
+#[test]
+fn staged_shards_expire_and_the_trigger_gets_the_shard_size() {
+    let template = template();
+    let rules = get(&template, &["Resources", "OutputBucket", "Properties", "LifecycleConfiguration", "Rules"]);
+    let staging = rules
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|rule| text(get(rule, &["Id"])) == "ExpireShardStaging")
+        .expect("a rule for the shards' staging prefix");
+    assert!(text(get(staging, &["Prefix"])).contains(shared::shards::STAGING_FOLDER.split('/').next().unwrap()));
+    assert!(get(staging, &["ExpirationInDays"]).as_integer().is_some());
+    let variables = get(&template, &["Resources", "TriggerFunction", "Properties", "Environment", "Variables"]);
+    assert_eq!(target(get(variables, &["SHARD_BYTES"])), "ShardBytes");
+}
+
+#[test]
 fn worker_tasks_that_stop_abnormally_are_told_to_the_alarm_topic() {
     let template = template();
     let rule = get(&template, &["Resources", "WorkerStoppedAbnormallyRule", "Properties"]);

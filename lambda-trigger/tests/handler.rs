@@ -267,21 +267,18 @@ async fn a_bad_record_beside_good_ones_is_reported_and_the_invocation_succeeds()
 
 #[tokio::test]
 async fn a_big_file_is_enqueued_as_shards_that_wake_up_to_max_workers() {
-    // GIVEN splitting at 300 bytes, and a 1024-byte upload (the fixture's size)
+    // GIVEN splitting at 1000 bytes, and a 2945-byte upload (the fixture's size)
     let (queue, fleet) = (FakeQueue::default(), FakeFleet::default());
     let mut config = config(3);
-    config.jobs.shard_bytes = 300;
+    config.jobs.shard_bytes = 1000;
     // WHEN handled
     let summary = handle(event_with_keys(&["incoming/big.csv"]), &config, &queue, &fleet, now()).await.unwrap();
-    // THEN one file is four shard messages, and the fleet grows to its maximum for them
+    // THEN one file is three shard messages, and the fleet grows to its maximum for them
     assert_eq!(summary.jobs.len(), 1);
-    assert_eq!(summary.messages, 4);
+    assert_eq!(summary.messages, 3);
     let sent = queue.sent.lock().unwrap().clone();
     let shards: Vec<_> = sent.iter().map(|job| job.shard().unwrap()).collect();
-    assert_eq!(
-        shards.iter().map(|s| (s.start, s.end)).collect::<Vec<_>>(),
-        [(0, 300), (300, 600), (600, 900), (900, 1024)]
-    );
+    assert_eq!(shards.iter().map(|s| (s.start, s.end)).collect::<Vec<_>>(), [(0, 1000), (1000, 2000), (2000, 2945)]);
     assert_eq!(fleet.active.lock().unwrap().len(), 3);
 }
 

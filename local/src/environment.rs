@@ -70,6 +70,8 @@ pub struct TriggerSettings {
     pub output_prefix: String,
     /// The most worker tasks to run at once (`MAX_WORKERS`).
     pub max_workers: u32,
+    /// Files above this size are split into shards of it (`SHARD_BYTES`); 0: never.
+    pub shard_bytes: u64,
     /// The function's log filter (`RUST_LOG`).
     pub rust_log: String,
 }
@@ -82,6 +84,7 @@ impl TriggerSettings {
             input_prefix: String::new(),
             output_prefix: String::new(),
             max_workers: 2,
+            shard_bytes: shared::shards::DEFAULT_SHARD_BYTES,
             rust_log: "info".to_owned(),
         }
     }
@@ -181,6 +184,7 @@ pub fn trigger_environment(targets: &TriggerTargets<'_>, settings: &TriggerSetti
         (trigger::WORKER_SECURITY_GROUPS, targets.security_group.to_owned()),
         (trigger::WORKER_ASSIGN_PUBLIC_IP, "ENABLED".to_owned()),
         (trigger::MAX_WORKERS, settings.max_workers.to_string()),
+        (trigger::SHARD_BYTES, settings.shard_bytes.to_string()),
         (trigger::METRICS_NAMESPACE, METRICS_NAMESPACE.to_owned()),
     ];
     complete(env, vars, trigger::VARS, &settings.rust_log)

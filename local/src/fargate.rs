@@ -54,12 +54,20 @@ pub struct FargateOptions {
     pub poll_interval: Duration,
     /// Between SIGTERM and SIGKILL when a task is stopped from outside (ECS: `stopTimeout`, 30 s).
     pub stop_timeout: Duration,
+    /// Hold each task to this many cores of its own (with `taskset`), as a Fargate task has its
+    /// vCPUs: task n gets cores n*k to n*k+k-1, counted round the machine's. `None`: no limit.
+    pub task_cpus: Option<usize>,
 }
 
 impl Default for FargateOptions {
     fn default() -> Self {
-        Self { poll_interval: Duration::from_millis(300), stop_timeout: Duration::from_secs(30) }
+        Self { poll_interval: Duration::from_millis(300), stop_timeout: Duration::from_secs(30), task_cpus: None }
     }
+}
+
+/// The cores of the `slot`th task with `per_task` cores each, on a machine of `cores`.
+pub fn task_cores(slot: usize, per_task: usize, cores: usize) -> Vec<usize> {
+    (0..per_task).map(|i| (slot * per_task + i) % cores.max(1)).collect()
 }
 
 /// A worker process that is running.
@@ -457,7 +465,17 @@ async fn container_environment(shared: &Shared, task: &Task) -> Result<EnvMap> {
 }
 
 async fn start_worker(shared: &Arc<Shared>, task_arn: &str, env: &EnvMap) {
-    let mut command = process::new_group_command(&shared.command.program);
+    let mut command = match shared.options.task_cpus {
+        Some(per_task) => {
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            let slot = shared.state().started;
+            let list: Vec<String> = task_cores(slot, per_task, cores).iter().map(ToString::to_string).collect();
+            let mut command = process::new_group_command("taskset");
+            command.args(["-c", &list.join(",")]).arg(&shared.command.program);
+            command
+        }
+        None => process::new_group_command(&shared.command.program),
+    };
     command.args(&shared.command.args);
     process::set_clean_env(&mut command, env);
     let mut child = match command.spawn() {
@@ -579,5 +597,18 @@ async fn stop_task(shared: &Shared, task_arn: &str, reason: &str) {
     let result = shared.ecs.stop_task().cluster(&shared.cluster).task(task_arn).reason(reason).send().await;
     if let Err(err) = result {
         tracing::warn!(task = %task_arn, "cannot stop the ECS task: {}", aws_sdk_ecs::error::DisplayErrorContext(err));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::task_cores;
+
+    #[test]
+    fn tasks_get_cores_of_their_own_round_the_machine() {
+        assert_eq!(task_cores(0, 1, 2), [0]);
+        assert_eq!(task_cores(1, 1, 2), [1]);
+        assert_eq!(task_cores(2, 1, 2), [0], "a third task shares, as a third task on two cores must");
+        assert_eq!(task_cores(1, 2, 4), [2, 3]);
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use shared::{JobReport, JobStatus};
+use sluice_local::FargateOptions;
 use sluice_local::pipeline::{DrainReport, LocalModels, LocalPipeline, OutputSet, PipelineOptions};
 use sluice_local::repo::in_repo;
 use tracing_subscriber::EnvFilter;
@@ -52,6 +53,13 @@ struct RunArgs {
     /// Most worker tasks at once.
     #[arg(long, default_value_t = 2)]
     max_workers: u32,
+    /// Files larger than this many bytes are split into shards of it that the workers process
+    /// at once (the trigger's SHARD_BYTES); 0 turns splitting off.
+    #[arg(long, default_value_t = shared::shards::DEFAULT_SHARD_BYTES)]
+    shard_bytes: u64,
+    /// Hold each worker task to this many cores of its own, as a Fargate task has its vCPUs.
+    #[arg(long)]
+    task_cpus: Option<usize>,
     /// Seconds to wait for the pipeline to finish the uploaded files.
     #[arg(long, default_value_t = 180)]
     timeout: u64,
@@ -93,6 +101,8 @@ async fn run(args: RunArgs) -> Result<()> {
         moto_port: Some(args.port),
         models,
         max_workers: args.max_workers,
+        shard_bytes: args.shard_bytes,
+        fargate: FargateOptions { task_cpus: args.task_cpus, ..FargateOptions::default() },
         trigger_binary: args.trigger_binary.clone(),
         worker_binary: args.worker_binary.clone(),
         ..PipelineOptions::default()

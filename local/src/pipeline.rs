@@ -41,6 +41,8 @@ pub struct PipelineOptions {
     pub input_prefix: String,
     pub output_prefix: String,
     pub max_workers: u32,
+    /// Files above this size are split into shards of it; 0: never.
+    pub shard_bytes: u64,
     pub trigger_rust_log: String,
     /// The trigger's time-out per invocation.
     pub trigger_timeout: Duration,
@@ -66,6 +68,7 @@ impl Default for PipelineOptions {
             input_prefix: String::new(),
             output_prefix: String::new(),
             max_workers: 2,
+            shard_bytes: shared::shards::DEFAULT_SHARD_BYTES,
             trigger_rust_log: "info".to_owned(),
             trigger_timeout: Duration::from_secs(30),
             trigger_env_overrides: EnvMap::new(),
@@ -214,6 +217,7 @@ impl LocalPipeline {
             input_prefix: options.input_prefix.clone(),
             output_prefix: options.output_prefix.clone(),
             max_workers: options.max_workers,
+            shard_bytes: options.shard_bytes,
             rust_log: options.trigger_rust_log.clone(),
         };
         let mut environment = stack.trigger_environment(&trigger_settings);

@@ -67,6 +67,8 @@ pub struct ShardReport {
     pub rows: u64,
     pub seconds: f64,
     pub worker_id: String,
+    /// Which delivery of its message did it (above 1: a worker died or failed on it before).
+    pub attempt: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -91,6 +91,12 @@ pub(crate) async fn run<S: ObjectStore, E: CompletionEvents>(
             let report = file.report(JobStatus::Failed, Some(reason), TransformSummary::default(), None, started_at);
             return file.decide(Claim::Publish { report: Box::new(report), data: None, errors: None }).await;
         }
+        Err(ShardStop::Unfinished(Unfinished::Superseded(reason))) => {
+            // The file was uploaded again: what the other shards of this version staged is not
+            // needed either.
+            file.clean_up().await;
+            return Err(Unfinished::Superseded(reason));
+        }
         Err(ShardStop::Unfinished(unfinished)) => return Err(unfinished),
     };
     let done = ShardDone {
@@ -519,6 +525,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
                     rows: s.rows.input,
                     seconds: s.seconds,
                     worker_id: s.worker_id.clone(),
+                    attempt: s.attempt,
                 })
                 .collect(),
             worker_seconds: shards.iter().map(|s| s.seconds).sum(),
