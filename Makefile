@@ -2,9 +2,8 @@
 #   make local   runs the whole pipeline on this machine against moto (the local AWS stand-in)
 #   make test    runs every check and test (what CI runs)
 # Both set up what they need: a Python venv with pinned tools (.venv) and the Rust workspace.
-# Beside them: make serve (the online mode), make bench, make bench-trees, make bench-images and
-# make bench-serve
-# (benchmarks).
+# Beside them: make serve (the online mode), make bench, make bench-trees, make bench-shards,
+# make bench-images and make bench-serve (benchmarks).
 # For AWS: make push-image (the worker image to ECR), make sam-build (the function), then
 # sam deploy --guided (docs/deploy.md).
 
@@ -26,7 +25,7 @@ MODELS_STAMP := .tools/models/.installed-$(shell sha256sum tools/requirements-mo
 MODELS_PYTHON := .tools/models/bin/python
 CHECKOV     := .tools/checkov/bin/checkov
 
-.PHONY: local test setup build lint lint-deploy models push-image sam-build deploy bench bench-trees bench-images serve bench-serve
+.PHONY: local test setup build lint lint-deploy models push-image sam-build deploy bench bench-trees bench-shards bench-images serve bench-serve
 
 local: setup build
 	target/debug/sluice-local run $(ARGS)
@@ -101,6 +100,11 @@ bench: $(MODELS_STAMP)
 bench-trees: $(MODELS_STAMP)
 	$(CARGO) build --release --workspace
 	$(MODELS_PYTHON) bench/bench_trees.py $(ARGS)
+
+# One big CSV through the local pipeline with 1, 2 and 4 workers, each held to a core of its own.
+bench-shards: setup
+	$(CARGO) build --release --workspace
+	$(VENV)/bin/python bench/bench_shards.py $(ARGS)
 
 # Images: SqueezeNet on JPEG photographs, against Pillow + onnxruntime.
 bench-images: $(MODELS_STAMP)

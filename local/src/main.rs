@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use shared::report::SplitReport;
 use shared::{JobReport, JobStatus};
 use sluice_local::FargateOptions;
 use sluice_local::pipeline::{DrainReport, LocalModels, LocalPipeline, OutputSet, PipelineOptions};
@@ -232,13 +233,14 @@ async fn print_output_set(pipeline: &LocalPipeline, set: &OutputSet, report_text
     match &set.output_key {
         Some(key) => {
             println!("== s3://{bucket}/{key}");
-            let text = pipeline.read_output(key).await?;
-            for line in text.lines().take(5) {
+            let head = pipeline.read_output_head(key, 64 * 1024).await?;
+            let lines: Vec<&str> = head.lines().collect();
+            for line in lines.iter().take(5) {
                 println!("   {line}");
             }
-            let total = text.lines().count();
-            if total > 5 {
-                println!("   … ({total} lines)");
+            let rows = serde_json::from_str::<JobReport>(report_text).map(|r| r.rows.output).unwrap_or(0);
+            if lines.len() > 5 || rows > 5 {
+                println!("   … ({rows} rows)");
             }
         }
         None => println!("== s3://{bucket}/{} (no output written)", set.base_key),
@@ -256,7 +258,7 @@ async fn print_output_set(pipeline: &LocalPipeline, set: &OutputSet, report_text
     }
     if let Some(key) = &set.errors_key {
         println!("-- s3://{bucket}/{key}");
-        let text = pipeline.read_output(key).await?;
+        let text = pipeline.read_output_head(key, 64 * 1024).await?;
         for line in text.lines().take(5) {
             println!("   {line}");
         }
@@ -264,8 +266,8 @@ async fn print_output_set(pipeline: &LocalPipeline, set: &OutputSet, report_text
     Ok(())
 }
 
-/// A report in two lines: what happened, and which model did it.
-fn report_lines(report: &JobReport) -> [String; 2] {
+/// A report in a few lines: what happened, which model did it, and how a big file was split.
+fn report_lines(report: &JobReport) -> Vec<String> {
     let rows = report.rows;
     let what = match (report.status, &report.reason) {
         (JobStatus::Succeeded, _) => {
@@ -279,7 +281,20 @@ fn report_lines(report: &JobReport) -> [String; 2] {
         (Some(name), Some(version)) => format!("model {name} version {version} ({}{sha})", model.uri),
         _ => format!("model {}{sha}", model.uri),
     };
-    [what, which]
+    let mut lines = vec![what, which];
+    match &report.split {
+        Some(SplitReport::Shards { count, shards, assembly_seconds, .. }) => {
+            let workers: std::collections::BTreeSet<&str> = shards.iter().map(|s| s.worker_id.as_str()).collect();
+            lines.push(format!(
+                "split into {count} shards, processed by {} worker(s) in {:.1} s, assembled in {assembly_seconds:.1} s",
+                workers.len(),
+                report.duration_seconds
+            ));
+        }
+        Some(SplitReport::NotSplit { reason }) => lines.push(format!("not split: {reason}")),
+        None => {}
+    }
+    lines
 }
 
 /// Prints the completion events after the first `seen`; returns how many there are now.

@@ -400,11 +400,22 @@ impl LocalPipeline {
 
     /// An output object's content as text.
     pub async fn read_output(&self, key: &str) -> Result<String> {
+        self.read_output_range(key, None).await
+    }
+
+    /// The first `bytes` of an output object (or less), as text: enough to show its first lines
+    /// however big it is.
+    pub async fn read_output_head(&self, key: &str, bytes: u64) -> Result<String> {
+        self.read_output_range(key, Some(format!("bytes=0-{}", bytes.saturating_sub(1)))).await
+    }
+
+    async fn read_output_range(&self, key: &str, range: Option<String>) -> Result<String> {
         let object = self
             .s3
             .get_object()
             .bucket(&self.stack.output_bucket)
             .key(key)
+            .set_range(range)
             .send()
             .await
             .with_context(|| format!("cannot get s3://{}/{key}", self.stack.output_bucket))?;

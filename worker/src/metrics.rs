@@ -119,8 +119,9 @@ mod tests {
         assert_eq!(records[0]["UploadToStartSeconds"], 30.0);
         assert_eq!((records[0]["FilesSucceeded"].clone(), records[0]["FilesFailed"].clone()), (1.0.into(), 0.0.into()));
         assert_eq!(records[1]["FilesSuperseded"], 1.0);
-        assert_eq!(records[2]["JobsRetried"], 1.0);
-        assert_eq!(records[2]["cause"], "operator");
+        assert_eq!(records[2]["ShardsDone"], 1.0);
+        assert_eq!(records[3]["JobsRetried"], 1.0);
+        assert_eq!(records[3]["cause"], "operator");
         for record in records.iter().chain([&malformed_record("ns").to_json()]) {
             for metric in record["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap() {
                 assert!(NAMES.contains(&metric["Name"].as_str().unwrap()), "{metric}");
