@@ -33,6 +33,17 @@ pub struct Shard {
     pub end: u64,
 }
 
+impl Shard {
+    /// The plan's shard size, as every shard of one plan tells it.
+    pub fn stride(&self) -> u64 {
+        match self.index {
+            0 if self.count > 1 => self.end,
+            0 => 0,
+            index => self.start / u64::from(index),
+        }
+    }
+}
+
 /// What a job message says of splitting (version 3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -102,6 +113,12 @@ impl Staging {
         for part in [&input.bucket, &input.key, &input.etag, input.version_id.as_deref().unwrap_or("")] {
             digest.update(part.as_bytes());
             digest.update([0]);
+        }
+        // The plan too: messages of the same upload split another way (the shard size changed
+        // between two deliveries of its event) must not mix their shards.
+        if let Some(shard) = job.shard() {
+            digest.update(shard.count.to_le_bytes());
+            digest.update(shard.stride().to_le_bytes());
         }
         let id: String = digest.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect();
         Self { bucket: job.output.bucket.clone(), prefix: format!("{}{STAGING_FOLDER}{id}/", job.output.prefix) }
@@ -250,5 +267,13 @@ mod tests {
         let mut reuploaded = job.clone();
         reuploaded.input.etag = "e2".into();
         assert_ne!(Staging::for_job(&reuploaded).prefix, staging.prefix);
+        // Every shard of a plan shares one staging prefix; another plan of the file has its own.
+        let staged = |shard_bytes: u64, index: usize| {
+            let shard = plan(1000, shard_bytes)[index];
+            Staging::for_job(&job.clone().with_split(Split::Shard(shard))).prefix
+        };
+        assert_eq!(staged(300, 0), staged(300, 3));
+        assert_eq!(staged(300, 1), staged(300, 2));
+        assert_ne!(staged(300, 0), staged(250, 0));
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod check_model;
 pub mod completions;
+pub mod concatenate;
 pub mod config;
 pub mod drain;
 pub mod engine;

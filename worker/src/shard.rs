@@ -19,13 +19,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use shared::report::{JobReport, JobStatus, ModelInfo, ReportOutputs, RowCounts, RowError, ShardReport, SplitReport};
 use shared::shards::{Assembled, Claim, Shard, ShardDone, Staging};
 use shared::{JobMessage, S3Uri};
 
 use crate::completions::CompletionEvents;
+use crate::concatenate::concatenate;
 use crate::engine::shard::{OwnedRows, Unsplittable, append_errors, first_row_line, read_from};
 use crate::engine::{
     DataFormat, FileKind, ROW_ERROR_HEADER, TransformError, TransformSummary, check_whole_file, transform_shard,
@@ -37,10 +38,6 @@ use crate::job::{
 use crate::store::{ObjectStore, StoreError};
 use crate::transfer::{InputSpec, ObjectState, Transfers, input_channel};
 
-/// S3's smallest part, for every part but the last.
-const MIN_PART: u64 = 5 * 1024 * 1024;
-/// The largest part copied in one `UploadPartCopy` (S3 allows 5 GiB).
-const MAX_COPY: u64 = 1024 * 1024 * 1024;
 const STAGED_TYPE: &str = "application/octet-stream";
 
 /// Why a shard did not stage its part.
@@ -245,6 +242,15 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
             Ok(_) => return Ok(false),
             Err(error) if error.is_not_found() => {}
             Err(error) => return Err(output_failure(error)),
+        }
+        // A late message must not publish an older version of the key over a newer one's outputs.
+        let input = input_uri(self.job);
+        match self.transfers().object_state(&input, &self.job.input.etag).await {
+            Ok(ObjectState::Replaced) => {
+                return Err(Unfinished::Superseded(format!("{input} was replaced before its output was published")));
+            }
+            Ok(_) => {}
+            Err(error) => return Err(access_or_transient(error, "the input bucket")),
         }
         let keys = self.job.output_keys();
         self.complete(&keys.data, data).await?;
@@ -617,73 +623,4 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
         rewritten.map_err(|e| transient(e.to_string()))?.map_err(|e| transient(e.to_string()))?;
         staged.map_err(upload_failure)?.into_assembled().await.map_err(output_failure)
     }
-}
-
-/// `sources` (object and size), one after the other, as an open multipart upload of `dest`.
-/// Parts of 5 MiB or more are copied inside the store; bytes around smaller ones are read and
-/// uploaded again, at most 5 MiB at a time, so that every part but the last is at least 5 MiB.
-pub async fn concatenate<S: ObjectStore>(
-    transfers: &Transfers<S>,
-    dest: &S3Uri,
-    content_type: &str,
-    sources: &[(S3Uri, u64)],
-) -> Result<Assembled, StoreError> {
-    if sources.iter().all(|(_, size)| *size == 0) {
-        return Ok(Assembled::Empty);
-    }
-    let upload_id = transfers.create_multipart(dest, content_type).await?;
-    match concatenate_parts(transfers, dest, &upload_id, sources).await {
-        Ok(parts) => Ok(Assembled::Parts { upload_id, parts }),
-        Err(error) => {
-            transfers.abort_multipart(dest, &upload_id).await;
-            Err(error)
-        }
-    }
-}
-
-async fn concatenate_parts<S: ObjectStore>(
-    transfers: &Transfers<S>,
-    dest: &S3Uri,
-    upload_id: &str,
-    sources: &[(S3Uri, u64)],
-) -> Result<Vec<(i32, String)>, StoreError> {
-    let mut parts: Vec<(i32, String)> = Vec::new();
-    // Bytes to upload as one part once there are 5 MiB of them (or at the end).
-    let mut pending = BytesMut::new();
-    let next = |parts: &Vec<(i32, String)>| parts.len() as i32 + 1;
-    for (source, size) in sources {
-        let size = *size;
-        let mut at = 0;
-        if !pending.is_empty() {
-            let take = size.min(MIN_PART - pending.len() as u64);
-            pending.extend_from_slice(&transfers.read_range(source, (0, take)).await?);
-            at = take;
-            if pending.len() as u64 >= MIN_PART {
-                let number = next(&parts);
-                parts.push((number, transfers.upload_part(dest, upload_id, number, pending.split().freeze()).await?));
-            }
-        }
-        if size - at < MIN_PART {
-            if at < size {
-                pending.extend_from_slice(&transfers.read_range(source, (at, size)).await?);
-            }
-            continue;
-        }
-        while at < size {
-            let left = size - at;
-            let length = match left {
-                left if left <= MAX_COPY => left,
-                left if left - MAX_COPY >= MIN_PART => MAX_COPY,
-                left => left - MIN_PART,
-            };
-            let number = next(&parts);
-            parts.push((number, transfers.copy_part(dest, upload_id, number, source, (at, at + length)).await?));
-            at += length;
-        }
-    }
-    if !pending.is_empty() {
-        let number = next(&parts);
-        parts.push((number, transfers.upload_part(dest, upload_id, number, pending.freeze()).await?));
-    }
-    Ok(parts)
 }
