@@ -78,7 +78,11 @@ impl ObjectStore for S3Store {
             .set_if_match(request.if_match.as_deref().map(quoted))
             .set_version_id(request.version_id.clone())
             .set_part_number(request.part_number.map(|n| n as i32))
-            .set_range((request.range_start > 0).then(|| format!("bytes={}-", request.range_start)))
+            .set_range(match (request.range_start, request.range_end) {
+                (0, None) => None,
+                (start, None) => Some(format!("bytes={start}-")),
+                (start, Some(end)) => Some(format!("bytes={start}-{}", end.saturating_sub(1))),
+            })
             .send()
             .await
             .map_err(failed("GetObject", uri))?;

@@ -36,7 +36,7 @@ use crate::job::{
     model_failure, output_failure, output_uri, upload_failure,
 };
 use crate::store::{ObjectStore, StoreError};
-use crate::transfer::{InputSpec, ObjectState, Transfers, input_channel};
+use crate::transfer::{InputSpec, ObjectState, Transfers, WINDOW, input_channel};
 
 const STAGED_TYPE: &str = "application/octet-stream";
 
@@ -129,16 +129,13 @@ pub(crate) async fn run<S: ObjectStore, E: CompletionEvents>(
     if let Some(claim) = file.claim().await? {
         return file.follow(claim).await;
     }
-    let finished = file.finished_shards().await?;
-    if finished.len() < shard.count as usize {
+    let Some(finished) = file.finished_shards().await? else {
         return Ok(ShardEnd::Done(format!(
-            "shard {} of {} staged; {} of {} done",
+            "shard {} of {} staged; the last shard to finish assembles the file",
             shard.index + 1,
-            shard.count,
-            finished.len(),
             shard.count
         )));
-    }
+    };
     file.assemble(finished).await
 }
 
@@ -351,11 +348,6 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
             _ => Some(self.first_row(&input, !csv).await?),
         };
 
-        let download = self
-            .transfers()
-            .open_range(&input, read_from(shard.start))
-            .await
-            .map_err(|e| input_failure::<S>(&input.uri, e))?;
         let (chunks, reader) = input_channel();
         let (mut data_writer, data_upload) =
             self.transfers().upload(self.at(self.staging.output(shard.index)), STAGED_TYPE);
@@ -381,8 +373,11 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
             }
             (result, lines.get())
         });
+        // The range, and a window past it for its last row (more, if that row needs it).
+        let from = read_from(shard.start);
+        let download = self.transfers().pump_range(&input, from, shard.end + WINDOW, job.input.size, chunks);
         let (downloaded, engine, data, errors) =
-            tokio::join!(download.pump(chunks), engine, data_upload.staged(), errors_upload.staged());
+            tokio::join!(download, engine, data_upload.staged(), errors_upload.staged());
         downloaded.map_err(|e| input_failure::<S>(&input.uri, e))?;
         let (result, lines) = engine.map_err(|join| {
             Unfinished::Retry(RetryCause::Transient, format!("the transform stopped unexpectedly: {join}"))
@@ -421,10 +416,10 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
 
     /// The file's first row, from its start.
     async fn first_row(&self, input: &InputSpec, json_lines: bool) -> Result<Vec<u8>, ShardStop> {
-        let download = self.transfers().open_range(input, 0).await.map_err(|e| input_failure::<S>(&input.uri, e))?;
         let (chunks, reader) = input_channel();
         let read = tokio::task::spawn_blocking(move || first_row_line(std::io::BufReader::new(reader), json_lines));
-        let (downloaded, read) = tokio::join!(download.pump(chunks), read);
+        let download = self.transfers().pump_range(input, 0, 64 * 1024, self.job.input.size, chunks);
+        let (downloaded, read) = tokio::join!(download, read);
         let read = read.map_err(|join| Unfinished::Retry(RetryCause::Transient, join.to_string()))?;
         match read {
             Ok(Some(line)) => Ok(line),
@@ -439,22 +434,22 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
     }
 
     /// The shards' records, in order, once every shard has one.
-    async fn finished_shards(&self) -> Result<Vec<ShardDone>, Unfinished> {
+    async fn finished_shards(&self) -> Result<Option<Vec<ShardDone>>, Unfinished> {
         let listed =
             self.transfers().list(&self.staging.bucket, &self.staging.done_prefix()).await.map_err(output_failure)?;
         if listed.len() < self.shard.count as usize {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let mut done = Vec::with_capacity(listed.len());
         for index in 0..self.shard.count {
             match self.transfers().read_json::<ShardDone>(&self.at(self.staging.done(index))).await {
                 Ok(Some(record)) => done.push(record),
                 // Removed by a publication meanwhile: the claim says what happened.
-                Ok(None) => return Ok(Vec::new()),
+                Ok(None) => return Ok(None),
                 Err(error) => return Err(output_failure(error)),
             }
         }
-        Ok(done)
+        Ok(Some(done))
     }
 
     /// Builds the file's outcome from every shard's part, and decides it.

@@ -21,13 +21,15 @@ pub struct GetRequest {
     pub version_id: Option<String>,
     /// Read one part of an object uploaded in parts (1-based).
     pub part_number: Option<u32>,
-    /// Skip this many bytes (a `Range` request), to resume a broken download.
+    /// Skip this many bytes (a `Range` request), to resume a broken download or read a shard.
     pub range_start: u64,
+    /// Stop before this byte (the end of a `Range`); `None`: read to the end.
+    pub range_end: Option<u64>,
 }
 
 impl GetRequest {
     pub fn whole(uri: S3Uri) -> Self {
-        Self { uri, if_match: None, version_id: None, part_number: None, range_start: 0 }
+        Self { uri, if_match: None, version_id: None, part_number: None, range_start: 0, range_end: None }
     }
 }
 

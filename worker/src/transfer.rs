@@ -32,6 +32,8 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 const INPUT_CHUNKS_IN_FLIGHT: usize = 16;
 /// Bytes read from the store at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// What a ranged read asks for past the range it needs, a request at a time.
+pub const WINDOW: u64 = 1024 * 1024;
 /// Parts in flight between the writer and the upload.
 const PARTS_IN_FLIGHT: usize = 1;
 
@@ -119,10 +121,10 @@ impl<S: ObjectStore> Transfers<S> {
     /// Bytes `[start, end)` of an object, into memory (a few MiB at most).
     pub async fn read_range(&self, uri: &S3Uri, (start, end): (u64, u64)) -> Result<Bytes, StoreError> {
         retry(&self.retry, || async {
-            let request = GetRequest { range_start: start, ..GetRequest::whole(uri.clone()) };
-            let object = self.store.get(&request).await?;
+            let request = GetRequest { range_start: start, range_end: Some(end), ..GetRequest::whole(uri.clone()) };
+            let mut object = self.store.get(&request).await?;
             let mut bytes = Vec::with_capacity((end - start) as usize);
-            object.body.take(end - start).read_to_end(&mut bytes).await.map_err(|e| broken_download(uri, e))?;
+            object.body.read_to_end(&mut bytes).await.map_err(|e| broken_download(uri, e))?;
             if bytes.len() as u64 != end - start {
                 let short = format!("read {} of bytes {start}-{end}", bytes.len());
                 return Err(AwsError::other("S3", "GetObject", AwsErrorKind::Network, short).on(uri.to_string()));
@@ -132,22 +134,56 @@ impl<S: ObjectStore> Transfers<S> {
         .await
     }
 
-    /// Starts reading `input` from byte `from` to its end: a shard's rows and what follows
-    /// them, until the reader has what it owns. Every request is pinned to the input's ETag;
-    /// there is no whole object to check the bytes against.
-    pub async fn open_range(&self, input: &InputSpec, from: u64) -> Result<Download<S>, StoreError> {
-        let request = GetRequest {
-            uri: input.uri.clone(),
-            if_match: input.etag.clone(),
-            version_id: input.version_id.clone(),
-            part_number: None,
-            range_start: from,
+    /// Reads bytes of `input` from `from` into `sink`, a window at a time (a `Range` request
+    /// each, pinned to the input's ETag): first up to `first_end`, then [`WINDOW`] bytes more at
+    /// a time while the reader still reads and the object, of `size` bytes, has more. A shard
+    /// so reads its range and only as much past it as its last row needs. There is no whole
+    /// object to check the bytes against. The sink is ended (or failed) when this returns.
+    pub async fn pump_range(
+        &self,
+        input: &InputSpec,
+        from: u64,
+        first_end: u64,
+        size: u64,
+        sink: InputSender,
+    ) -> Result<Downloaded, StoreError> {
+        let (mut start, mut end, mut bytes) = (from, first_end.min(size), 0);
+        let result = loop {
+            if start >= end || sink.is_closed() {
+                break Ok(());
+            }
+            let request = GetRequest {
+                uri: input.uri.clone(),
+                if_match: input.etag.clone(),
+                version_id: input.version_id.clone(),
+                part_number: None,
+                range_start: start,
+                range_end: Some(end),
+            };
+            let first = match retry(&self.retry, || self.store.get(&request)).await {
+                Ok(first) => first,
+                Err(error) => break Err(error),
+            };
+            let source = Source {
+                transfers: self.clone(),
+                input: input.clone(),
+                parts: None,
+                check: false,
+                from: start,
+                to: Some(end),
+            };
+            match source.copy(first, &sink).await {
+                Ok(read) => bytes += read.bytes,
+                Err(error) => break Err(error),
+            }
+            (start, end) = (end, (end + WINDOW).min(size));
         };
-        let first = retry(&self.retry, || self.store.get(&request)).await?;
-        Ok(Download {
-            source: Source { transfers: self.clone(), input: input.clone(), parts: None, check: false, from },
-            first,
-        })
+        let last = match &result {
+            Ok(()) => Chunk::End,
+            Err(error) => Chunk::Failed(io::Error::other(error.to_string())),
+        };
+        let _ = sink.send(last).await;
+        result.map(|()| Downloaded { bytes, verified: false })
     }
 
     pub async fn create_multipart(&self, uri: &S3Uri, content_type: &str) -> Result<String, StoreError> {
@@ -213,6 +249,7 @@ impl<S: ObjectStore> Transfers<S> {
             version_id: input.version_id.clone(),
             part_number: multipart.then_some(1),
             range_start: 0,
+            range_end: None,
         };
         let first = retry(&self.retry, || self.store.get(&request)).await?;
         // A store that ignores the part number answers with the whole object and no part count:
@@ -222,7 +259,10 @@ impl<S: ObjectStore> Transfers<S> {
         if !check {
             tracing::debug!(input = %input.uri, "the ETag is not an MD5 of known parts: the download is not checked against it");
         }
-        Ok(Download { source: Source { transfers: self.clone(), input: input.clone(), parts, check, from: 0 }, first })
+        Ok(Download {
+            source: Source { transfers: self.clone(), input: input.clone(), parts, check, from: 0, to: None },
+            first,
+        })
     }
 
     /// An output streamed to `uri` as it is written; see the module documentation.
@@ -286,8 +326,9 @@ struct Source<S> {
     parts: Option<u32>,
     /// Check the bytes against the ETag.
     check: bool,
-    /// The byte the read starts at (not by parts).
+    /// The bytes read, `[from, to)` (not by parts); `to` `None`: to the end.
     from: u64,
+    to: Option<u64>,
 }
 
 /// What a finished download read.
@@ -357,6 +398,7 @@ impl<S: ObjectStore> Source<S> {
                         part_number: by_parts.then_some(part),
                         // A whole object resumes where it broke; a part starts again.
                         range_start: if by_parts { 0 } else { self.from + sent },
+                        range_end: self.to,
                     };
                     if by_parts {
                         hasher = Md5::new();

@@ -184,3 +184,21 @@ async fn a_reupload_during_a_sharded_job_leaves_the_newer_outputs_alone() {
     assert!(events.0.lock().unwrap().is_empty());
     assert_eq!(store.open_uploads(), 0);
 }
+
+#[tokio::test]
+async fn a_row_longer_than_a_shard_and_the_window_past_it_is_read_whole_by_its_shard() {
+    // GIVEN a pass-through id of 3 MiB in the middle of the file, split into shards of 200 KiB
+    let mut text = String::from_utf8(iris_like(2_000)).unwrap();
+    text.push_str(&format!("{},5.1,3.5,1.4,0.2\n", "7".repeat(3 << 20)));
+    text.push_str(String::from_utf8(iris_like(2_000)).unwrap().split_once('\n').unwrap().1);
+    let (expected_out, _, expected) = whole("long.csv", text.as_bytes()).await;
+    let (store, runner, _) = setup();
+    let messages = shard_messages(&store, "long.csv", text.into_bytes(), 200 << 10);
+    assert!(messages.len() > 15);
+    let order: Vec<usize> = (0..messages.len()).collect();
+    let outcomes = run_all(&runner, &messages, &order).await;
+    // THEN the shard it starts in reads on until it ends, and the shards inside it own nothing
+    let JobOutcome::Reported(report) = outcomes.last().unwrap() else { panic!("{outcomes:?}") };
+    assert_eq!(report.rows, expected.rows);
+    assert_eq!(store.object("out", "long.csv.out").map(|b| b.to_vec()), expected_out);
+}

@@ -339,7 +339,8 @@ impl ObjectStore for MemoryStore {
             }
             _ => (object.data.clone(), None),
         };
-        data = data.slice((request.range_start as usize).min(data.len())..);
+        let end = request.range_end.map_or(data.len(), |end| (end as usize).min(data.len()));
+        data = data.slice((request.range_start as usize).min(end)..end);
         let mut break_after = None;
         let mut replacement = None;
         for fault in &mut state.faults {
