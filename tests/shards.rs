@@ -71,6 +71,14 @@ fn shard_count(report: &shared::JobReport) -> u32 {
     }
 }
 
+/// A quick pipeline with `workers` workers that splits files above `shard_bytes`.
+async fn start_sharded(workers: u32, shard_bytes: u64) -> LocalPipeline {
+    let mut options = quick_options();
+    options.max_workers = workers;
+    options.shard_bytes = shard_bytes;
+    start(options).await
+}
+
 async fn staged_objects(pipeline: &LocalPipeline) -> Vec<String> {
     output_keys(pipeline)
         .await
@@ -83,10 +91,7 @@ async fn staged_objects(pipeline: &LocalPipeline) -> Vec<String> {
 async fn files_split_among_three_workers_give_what_one_worker_writes() {
     // GIVEN shards of 64 KiB and three workers, and four big files: CSV with bad rows, the same
     // rows as JSON Lines, CSV with too many bad rows, and CSV with a quoted line break
-    let mut options = quick_options();
-    options.max_workers = 3;
-    options.shard_bytes = 64 * 1024;
-    let mut pipeline = start(options).await;
+    let mut pipeline = start_sharded(3, 64 * 1024).await;
     let csv = csv_with_bad_rows(20_000, 250);
     let jsonl = json_lines(&csv);
     let too_bad = csv_with_bad_rows(20_000, 5);
@@ -139,10 +144,7 @@ async fn files_split_among_three_workers_give_what_one_worker_writes() {
 #[tokio::test]
 async fn a_worker_killed_mid_shard_and_a_repeated_event_change_nothing() {
     // GIVEN a file in shards that each take a while, and two workers
-    let mut options = quick_options();
-    options.max_workers = 2;
-    options.shard_bytes = 4 * 1024 * 1024;
-    let mut pipeline = start(options).await;
+    let mut pipeline = start_sharded(2, 4 * 1024 * 1024).await;
     let data = iris_like_csv(1_000_000).into_bytes();
     pipeline.put_input("killed.csv", data.clone()).await.unwrap();
     // AND its upload event delivered twice, as S3 may: every shard message comes twice
@@ -177,10 +179,7 @@ async fn a_worker_killed_mid_shard_and_a_repeated_event_change_nothing() {
 #[tokio::test]
 async fn a_reupload_during_a_sharded_job_leaves_only_the_newest_versions_output() {
     // GIVEN a big v1 being processed in shards (one shard done)
-    let mut options = quick_options();
-    options.max_workers = 2;
-    options.shard_bytes = 4 * 1024 * 1024;
-    let mut pipeline = start(options).await;
+    let mut pipeline = start_sharded(2, 4 * 1024 * 1024).await;
     pipeline.put_input("data.csv", iris_like_csv(1_000_000).into_bytes()).await.unwrap();
     pipeline.deliver_new_uploads().await.unwrap();
     eventually(DRAIN, "a shard of v1 is done", || async {

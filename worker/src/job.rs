@@ -132,17 +132,17 @@ impl<S: ObjectStore, E: CompletionEvents> JobHandler for JobRunner<S, E> {
             Some(Split::Shard(shard)) => crate::shard::run(self, job, *shard, attempt).await,
             Some(Split::Whole { reason }) => {
                 let not_split = SplitReport::NotSplit { reason: reason.clone() };
-                self.complete(job, attempt, Some(not_split)).await.map(ShardEnd::Reported)
+                self.complete(job, attempt, Some(not_split)).await.map(MessageEnd::Reported)
             }
-            None => self.complete(job, attempt, None).await.map(ShardEnd::Reported),
+            None => self.complete(job, attempt, None).await.map(MessageEnd::Reported),
         };
         match result {
-            Ok(ShardEnd::Reported(report)) => {
+            Ok(MessageEnd::Reported(report)) => {
                 self.announce(&report).await;
                 JobOutcome::Reported(Box::new(report))
             }
-            Ok(ShardEnd::Announced(report)) => JobOutcome::Reported(Box::new(report)),
-            Ok(ShardEnd::Done(what)) => JobOutcome::ShardDone(what),
+            Ok(MessageEnd::Announced(report)) => JobOutcome::Reported(Box::new(report)),
+            Ok(MessageEnd::Done(what)) => JobOutcome::ShardDone(what),
             Err(Unfinished::Superseded(reason)) => JobOutcome::Superseded(reason),
             Err(Unfinished::Retry(cause, reason)) => JobOutcome::Retry { cause, reason },
         }
@@ -150,7 +150,7 @@ impl<S: ObjectStore, E: CompletionEvents> JobHandler for JobRunner<S, E> {
 }
 
 /// How a message of a (possibly split) file ended, when it did.
-pub(crate) enum ShardEnd {
+pub(crate) enum MessageEnd {
     /// The file's report, to announce.
     Reported(JobReport),
     /// The file's report, announced already.

@@ -32,7 +32,7 @@ use crate::engine::{
     DataFormat, FileKind, ROW_ERROR_HEADER, TransformError, TransformSummary, check_whole_file, transform_shard,
 };
 use crate::job::{
-    JobRunner, RetryCause, ShardEnd, Stop, Unfinished, access_or_transient, input_failure, input_kind, input_uri,
+    JobRunner, MessageEnd, RetryCause, Stop, Unfinished, access_or_transient, input_failure, input_kind, input_uri,
     model_failure, output_failure, output_uri, upload_failure,
 };
 use crate::store::{ObjectStore, StoreError};
@@ -70,7 +70,7 @@ pub(crate) async fn run<S: ObjectStore, E: CompletionEvents>(
     job: &JobMessage,
     shard: Shard,
     attempt: u32,
-) -> Result<ShardEnd, Unfinished> {
+) -> Result<MessageEnd, Unfinished> {
     let file = File { runner, job, staging: Staging::for_job(job), shard, attempt };
     // Decided already: this message is late, or repeated.
     if let Some(claim) = file.claim().await? {
@@ -130,7 +130,7 @@ pub(crate) async fn run<S: ObjectStore, E: CompletionEvents>(
         return file.follow(claim).await;
     }
     let Some(finished) = file.finished_shards().await? else {
-        return Ok(ShardEnd::Done(format!(
+        return Ok(MessageEnd::Done(format!(
             "shard {} of {} staged; the last shard to finish assembles the file",
             shard.index + 1,
             shard.count
@@ -179,7 +179,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
     }
 
     /// Writes `claim` unless the file has one, then carries out whichever is the file's.
-    async fn decide(&self, claim: Claim) -> Result<ShardEnd, Unfinished> {
+    async fn decide(&self, claim: Claim) -> Result<MessageEnd, Unfinished> {
         let body = serde_json::to_vec(&claim).expect("a claim serialises");
         let won = self
             .transfers()
@@ -202,25 +202,25 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
     }
 
     /// Carries out the file's decision.
-    async fn follow(&self, claim: Claim) -> Result<ShardEnd, Unfinished> {
+    async fn follow(&self, claim: Claim) -> Result<MessageEnd, Unfinished> {
         match claim {
             Claim::Whole { shard, reason } if shard == self.shard.index => {
                 let not_split = SplitReport::NotSplit { reason: format!("the file cannot be split: {reason}") };
                 let report = self.runner.complete(self.job, self.attempt, Some(not_split)).await?;
                 self.clean_up().await;
-                Ok(ShardEnd::Reported(report))
+                Ok(MessageEnd::Reported(report))
             }
             Claim::Whole { shard, .. } => {
                 self.drop_own().await;
-                Ok(ShardEnd::Done(format!("the file runs whole, in the message of shard {}", shard + 1)))
+                Ok(MessageEnd::Done(format!("the file runs whole, in the message of shard {}", shard + 1)))
             }
             Claim::Publish { report, data, errors } => {
                 let announced = self.publish(&report, data, errors).await?;
                 self.drop_own().await;
                 Ok(if announced {
-                    ShardEnd::Announced(*report)
+                    MessageEnd::Announced(*report)
                 } else {
-                    ShardEnd::Done("the file was published from another shard's message".into())
+                    MessageEnd::Done("the file was published from another shard's message".into())
                 })
             }
         }
@@ -242,14 +242,17 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
         }
         // A late message must not publish an older version of the key over a newer one's outputs.
         let input = input_uri(self.job);
+        let keys = self.job.output_keys();
         match self.transfers().object_state(&input, &self.job.input.etag).await {
             Ok(ObjectState::Replaced) => {
+                self.abandon(&keys.data, data).await;
+                self.abandon(&keys.errors, errors).await;
+                self.clean_up().await;
                 return Err(Unfinished::Superseded(format!("{input} was replaced before its output was published")));
             }
             Ok(_) => {}
             Err(error) => return Err(access_or_transient(error, "the input bucket")),
         }
-        let keys = self.job.output_keys();
         self.complete(&keys.data, data).await?;
         self.complete(&keys.errors, errors).await?;
         self.runner.write_report(self.job, report).await?;
@@ -453,7 +456,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
     }
 
     /// Builds the file's outcome from every shard's part, and decides it.
-    async fn assemble(&self, shards: Vec<ShardDone>) -> Result<ShardEnd, Unfinished> {
+    async fn assemble(&self, shards: Vec<ShardDone>) -> Result<MessageEnd, Unfinished> {
         let clock = Instant::now();
         let input = input_uri(self.job);
         let started_at = shards.iter().map(|s| s.started_at).min().unwrap_or_else(Utc::now);

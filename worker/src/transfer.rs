@@ -220,10 +220,13 @@ impl<S: ObjectStore> Transfers<S> {
         retry(&self.retry, || self.store.complete_multipart(uri, upload_id, parts)).await
     }
 
-    /// Aborts an upload now (or, failing that, leaves it to the bucket's lifecycle rule).
+    /// Aborts an unfinished upload now (or, failing that, leaves it to the bucket's lifecycle
+    /// rule).
     pub async fn abort_multipart(&self, uri: &S3Uri, upload_id: &str) {
-        if let Err(error) = retry(&self.retry, || self.store.abort_multipart(uri, upload_id)).await {
-            tracing::warn!(output = %uri, %error, "could not abort a multipart upload; the bucket's lifecycle rule will");
+        match retry(&self.retry, || self.store.abort_multipart(uri, upload_id)).await {
+            Ok(()) => tracing::info!(output = %uri, "aborted an unfinished multipart upload"),
+            Err(error) => tracing::warn!(output = %uri, %error,
+                "could not abort an unfinished multipart upload; the bucket's lifecycle rule will"),
         }
     }
 
@@ -296,13 +299,7 @@ impl<S: ObjectStore> Transfers<S> {
             return;
         };
         let transfers = self.clone();
-        let handle = runtime.spawn(async move {
-            match retry(&transfers.retry, || transfers.store.abort_multipart(&uri, &upload_id)).await {
-                Ok(()) => tracing::info!(output = %uri, "aborted an unfinished multipart upload"),
-                Err(error) => tracing::warn!(output = %uri, %error,
-                    "could not abort an unfinished multipart upload; the bucket's lifecycle rule will"),
-            }
-        });
+        let handle = runtime.spawn(async move { transfers.abort_multipart(&uri, &upload_id).await });
         self.track_cleanup(handle);
     }
 }
