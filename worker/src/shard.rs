@@ -85,7 +85,14 @@ pub(crate) async fn run<S: ObjectStore, E: CompletionEvents>(
             return file.decide(Claim::Whole { shard: shard.index, reason }).await;
         }
         Err(ShardStop::File(reason)) => {
-            let report = file.report(JobStatus::Failed, Some(reason), TransformSummary::default(), None, started_at);
+            // Failed before any shard's part was known: the report names the split, not the parts.
+            let split = SplitReport::Shards {
+                count: shard.count,
+                shards: Vec::new(),
+                worker_seconds: 0.0,
+                assembly_seconds: 0.0,
+            };
+            let report = file.report(JobStatus::Failed, Some(reason), TransformSummary::default(), split, started_at);
             return file.decide(Claim::Publish { report: Box::new(report), data: None, errors: None }).await;
         }
         Err(ShardStop::Unfinished(Unfinished::Superseded(reason))) => {
@@ -535,7 +542,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
             worker_seconds: shards.iter().map(|s| s.seconds).sum(),
             assembly_seconds: clock.elapsed().as_secs_f64(),
         };
-        let mut report = self.report(status, reason, summary, Some(split), started_at);
+        let mut report = self.report(status, reason, summary, split, started_at);
         report.model = shards[0].model.clone();
         report.outputs = ReportOutputs {
             data: data.is_some().then(|| output_uri(self.job, &keys.data).to_string()),
@@ -550,7 +557,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
         status: JobStatus,
         reason: Option<String>,
         summary: TransformSummary,
-        split: Option<SplitReport>,
+        split: SplitReport,
         started_at: DateTime<Utc>,
     ) -> JobReport {
         let finished_at = Utc::now();
@@ -567,12 +574,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
             worker_id: self.runner.worker_id.clone(),
             attempt: self.attempt,
             first_errors: summary.first_errors,
-            split: split.or(Some(SplitReport::Shards {
-                count: self.shard.count,
-                shards: Vec::new(),
-                worker_seconds: 0.0,
-                assembly_seconds: 0.0,
-            })),
+            split: Some(split),
         }
     }
 
