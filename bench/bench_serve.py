@@ -13,6 +13,11 @@ about wrk than about the server.
     .tools/models/bin/python bench/bench_serve.py                # make bench-serve
     .tools/models/bin/python bench/bench_serve.py --duration 5 --connections 16
 
+Then memory under large requests: TF Serving `instances` requests of --large-rows iris rows
+(800,000: 14 MB of JSON, under the 16 MiB body limit) to iris version 2, on the same pinned
+servers: the time to answer one, the resident memory (sampled from /proc every 5 ms) while six
+are sent at once, what each of the six was answered, and the resident memory 1 s and 5 s after.
+
 Needs `cargo build --release --workspace` (make bench-serve does it) and wrk (Debian's package).
 """
 
@@ -28,7 +33,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +137,77 @@ def resident_peak_mb(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
+def resident_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def post_raw(url: str, body: bytes, timeout: float = 600) -> tuple[int, float]:
+    """The status of a POST of `body` and the seconds it took."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        error.read()
+        status = error.code
+    return status, time.monotonic() - started
+
+
+def large_requests(servers: dict[str, tuple[subprocess.Popen, str]], rows: int) -> None:
+    """Memory and time under large TF Serving requests, server by server."""
+    import random
+
+    generator = random.Random(19)
+    instances = [
+        [round(generator.uniform(4.3, 7.9), 1), round(generator.uniform(2.0, 4.4), 1),
+         round(generator.uniform(1.0, 6.9), 1), round(generator.uniform(0.1, 2.5), 1)]
+        for _ in range(rows)
+    ]
+    body = json.dumps({"instances": instances}, separators=(",", ":")).encode()
+    del instances
+    print(f"\nlarge requests: {rows:,} iris rows in TF Serving's instances ({len(body) / 1e6:.1f} MB), iris version 2")
+    header = f"{'server':<14} {'idle MB':>8} {'one s':>6} {'six: peak MB':>12} {'answered':>9} {'503':>4} {'other':>5} {'after 1 s':>9} {'after 5 s':>9}"
+    print(header)
+    print("-" * len(header))
+    for name, (process, url) in servers.items():
+        path = url + "/v1/models/iris/versions/2:predict"
+        idle = resident_mb(process.pid)
+        status, one = post_raw(path, body)
+        if status != 200:
+            print(f"{name:<14} one request was answered {status}")
+            continue
+        peak, stop = [resident_mb(process.pid)], threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], resident_mb(process.pid))
+                time.sleep(0.005)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        statuses: list[int] = []
+        senders = [threading.Thread(target=lambda: statuses.append(post_raw(path, body)[0])) for _ in range(6)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
+        stop.set()
+        sampler.join()
+        time.sleep(1)
+        after_1 = resident_mb(process.pid)
+        time.sleep(4)
+        after_5 = resident_mb(process.pid)
+        answered, refused = statuses.count(200), statuses.count(503)
+        print(
+            f"{name:<14} {idle:>8.0f} {one:>6.2f} {peak[0]:>12.0f} {answered:>9} {refused:>4} "
+            f"{6 - answered - refused:>5} {after_1:>9.0f} {after_5:>9.0f}",
+            flush=True,
+        )
+
+
 def start(name: str, command: list[str], env: dict[str, str], health: str) -> subprocess.Popen:
     process = subprocess.Popen(
         ["taskset", "-c", SERVER_CORE, *command],
@@ -148,6 +226,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
     parser.add_argument("--connections", default="1,16,64", help="comma-separated (default 1,16,64)")
     parser.add_argument("--skip-python", action="store_true", help="only worker serve")
+    parser.add_argument("--large-rows", type=int, default=800_000, help="rows of the large requests (0: skip them)")
     args = parser.parse_args()
     connections = [int(c) for c in args.connections.split(",")]
     if shutil.which("wrk") is None:
@@ -225,6 +304,8 @@ def main() -> None:
                     )
                 print(f"  {case:<16} " + ", ".join(ratios))
         print("\npeak resident memory: " + ", ".join(f"{name} {resident_peak_mb(p.pid):.0f} MB" for name, (p, _) in servers.items()))
+        if args.large_rows:
+            large_requests(servers, args.large_rows)
     finally:
         for process, _ in servers.values():
             process.terminate()

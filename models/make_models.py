@@ -386,6 +386,12 @@ REPOSITORY = [
     ("half_plus_two", 1, "half_plus_two.onnx"),
 ]
 
+# Models' own settings in the repository (<name>/config.json): `worker serve` serves the latest
+# version of a model unless its version policy says otherwise; iris serves both of its versions.
+MODEL_SETTINGS = {
+    "iris": {"version_policy": {"latest": {"num_versions": 2}}},
+}
+
 
 def write_repository():
     """Lays the example models out as a model repository, <name>/<version>/model.onnx with its
@@ -401,6 +407,11 @@ def write_repository():
         if os.path.exists(sidecar):
             shutil.copyfile(sidecar, os.path.join(folder, "model.onnx.json"))
         print(f"  {name}/{version}/model.onnx = {source}")
+    for name, settings in MODEL_SETTINGS.items():
+        with open(os.path.join(root, name, "config.json"), "w") as f:
+            json.dump(settings, f, indent=2)
+            f.write("\n")
+        print(f"  {name}/config.json = {json.dumps(settings)}")
 
 
 def main():

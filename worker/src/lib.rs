@@ -13,6 +13,7 @@
 //! - [`serve`]: `worker serve`, online inference over TF Serving, KServe v2 and TorchServe.
 //! - [`metrics`], [`retry`], [`shutdown`], [`config`]: what the rest shares.
 
+pub mod allocator;
 pub mod check_model;
 pub mod completions;
 pub mod concatenate;

@@ -21,7 +21,7 @@ use worker::s3::{S3Store, s3_client};
 use worker::serve::AppState;
 use worker::serve::config::ServeSettings;
 use worker::serve::metrics::Metrics;
-use worker::serve::registry::{Registry, ServeSource};
+use worker::serve::registry::{Registry, RepositorySource, ServeSource};
 use worker::shutdown;
 use worker::sqs::SqsWorkQueue;
 use worker::transfer::Transfers;
@@ -229,6 +229,7 @@ async fn run_server(
     port: Option<u16>,
     bind: Option<std::net::IpAddr>,
 ) -> anyhow::Result<()> {
+    worker::allocator::give_memory_back();
     let mut settings = ServeSettings::from_env(&process_environment())?;
     settings.port = port.unwrap_or(settings.port);
     settings.bind = bind.unwrap_or(settings.bind);
@@ -247,21 +248,19 @@ async fn run_server(
     };
     let storage = if on_s3 { Some(Transfers::new(S3Store::from_environment().await)) } else { None };
     let metrics = Metrics::new();
-    let registry = Registry::load(&source, &ModelFiles::new(storage), settings.batch, &|name, version| {
-        metrics.batch_observer(name, version)
-    })
-    .await?;
+    let models = RepositorySource::new(ModelFiles::new(storage), source);
+    let registry = Registry::start(models, settings.batch, Arc::new(Arc::clone(&metrics))).await?;
     let listener = tokio::net::TcpListener::bind((settings.bind, settings.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", settings.bind, settings.port))?;
     let models: Vec<String> = registry
-        .models()
+        .snapshot()
         .iter()
         .flat_map(|(name, versions)| versions.keys().map(move |v| format!("{name}@{v}")))
         .collect();
     tracing::info!(address = %listener.local_addr()?, models = ?models, healthy = registry.healthy(), "serving");
     let shutdown = shutdown::on_signals().context("cannot listen for stop signals")?;
-    let state = Arc::new(AppState { registry, metrics, settings });
+    let state = Arc::new(AppState::new(registry, metrics, settings));
     worker::serve::run(listener, state, shutdown).await?;
     tracing::info!("server stopped");
     Ok(())

@@ -30,6 +30,10 @@ impl ResolvedModel {
 /// Every model of a repository, with its versions.
 pub type Catalog = BTreeMap<String, BTreeSet<u64>>;
 
+/// A model's own settings in the repository, beside its versions (`worker serve`'s version
+/// policy).
+pub const MODEL_SETTINGS: &str = "config.json";
+
 /// Why no model could be chosen.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -117,6 +121,33 @@ impl<'a, S: ObjectStore> ModelRepository<'a, S> {
         match &self.root {
             Location::S3(uri) => format!("s3://{}/{}{name}/{version}/{MODEL_FILE}", uri.bucket, uri.key),
             Location::Local(path) => path.join(name).join(version.to_string()).join(MODEL_FILE).display().to_string(),
+        }
+    }
+
+    /// The bytes of a model's own settings, `<root>/<name>/config.json`, if it has them.
+    pub async fn model_settings(&self, name: &str) -> Result<Option<Vec<u8>>, ResolveError> {
+        match &self.root {
+            Location::S3(root) => {
+                let storage = self.files.storage().ok_or_else(|| ResolveError::BadRoot {
+                    root: self.root_text.clone(),
+                    reason: "reading an s3:// repository needs AWS access".into(),
+                })?;
+                let uri =
+                    shared::S3Uri { bucket: root.bucket.clone(), key: format!("{}{name}/{MODEL_SETTINGS}", root.key) };
+                match storage.read_all(&uri).await {
+                    Ok(bytes) => Ok(Some(bytes.to_vec())),
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(ModelLoadError::Storage(e).into()),
+                }
+            }
+            Location::Local(root) => {
+                let path = root.join(name).join(MODEL_SETTINGS);
+                match tokio::fs::read(&path).await {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(source) => Err(ModelLoadError::Local { path: path.display().to_string(), source }.into()),
+                }
+            }
         }
     }
 

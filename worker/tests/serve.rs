@@ -16,7 +16,7 @@ use worker::serve::AppState;
 use worker::serve::batcher::{BatchObserver, BatchSettings, Batcher, InferError};
 use worker::serve::config::ServeSettings;
 use worker::serve::metrics::Metrics;
-use worker::serve::registry::{Registry, ServeSource};
+use worker::serve::registry::{Registry, RegistryObserver, RepositorySource, ServeSource};
 use worker::shutdown::{ShutdownTrigger, shutdown_channel};
 
 /// A server on a free port; stops when the trigger fires (or is dropped with the test).
@@ -33,16 +33,23 @@ fn settings() -> ServeSettings {
 }
 
 async fn start_with(source: ServeSource, settings: ServeSettings) -> Server {
+    start_observed(source, settings, |metrics| Arc::new(Arc::clone(metrics))).await
+}
+
+/// A server whose registry reports to `observer` (made from the server's metrics).
+async fn start_observed(
+    source: ServeSource,
+    settings: ServeSettings,
+    observer: impl FnOnce(&Arc<Metrics>) -> Arc<dyn RegistryObserver>,
+) -> Server {
     let files: ModelFiles<MemoryStore> = ModelFiles::new(None);
     let metrics = Metrics::new();
     let registry =
-        Registry::load(&source, &files, settings.batch, &|name, version| metrics.batch_observer(name, version))
-            .await
-            .unwrap();
+        Registry::start(RepositorySource::new(files, source), settings.batch, observer(&metrics)).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, shutdown) = shutdown_channel();
-    let state = Arc::new(AppState { registry, metrics, settings });
+    let state = Arc::new(AppState::new(registry, metrics, settings));
     let done = tokio::spawn(worker::serve::run(listener, state, shutdown));
     Server { address, stop, done }
 }
@@ -61,7 +68,9 @@ struct Answer {
 
 impl Answer {
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("{e}: {} {:?} {}", self.status, self.headers, String::from_utf8_lossy(&self.body))
+        })
     }
 
     fn header(&self, name: &str) -> Option<&str> {
@@ -497,6 +506,100 @@ async fn a_body_over_the_limit_is_refused_with_413() {
     assert_eq!((answer.status, answer.json()["type"].clone()), (413, json!("RequestEntityTooLargeException")));
 }
 
+/// The bytes the server's requests hold now, from `GET /metrics`.
+async fn bytes_in_flight(server: &Server) -> u64 {
+    let metrics = http(server, "GET", "/metrics", &[], b"").await;
+    let text = String::from_utf8(metrics.body).unwrap();
+    text.lines().find_map(|l| l.strip_prefix("sluice_bytes_in_flight ")).unwrap().parse().unwrap()
+}
+
+/// A request's head, its body to come later: the server takes the body's share on the head.
+async fn head_only(server: &Server, path: &str, length: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// One iris row padded with spaces to `length` bytes.
+fn padded_row(length: usize) -> Vec<u8> {
+    let mut body = br#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#.to_vec();
+    body.resize(length, b' ');
+    body
+}
+
+#[tokio::test]
+async fn a_request_over_the_byte_budget_is_refused_at_once_while_others_are_answered() {
+    let mut settings = settings();
+    settings.max_body_bytes = 200 * 1024;
+    settings.max_bytes_in_flight = 300 * 1024;
+    let server = start_with(ServeSource::Repository(repo("models/repository").display().to_string()), settings).await;
+    // GIVEN a request whose body is still coming, holding 200 KB of the 300 KB budget
+    let mut first = head_only(&server, "/v1/models/iris:predict", 200 * 1024).await;
+    while bytes_in_flight(&server).await < 200 * 1024 {
+        tokio::task::yield_now().await;
+    }
+    // WHEN another needs 150 KB: it is refused at once (its body unread), with Retry-After
+    let mut second = head_only(&server, "/v1/models/iris:predict", 150 * 1024).await;
+    let refused = read_answer(&mut second).await;
+    assert_eq!((refused.status, refused.header("retry-after")), (503, Some("1")), "{:?}", refused.json());
+    assert!(refused.json()["error"].as_str().unwrap().contains("MAX_BYTES_IN_FLIGHT"));
+    let refused = post_json(
+        &server,
+        "/v2/models/iris/infer",
+        &json!({"inputs": [{
+        "name": "features", "shape": [1, 4], "datatype": "FP32", "data": vec![0.5; 40_000]}]}),
+    )
+    .await;
+    assert_eq!(refused.status, 503, "the KServe route too");
+    // THEN a request that fits is answered meanwhile, and so is the first once its body comes
+    let small = post_json(&server, "/v1/models/iris:predict", &json!({"instances": [IRIS[0]]})).await;
+    assert_eq!(small.status, 200);
+    first.write_all(&padded_row(200 * 1024)).await.unwrap();
+    let answered = read_answer(&mut first).await;
+    assert_eq!(answered.status, 200, "{:?}", answered.json());
+    assert_eq!(answered.json()["predictions"].as_array().unwrap().len(), 1);
+    // AND everything is given back once the answers are sent
+    assert_eq!(bytes_in_flight(&server).await, 0);
+    // A request that needs more than the whole budget could never be served: 413, not 503.
+    let rows = vec![json!([5.1, 3.5, 1.4, 0.2]); 2500];
+    let too_big = post_json(&server, "/v1/models/iris:predict", &json!({"instances": rows})).await;
+    assert_eq!(too_big.status, 413, "{:?}", too_big.json());
+    assert!(too_big.json()["error"].as_str().unwrap().contains("whole budget"), "{:?}", too_big.json());
+}
+
+#[tokio::test]
+async fn an_answer_that_could_pass_the_limit_is_refused_before_the_model_runs() {
+    let mut settings = settings();
+    settings.max_response_bytes = 4096;
+    let server = start_with(ServeSource::Repository(repo("models/repository").display().to_string()), settings).await;
+    let runs = || async {
+        let metrics = String::from_utf8(http(&server, "GET", "/metrics", &[], b"").await.body).unwrap();
+        histogram(&metrics, "sluice_batch_rows", "model=\"iris\",version=\"2\"").1
+    };
+    let rows = vec![IRIS[0]; 100];
+    for (path, body) in [
+        ("/v1/models/iris:predict", json!({"instances": rows})),
+        ("/v1/models/iris:predict", json!({"inputs": rows})),
+        (
+            "/v2/models/iris/infer",
+            json!({"inputs": [{"name": "features", "shape": [100, 4], "datatype": "FP32", "data": rows}]}),
+        ),
+    ] {
+        let answer = post_json(&server, path, &body).await;
+        assert_eq!(answer.status, 413, "{path}: {:?}", answer.json());
+        assert!(answer.json()["error"].as_str().unwrap().contains("MAX_RESPONSE_BYTES"), "{:?}", answer.json());
+    }
+    let row = json!({"id": 1, "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2});
+    let torchserve = post_json(&server, "/predictions/iris", &json!(vec![row; 100])).await;
+    assert_eq!(torchserve.status, 413, "{:?}", torchserve.json());
+    assert_eq!(runs().await, 0.0, "the model never ran");
+    // Fewer rows are answered.
+    let answer = post_json(&server, "/v1/models/iris:predict", &json!({"instances": vec![IRIS[0]; 10]})).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(runs().await, 1.0);
+}
+
 #[tokio::test]
 async fn a_request_whose_body_stops_coming_is_answered_408_while_others_are_served() {
     let mut settings = settings();
@@ -757,4 +860,208 @@ async fn a_model_of_typed_columns_is_served_by_every_protocol() {
     );
     let missing = json!({"instances": [{"colour": "deep", "alcohol": 12.0}]});
     assert_eq!(post_json(&server, "/v1/models/wine:predict", &missing).await.status, 400);
+}
+
+/// A copy of the example repository's `iris` versions `versions`, in a folder of its own.
+fn iris_repository(versions: &[u64]) -> tempfile_dir::TempDir {
+    let dir = tempfile_dir::TempDir::new();
+    for &version in versions {
+        // The example has versions 1 and 2: later versions are copies of them.
+        add_iris_version(&dir, (version - 1) % 2 + 1, version);
+    }
+    dir
+}
+
+/// Copies the example repository's iris version `from` in as version `version`.
+fn add_iris_version(dir: &tempfile_dir::TempDir, from: u64, version: u64) {
+    let source = repo("models/repository/iris").join(from.to_string());
+    let target = dir.path().join("iris").join(version.to_string());
+    std::fs::create_dir_all(&target).unwrap();
+    for file in ["model.onnx.json", "model.onnx"] {
+        std::fs::copy(source.join(file), target.join(file)).unwrap();
+    }
+}
+
+/// Temporary folders, removed when dropped.
+mod tempfile_dir {
+    pub struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        pub fn new() -> Self {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let path = std::env::temp_dir().join(format!("sluice-serve-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+
+        pub fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The versions of iris and their states, from TF Serving's status endpoint.
+async fn iris_versions(server: &Server) -> Vec<(String, String)> {
+    let status = http(server, "GET", "/v1/models/iris", &[], b"").await.json();
+    status["model_version_status"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|v| (v["version"].as_str().unwrap().to_owned(), v["state"].as_str().unwrap().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (polling the status endpoint) until iris has exactly `expected`.
+async fn until_iris_versions(server: &Server, expected: &[(&str, &str)]) {
+    let expected: Vec<(String, String)> = expected.iter().map(|(v, s)| (v.to_string(), s.to_string())).collect();
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        while iris_versions(server).await != expected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "iris's versions stayed {:?}, not {expected:?}", iris_versions(server).await);
+}
+
+/// The version a KServe inference of iris's latest version is answered by.
+async fn latest_iris(server: &Server) -> (u16, Value) {
+    let request = json!({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": IRIS[0]}]});
+    let answer = post_json(server, "/v2/models/iris/infer", &request).await;
+    (answer.status, answer.json()["model_version"].clone())
+}
+
+/// Reports to the server's metrics, and holds version 1's first batch until released.
+struct HoldVersionOne {
+    metrics: Arc<Metrics>,
+    held: Arc<HoldFirst>,
+}
+
+impl RegistryObserver for HoldVersionOne {
+    fn batches(&self, name: &str, version: u64) -> Arc<dyn BatchObserver> {
+        if version == 1 {
+            Arc::clone(&self.held) as Arc<dyn BatchObserver>
+        } else {
+            self.metrics.batch_observer(name, version)
+        }
+    }
+
+    fn loaded(&self, name: &str, version: u64, outcome: Result<(), &str>) {
+        RegistryObserver::loaded(&self.metrics, name, version, outcome);
+    }
+}
+
+#[tokio::test]
+async fn versions_added_to_the_repository_are_served_without_a_restart() {
+    let dir = iris_repository(&[1]);
+    let mut settings = settings();
+    settings.model_poll = Duration::from_millis(50);
+    let (started, mut batches) = tokio::sync::mpsc::unbounded_channel();
+    let (release, hold) = std::sync::mpsc::channel();
+    let held = Arc::new(HoldFirst { started, release: std::sync::Mutex::new(Some(hold)) });
+    let server = start_observed(ServeSource::Repository(dir.path().display().to_string()), settings, |metrics| {
+        Arc::new(HoldVersionOne { metrics: Arc::clone(metrics), held })
+    })
+    .await;
+    let server = Arc::new(server);
+    assert_eq!(iris_versions(&server).await, [("1".into(), "AVAILABLE".into())]);
+    // GIVEN a request on version 1 whose model run is held
+    let in_flight = tokio::spawn({
+        let server = Arc::clone(&server);
+        async move {
+            let request = json!({"inputs": [{"name": "features", "shape": [3, 4], "datatype": "FP32", "data": IRIS}]});
+            post_json(&server, "/v2/models/iris/versions/1/infer", &request).await
+        }
+    });
+    assert_eq!(batches.recv().await, Some((1, 3)), "the request's batch runs and is held");
+    // WHEN version 2 is added to the repository
+    add_iris_version(&dir, 2, 2);
+    // THEN it is served, and version 1 (the policy keeps the latest only) leaves the table
+    until_iris_versions(&server, &[("2", "AVAILABLE")]).await;
+    assert_eq!(latest_iris(&server).await, (200, json!("2")));
+    // AND the request on version 1 still finishes on version 1
+    release.send(()).unwrap();
+    let answered = in_flight.await.unwrap();
+    assert_eq!((answered.status, answered.json()["model_version"].clone()), (200, json!("1")));
+    // WHEN a broken version 3 comes
+    std::fs::create_dir_all(dir.path().join("iris/3")).unwrap();
+    std::fs::write(dir.path().join("iris/3/model.onnx"), b"not a model").unwrap();
+    // THEN it is reported, version 2 serves on, and the server stays healthy
+    until_iris_versions(&server, &[("2", "AVAILABLE"), ("3", "END")]).await;
+    assert_eq!(latest_iris(&server).await, (200, json!("2")));
+    assert_eq!(http(&server, "GET", "/v2/health/ready", &[], b"").await.status, 200);
+    let status = http(&server, "GET", "/v1/models/iris/versions/3", &[], b"").await.json();
+    let reason = status["model_version_status"][0]["status"]["error_message"].as_str().unwrap().to_owned();
+    assert!(reason.contains("model.onnx"), "{reason}");
+    let metrics = String::from_utf8(http(&server, "GET", "/metrics", &[], b"").await.body).unwrap();
+    assert!(metrics.contains(r#"sluice_model_loads_total{model="iris",version="3",outcome="failed"} 1"#), "{metrics}");
+    // WHEN version 3 is fixed: it is loaded, and version 2 leaves
+    add_iris_version(&dir, 2, 3);
+    until_iris_versions(&server, &[("3", "AVAILABLE")]).await;
+    assert_eq!(latest_iris(&server).await, (200, json!("3")));
+    // AND a version removed from the repository is no longer served: the latest left, 2, is again
+    std::fs::remove_dir_all(dir.path().join("iris/3")).unwrap();
+    until_iris_versions(&server, &[("2", "AVAILABLE")]).await;
+    assert_eq!(latest_iris(&server).await, (200, json!("2")));
+}
+
+#[tokio::test]
+async fn a_version_policy_picks_the_versions_served() {
+    let dir = iris_repository(&[1, 2, 3]);
+    std::fs::write(dir.path().join("iris/config.json"), r#"{"version_policy": {"specific": {"versions": [1, 3]}}}"#)
+        .unwrap();
+    let server = start_with(ServeSource::Repository(dir.path().display().to_string()), settings()).await;
+    assert_eq!(iris_versions(&server).await, [("1".into(), "AVAILABLE".into()), ("3".into(), "AVAILABLE".into())]);
+    std::fs::write(dir.path().join("iris/config.json"), r#"{"version_policy": {"latest": 2}}"#).unwrap();
+    // A broken policy is refused with its reason, and what is served stays.
+    let load = http(&server, "POST", "/v2/repository/models/iris/load", &[], b"").await;
+    assert_eq!(load.status, 400, "{:?}", load.json());
+    assert!(load.json()["error"].as_str().unwrap().contains("iris/config.json"), "{:?}", load.json());
+    assert_eq!(iris_versions(&server).await.len(), 2);
+    // A good one is followed at the next look.
+    std::fs::write(dir.path().join("iris/config.json"), r#"{"version_policy": {"latest": {"num_versions": 1}}}"#)
+        .unwrap();
+    let load = http(&server, "POST", "/v2/repository/models/iris/load", &[], b"").await;
+    assert_eq!(load.status, 200, "{:?}", load.json());
+    assert_eq!(iris_versions(&server).await, [("3".into(), "AVAILABLE".into())]);
+}
+
+#[tokio::test]
+async fn models_are_loaded_and_unloaded_through_the_repository_api() {
+    let server = start().await;
+    let index = http(&server, "POST", "/v2/repository/index", &[], b"").await.json();
+    assert!(
+        index.as_array().unwrap().contains(&json!({"name": "iris", "version": "2", "state": "READY", "reason": ""}))
+    );
+    // Unloaded: not served, and listed as such
+    let unload = http(&server, "POST", "/v2/repository/models/iris/unload", &[], b"").await;
+    assert_eq!(unload.status, 200);
+    assert_eq!(http(&server, "GET", "/v2/models/iris/ready", &[], b"").await.status, 404);
+    assert_eq!(latest_iris(&server).await.0, 404);
+    let index = http(&server, "POST", "/v2/repository/index", &[], b"").await.json();
+    assert!(
+        index
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "iris", "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}))
+    );
+    // Loaded again
+    let load = http(&server, "POST", "/v2/repository/models/iris/load", &[], b"").await;
+    assert_eq!(load.status, 200, "{:?}", load.json());
+    assert_eq!(http(&server, "GET", "/v2/models/iris/ready", &[], b"").await.status, 200);
+    assert_eq!(latest_iris(&server).await, (200, json!("2")));
+    // A model the repository does not have
+    let missing = http(&server, "POST", "/v2/repository/models/wine/load", &[], b"").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.json()["error"].as_str().unwrap().contains("not in the repository"));
+    assert_eq!(http(&server, "POST", "/v2/repository/models/wine/unload", &[], b"").await.status, 404);
 }

@@ -147,6 +147,11 @@ impl Classes {
         Self { names, by_label }
     }
 
+    /// The integer labels, in order.
+    pub fn labels(&self) -> impl Iterator<Item = i64> + '_ {
+        self.by_label.iter().map(|&(label, _)| label)
+    }
+
     /// The index of the name of integer label `label`.
     pub fn index_of(&self, label: i64) -> Option<usize> {
         self.by_label.binary_search_by_key(&label, |&(l, _)| l).ok().map(|i| self.by_label[i].1)
@@ -402,7 +407,7 @@ impl OutputSpec {
 
 impl OutputValues {
     /// Appends `other`'s values (of the same type).
-    fn append(&mut self, other: OutputValues) {
+    pub fn append(&mut self, other: OutputValues) {
         match (self, other) {
             (OutputValues::Int(v), OutputValues::Int(mut o)) => v.append(&mut o),
             (OutputValues::Text(v), OutputValues::Text(mut o)) => v.append(&mut o),

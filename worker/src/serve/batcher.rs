@@ -111,6 +111,11 @@ impl Batcher {
     }
 }
 
+/// The most rows of one model run: a larger request runs in parts of this many rows, so the
+/// model's intermediate tensors stay a few MB however many rows a request brings. A multiple of
+/// [`RUN_ROW_MULTIPLE`], so the answers are those of one run.
+pub const MAX_RUN_ROWS: usize = 8192;
+
 /// Rows a request takes in a batch: its own, rounded up to a whole run group.
 fn slots(rows: usize) -> usize {
     rows.max(1).next_multiple_of(RUN_ROW_MULTIPLE)
@@ -222,6 +227,15 @@ fn run(model: &Model, batch: Vec<Pending>, observer: &dyn BatchObserver) {
         return;
     }
     let n = model.n_features;
+    if let [single] = &batch[..]
+        && let Input::Features(values) = &single.input
+    {
+        // A request alone runs from its own rows, part by part.
+        observer.batch_ran(1, single.rows);
+        let answer = predict_in_parts(model, &values[..single.rows * n], single.rows);
+        let _ = batch.into_iter().next().map(|pending| pending.reply.send(answer));
+        return;
+    }
     let total: usize = batch.iter().map(|p| slots(p.rows)).sum();
     let mut features = vec![0.0f32; total * n];
     let mut offset = 0;
@@ -248,4 +262,23 @@ fn run(model: &Model, batch: Vec<Pending>, observer: &dyn BatchObserver) {
         // A request whose client went away is simply not answered.
         let _ = pending.reply.send(answer);
     }
+}
+
+/// The predictions for `rows` rows, in runs of at most [`MAX_RUN_ROWS`].
+fn predict_in_parts(model: &Model, features: &[f32], rows: usize) -> Result<Vec<OutputValues>, InferError> {
+    let n = model.n_features;
+    let failed = |e: crate::engine::model::ModelError| InferError::Model(e.to_string());
+    let first = rows.min(MAX_RUN_ROWS);
+    let mut outputs = model.predict(&features[..first * n], first).map_err(failed)?;
+    let mut start = first;
+    while start < rows {
+        let end = (start + MAX_RUN_ROWS).min(rows);
+        for (all, part) in
+            outputs.iter_mut().zip(model.predict(&features[start * n..end * n], end - start).map_err(failed)?)
+        {
+            all.append(part);
+        }
+        start = end;
+    }
+    Ok(outputs)
 }

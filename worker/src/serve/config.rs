@@ -32,6 +32,16 @@ pub const MAX_BODY_BYTES: EnvVar = EnvVar::optional(
     "the largest request body in bytes, from 1024 to 1073741824; larger ones are answered 413",
     "16777216",
 );
+pub const MAX_RESPONSE_BYTES: EnvVar = EnvVar::optional(
+    "MAX_RESPONSE_BYTES",
+    "the largest answer in bytes, from 1024 to 1073741824; a request whose answer could be larger is refused (413) before the model runs",
+    "134217728",
+);
+pub const MAX_BYTES_IN_FLIGHT: EnvVar = EnvVar::optional(
+    "MAX_BYTES_IN_FLIGHT",
+    "bytes all requests may hold at once (bodies, their rows, outputs and answers), at least MAX_BODY_BYTES; over it requests are answered 503",
+    "268435456",
+);
 pub const REQUEST_TIMEOUT_SECONDS: EnvVar = EnvVar::optional(
     "REQUEST_TIMEOUT_SECONDS",
     "seconds a request may take, body included, from 1 to 3600; slower ones are answered 408",
@@ -41,6 +51,11 @@ pub const SHUTDOWN_GRACE_SECONDS: EnvVar = EnvVar::optional(
     "SHUTDOWN_GRACE_SECONDS",
     "seconds to finish requests in flight after SIGTERM, from 0 to 600 (below the task's stop timeout)",
     "25",
+);
+pub const MODEL_POLL_SECONDS: EnvVar = EnvVar::optional(
+    "MODEL_POLL_SECONDS",
+    "seconds between looks at the model repository for new or removed versions, from 0 (never) to 86400",
+    "30",
 );
 pub const INFERENCE_THREADS: EnvVar = EnvVar::optional(
     "INFERENCE_THREADS",
@@ -57,9 +72,12 @@ pub const VARS: &[EnvVar] = &[
     MAX_BATCH_DELAY_MICROS,
     QUEUE_CAPACITY,
     MAX_BODY_BYTES,
+    MAX_RESPONSE_BYTES,
+    MAX_BYTES_IN_FLIGHT,
     REQUEST_TIMEOUT_SECONDS,
     SHUTDOWN_GRACE_SECONDS,
     INFERENCE_THREADS,
+    MODEL_POLL_SECONDS,
     crate::config::MAX_IMAGE_PIXELS,
 ];
 
@@ -70,8 +88,12 @@ pub struct ServeSettings {
     pub port: u16,
     pub batch: BatchSettings,
     pub max_body_bytes: usize,
+    pub max_response_bytes: usize,
+    pub max_bytes_in_flight: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// How often the repository is looked at for changes; zero for never.
+    pub model_poll: Duration,
     /// Images with more pixels are refused (400) before they are decoded.
     pub max_image_pixels: u64,
 }
@@ -83,6 +105,7 @@ impl ServeSettings {
             n => n,
         };
         let repository = env.string(&MODEL_REPOSITORY)?;
+        let max_body_bytes = env.parse_in(&MAX_BODY_BYTES, 1024..=1 << 30)?;
         Ok(Self {
             model_repository: Some(repository).filter(|r| !r.is_empty()),
             bind: env.parse(&BIND)?,
@@ -93,9 +116,12 @@ impl ServeSettings {
                 queue_capacity: env.parse_in(&QUEUE_CAPACITY, 1..=100_000)?,
                 parallel: threads,
             },
-            max_body_bytes: env.parse_in(&MAX_BODY_BYTES, 1024..=1 << 30)?,
+            max_body_bytes,
+            max_response_bytes: env.parse_in(&MAX_RESPONSE_BYTES, 1024..=1 << 30)?,
+            max_bytes_in_flight: env.parse_in(&MAX_BYTES_IN_FLIGHT, max_body_bytes..=1 << 40)?,
             request_timeout: Duration::from_secs(env.parse_in(&REQUEST_TIMEOUT_SECONDS, 1..=3600)?),
             shutdown_grace: Duration::from_secs(env.parse_in(&SHUTDOWN_GRACE_SECONDS, 0..=600)?),
+            model_poll: Duration::from_secs(env.parse_in(&MODEL_POLL_SECONDS, 0..=86_400)?),
             max_image_pixels: env.parse_in(&crate::config::MAX_IMAGE_PIXELS, 1..=u64::MAX)?,
         })
     }
@@ -124,8 +150,11 @@ mod tests {
             ("MAX_BATCH_DELAY_MICROS", "soon"),
             ("QUEUE_CAPACITY", "0"),
             ("MAX_BODY_BYTES", "10"),
+            ("MAX_RESPONSE_BYTES", "-1"),
+            ("MAX_BYTES_IN_FLIGHT", "1024"),
             ("REQUEST_TIMEOUT_SECONDS", "0"),
             ("INFERENCE_THREADS", "999"),
+            ("MODEL_POLL_SECONDS", "soon"),
         ] {
             assert_eq!(ServeSettings::from_env(&env(&[(name, value)])).unwrap_err().name, name, "{name}={value}");
         }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::batcher::InferError;
-use super::registry::LookupError;
+use super::registry::{LookupError, RepositoryError};
 
 /// The protocol a request spoke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,16 @@ pub enum ServeError {
     Unavailable(String),
     #[error("the request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
+    #[error(
+        "the request needs about {needed} bytes in flight, more than the server's whole budget of {budget} \
+         (MAX_BYTES_IN_FLIGHT): send fewer rows a request"
+    )]
+    OverBudget { needed: usize, budget: usize },
+    #[error(
+        "the answer to {rows} rows could take {bound} bytes, more than the limit of {limit} \
+         (MAX_RESPONSE_BYTES): send fewer rows a request"
+    )]
+    AnswerTooLarge { rows: usize, bound: usize, limit: usize },
     #[error("{0}")]
     Internal(String),
 }
@@ -50,7 +60,9 @@ impl ServeError {
             ServeError::NotFound(_) => StatusCode::NOT_FOUND,
             ServeError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServeError::Overloaded(_) | ServeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ServeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ServeError::TooLarge(_) | ServeError::OverBudget { .. } | ServeError::AnswerTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -62,7 +74,9 @@ impl ServeError {
             ServeError::BadRequest(_) => "BadRequestException",
             ServeError::Overloaded(_) => "ServiceUnavailableException",
             ServeError::Unavailable(_) => "ModelUnavailableException",
-            ServeError::TooLarge(_) => "RequestEntityTooLargeException",
+            ServeError::TooLarge(_) | ServeError::OverBudget { .. } | ServeError::AnswerTooLarge { .. } => {
+                "RequestEntityTooLargeException"
+            }
             ServeError::Internal(_) => "InternalServerException",
         }
     }
@@ -93,6 +107,18 @@ impl From<LookupError> for ServeError {
     }
 }
 
+impl From<RepositoryError> for ServeError {
+    fn from(error: RepositoryError) -> Self {
+        match error {
+            RepositoryError::Unreadable(_) => ServeError::Unavailable(error.to_string()),
+            RepositoryError::NoModel(_) => ServeError::NotFound(error.to_string()),
+            RepositoryError::NothingLoaded { .. } | RepositoryError::BadSettings { .. } => {
+                ServeError::BadRequest(error.to_string())
+            }
+        }
+    }
+}
+
 impl From<InferError> for ServeError {
     fn from(error: InferError) -> Self {
         match error {
@@ -108,9 +134,4 @@ pub fn body(result: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes
         StatusCode::PAYLOAD_TOO_LARGE => ServeError::TooLarge(limit),
         _ => ServeError::BadRequest(format!("the request body cannot be read: {rejection}")),
     })
-}
-
-/// The body as JSON, or a 400 naming where it is broken.
-pub fn json_body(body: &[u8]) -> Result<serde_json::Value, ServeError> {
-    serde_json::from_slice(body).map_err(|e| ServeError::BadRequest(format!("the body is not valid JSON: {e}")))
 }

@@ -10,20 +10,27 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::error::{Protocol, ServeError, body};
+use super::budget::Held;
+use super::error::{Protocol, ServeError};
 use super::images::{classify, from_base64};
+use super::json_answer::{element_bound, json_response, text_len, write_elements, write_text};
+use super::json_rows::flat_numbers;
 use super::registry::{ServedModel, Slot};
-use super::tensors::{Features, RowForm, bare_rows, datatype, feature, label_value, typed_from_columns};
+use super::tensors::{
+    Features, RowForm, bare_rows, binary_answer, datatype, element_size, number_value, output_bytes, raw_elements,
+    raw_floats, typed_from_columns,
+};
 use super::{AppState, ModelPath};
 use crate::engine::batch::Batch;
+use crate::engine::image::Prediction;
 use crate::engine::{ColumnType, Element, OutputValues};
 
 const PROTOCOL: Protocol = Protocol::KServe;
@@ -57,103 +64,157 @@ pub async fn model_ready(State(state): State<Arc<AppState>>, Path(path): Path<Mo
     state.answer(PROTOCOL, &path.name, async { ready_of(&state, &path.name, path.version_number()?) }).await
 }
 
-pub async fn infer(
-    State(state): State<Arc<AppState>>,
-    Path(path): Path<ModelPath>,
-    headers: HeaderMap,
-    request: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn infer(State(state): State<Arc<AppState>>, Path(path): Path<ModelPath>, request: Request) -> Response {
+    state
+        .answer(PROTOCOL, &path.name, async { infer_with(&state, &path.name, path.version_number()?, request).await })
+        .await
+}
+
+/// `POST /v2/repository/index`: every model version and its state (`READY`, or `UNAVAILABLE`
+/// with the reason), and the models unloaded on request.
+pub async fn repository_index(State(state): State<Arc<AppState>>) -> Response {
+    let mut index: Vec<Value> = Vec::new();
+    for (name, versions) in state.registry.snapshot().iter() {
+        for (version, slot) in versions {
+            let (ready, reason) = match slot {
+                Slot::Ready(_) => ("READY", String::new()),
+                Slot::Failed { reason, .. } => ("UNAVAILABLE", reason.clone()),
+            };
+            index.push(json!({ "name": name, "version": version.to_string(), "state": ready, "reason": reason }));
+        }
+    }
+    for name in state.registry.unloaded() {
+        index.push(json!({ "name": name, "version": "", "state": "UNAVAILABLE", "reason": "unloaded" }));
+    }
+    Json(Value::Array(index)).into_response()
+}
+
+/// `POST /v2/repository/models/{name}/load`: (re)loads the model from the repository now.
+pub async fn repository_load(State(state): State<Arc<AppState>>, Path(path): Path<ModelPath>) -> Response {
     state
         .answer(PROTOCOL, &path.name, async {
-            infer_with(&state, &path.name, path.version_number()?, &headers, request).await
+            state.registry.load_model(&path.name).await.map_err(ServeError::from)?;
+            Ok(Json(json!({})).into_response())
         })
         .await
 }
 
-fn metadata_of(state: &AppState, name: &str, version: Option<u64>) -> Result<Response, ServeError> {
-    let model = state.registry.get(name, version)?;
+/// `POST /v2/repository/models/{name}/unload`: stops serving the model (requests in flight
+/// finish) until it is loaded again.
+pub async fn repository_unload(State(state): State<Arc<AppState>>, Path(path): Path<ModelPath>) -> Response {
+    state
+        .answer(PROTOCOL, &path.name, async {
+            state.registry.unload_model(&path.name).await?;
+            Ok(Json(json!({})).into_response())
+        })
+        .await
+}
+
+/// The model's inputs as KServe describes them: name, datatype, shape.
+pub fn input_metadata(model: &ServedModel) -> Vec<(String, &'static str, Vec<i64>)> {
     let loaded = &model.loaded.model;
-    let versions: Vec<String> = state
-        .registry
-        .versions(name)
-        .into_iter()
-        .flat_map(|v| v.iter().filter(|(_, slot)| matches!(slot, Slot::Ready(_))).map(|(v, _)| v.to_string()))
-        .collect();
-    if let Some(image) = &loaded.image {
-        let k = image.classifier.k;
-        return Ok(Json(json!({
-            "name": model.name,
-            "versions": versions,
-            "platform": "onnx_onnxv1",
-            "inputs": [{ "name": loaded.input_name, "datatype": "BYTES", "shape": [-1] }],
-            "outputs": [
-                { "name": "classes", "datatype": "BYTES", "shape": [-1, k] },
-                { "name": "probabilities", "datatype": "FP32", "shape": [-1, k] },
-            ],
-        }))
-        .into_response());
+    if loaded.image.is_some() {
+        return vec![(loaded.input_name.clone(), "BYTES", vec![-1])];
     }
-    let outputs: Vec<Value> = loaded
+    if loaded.column_inputs.is_empty() {
+        return vec![(loaded.input_name.clone(), "FP32", vec![-1, loaded.n_features as i64])];
+    }
+    loaded
+        .column_inputs
+        .iter()
+        .map(|input| {
+            let datatype = match input.kind {
+                ColumnType::Float => "FP32",
+                ColumnType::Double => "FP64",
+                ColumnType::Int64 => "INT64",
+                ColumnType::Text => "BYTES",
+            };
+            (input.name.clone(), datatype, vec![-1, 1])
+        })
+        .collect()
+}
+
+/// The model's outputs as KServe describes them: an image model's `classes` and
+/// `probabilities` (`[images, k]`), else the model's own.
+pub fn output_metadata(model: &ServedModel) -> Vec<(String, &'static str, Vec<i64>)> {
+    let loaded = &model.loaded.model;
+    if let Some(image) = &loaded.image {
+        let k = image.classifier.k as i64;
+        return vec![("classes".into(), "BYTES", vec![-1, k]), ("probabilities".into(), "FP32", vec![-1, k])];
+    }
+    loaded
         .outputs
         .iter()
         .map(|spec| {
-            let shape: Vec<i64> = if spec.rank == 1 { vec![-1] } else { vec![-1, spec.width() as i64] };
-            json!({ "name": spec.name, "datatype": datatype(spec.element), "shape": shape })
+            let shape = if spec.rank == 1 { vec![-1] } else { vec![-1, spec.width() as i64] };
+            (spec.name.clone(), datatype(spec.element), shape)
         })
+        .collect()
+}
+
+fn metadata_of(state: &AppState, name: &str, version: Option<u64>) -> Result<Response, ServeError> {
+    let model = &state.registry.get(name, version)?;
+    let versions: Vec<String> = state
+        .registry
+        .snapshot()
+        .get(name)
+        .into_iter()
+        .flat_map(|v| v.iter().filter(|(_, slot)| matches!(slot, Slot::Ready(_))).map(|(v, _)| v.to_string()))
         .collect();
-    let inputs: Vec<Value> = if loaded.column_inputs.is_empty() {
-        vec![json!({ "name": loaded.input_name, "datatype": "FP32", "shape": [-1, loaded.n_features] })]
-    } else {
-        loaded
-            .column_inputs
-            .iter()
-            .map(|input| {
-                let datatype = match input.kind {
-                    ColumnType::Float => "FP32",
-                    ColumnType::Double => "FP64",
-                    ColumnType::Int64 => "INT64",
-                    ColumnType::Text => "BYTES",
-                };
-                json!({ "name": input.name, "datatype": datatype, "shape": [-1, 1] })
-            })
+    let tensors = |all: Vec<(String, &'static str, Vec<i64>)>| -> Vec<Value> {
+        all.into_iter()
+            .map(|(name, datatype, shape)| json!({ "name": name, "datatype": datatype, "shape": shape }))
             .collect()
     };
     Ok(Json(json!({
         "name": model.name,
         "versions": versions,
         "platform": "onnx_onnxv1",
-        "inputs": inputs,
-        "outputs": outputs,
+        "inputs": tensors(input_metadata(model)),
+        "outputs": tensors(output_metadata(model)),
     }))
     .into_response())
 }
 
 fn ready_of(state: &AppState, name: &str, version: Option<u64>) -> Result<Response, ServeError> {
     // Not ready (a model that failed to load) is an error status for the client to see.
-    let model = state.registry.get(name, version)?;
+    let model = &state.registry.get(name, version)?;
     Ok(Json(json!({ "name": model.name, "ready": true })).into_response())
 }
 
+/// A v2 inference request. Each input's `data` stays the body's text until it is read straight
+/// into the model's input.
 #[derive(Debug, Deserialize)]
-struct InferRequest {
+struct InferRequest<'a> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
     parameters: Map<String, Value>,
-    inputs: Vec<RequestInput>,
+    #[serde(borrow)]
+    inputs: Vec<RequestInput<'a>>,
     #[serde(default)]
     outputs: Option<Vec<RequestOutput>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct RequestInput {
+struct RequestInput<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
     parameters: Map<String, Value>,
-    #[serde(default)]
-    data: Option<Value>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+impl RequestInput<'_> {
+    /// `data` as JSON values (for the few values of images and typed columns).
+    fn data_value(&self) -> Result<Option<Value>, ServeError> {
+        self.data
+            .map(|raw| serde_json::from_str(raw.get()))
+            .transpose()
+            .map_err(|e| ServeError::BadRequest(format!("input {:?}'s \"data\" is not JSON: {e}", self.name)))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,13 +228,13 @@ async fn infer_with(
     state: &AppState,
     name: &str,
     version: Option<u64>,
-    headers: &HeaderMap,
-    request: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ServeError> {
-    let model = state.registry.get(name, version)?;
-    let body = body(request, state.settings.max_body_bytes)?;
+    let model = &state.registry.get(name, version)?;
+    let header_length = request.headers().get(HEADER_LENGTH).cloned();
+    let (body, mut held) = state.read_body(request).await?;
     // With binary tensors, the JSON header comes first and its length is in a header.
-    let (header, mut binary) = match headers.get(HEADER_LENGTH) {
+    let (header, mut binary) = match header_length {
         Some(length) => {
             let length: usize =
                 length.to_str().ok().and_then(|l| l.trim().parse().ok()).filter(|&l| l <= body.len()).ok_or_else(
@@ -183,6 +244,7 @@ async fn infer_with(
         }
         None => (body.clone(), Bytes::new()),
     };
+    drop(body);
     let request: InferRequest = serde_json::from_slice(&header)
         .map_err(|e| ServeError::BadRequest(format!("the body is not a v2 inference request: {e}")))?;
     if model.loaded.model.image.is_some() {
@@ -190,18 +252,49 @@ async fn infer_with(
         let top = classify(state, model, images).await?;
         return Ok(image_answer(model, &request, &top));
     }
-    if !model.loaded.model.column_inputs.is_empty() {
-        let columns = typed_columns(model, &request, &mut binary)?;
-        let wanted = wanted_outputs(model, &request)?;
-        let rows = columns.rows;
-        let outputs = model.batcher.infer_columns(columns).await?;
-        return Ok(answer(model, &request, &wanted, rows, RowForm::Vector, &outputs));
-    }
-    let Features { values, rows, form } = features(model, &request, &mut binary)?;
     // The outputs asked for are checked before the model runs.
     let wanted = wanted_outputs(model, &request)?;
-    let outputs = model.batcher.infer(values, rows).await?;
-    Ok(answer(model, &request, &wanted, rows, form, &outputs))
+    let (outputs, rows, form) = if model.loaded.model.column_inputs.is_empty() {
+        let Features { values, rows, form } = features(model, &request, &mut binary)?;
+        reserve(state, model, &mut held, &wanted, rows, values.len() * 4)?;
+        (model.batcher.infer(values, rows).await?, rows, form)
+    } else {
+        let columns = typed_columns(model, &request, &mut binary)?;
+        let rows = columns.rows;
+        reserve(state, model, &mut held, &wanted, rows, 0)?;
+        (model.batcher.infer_columns(columns).await?, rows, RowForm::Vector)
+    };
+    drop(binary);
+    Ok(held.until_sent(answer(model, &request, &wanted, rows, form, &outputs)))
+}
+
+/// Refuses an answer that could pass the limit, and takes the budget for the request's input
+/// (`input_bytes`, already read), its outputs and its answer.
+fn reserve(
+    state: &AppState,
+    model: &ServedModel,
+    held: &mut Held,
+    wanted: &[(usize, bool)],
+    rows: usize,
+    input_bytes: usize,
+) -> Result<(), ServeError> {
+    let specs = &model.loaded.model.outputs;
+    let values: usize = wanted
+        .iter()
+        .map(|&(index, binary)| {
+            let spec = &specs[index];
+            let per_element = match (binary, spec.element) {
+                (true, Element::Float32) => 4,
+                (true, Element::Int64) => 8,
+                (true, Element::String) => element_bound(spec) + 4,
+                (false, _) => element_bound(spec) + 1,
+            };
+            rows * spec.width() * per_element + text_len(&spec.name) + 96
+        })
+        .sum();
+    let bound = values + text_len(&model.name) + 128;
+    state.check_answer(bound, rows)?;
+    state.budget.grow(held, input_bytes + output_bytes(specs, rows) + bound)
 }
 
 /// The rows of the request's one input.
@@ -239,22 +332,14 @@ fn features(model: &ServedModel, request: &InferRequest, binary: &mut Bytes) -> 
     let values = match input.parameters.get("binary_data_size").and_then(Value::as_u64) {
         Some(size) => binary_values(&input.datatype, size as usize, count, binary)?,
         None => {
-            let data = input.data.as_ref().ok_or_else(|| bad(format!("input {:?} has no \"data\"", input.name)))?;
-            json_values(&input.datatype, data, count)?
+            let data = input.data.ok_or_else(|| bad(format!("input {:?} has no \"data\"", input.name)))?;
+            if element_size(&input.datatype).is_none() {
+                return Err(bad(format!("datatype {} is not a number type", input.datatype)));
+            }
+            flat_numbers(data.get(), count).map_err(bad)?
         }
     };
     Ok(Features { values, rows, form })
-}
-
-/// Element sizes of the numeric datatypes.
-fn element_size(datatype: &str) -> Option<usize> {
-    Some(match datatype {
-        "BOOL" | "INT8" | "UINT8" => 1,
-        "INT16" | "UINT16" | "FP16" => 2,
-        "INT32" | "UINT32" | "FP32" => 4,
-        "INT64" | "UINT64" | "FP64" => 8,
-        _ => return None,
-    })
 }
 
 /// Numbers from the binary part of the body: little-endian, row-major.
@@ -268,65 +353,7 @@ fn binary_values(datatype: &str, size: usize, count: usize, binary: &mut Bytes) 
             binary.len()
         )));
     }
-    let data = binary.split_to(size);
-    let values: Vec<f32> = data
-        .chunks_exact(element)
-        .map(|b| match datatype {
-            "BOOL" | "UINT8" => f32::from(b[0]),
-            "INT8" => f32::from(b[0] as i8),
-            "INT16" => f32::from(i16::from_le_bytes([b[0], b[1]])),
-            "UINT16" => f32::from(u16::from_le_bytes([b[0], b[1]])),
-            "FP16" => half_to_f32(u16::from_le_bytes([b[0], b[1]])),
-            "INT32" => i32::from_le_bytes(b.try_into().expect("4 bytes")) as f32,
-            "UINT32" => u32::from_le_bytes(b.try_into().expect("4 bytes")) as f32,
-            "FP32" => f32::from_le_bytes(b.try_into().expect("4 bytes")),
-            "INT64" => i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
-            "UINT64" => u64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
-            _ => f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
-        })
-        .collect();
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(bad(format!("value {i} of the input is not a finite number")));
-    }
-    Ok(values)
-}
-
-/// An IEEE half-precision float.
-fn half_to_f32(bits: u16) -> f32 {
-    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let exponent = i32::from((bits >> 10) & 0x1f);
-    let fraction = f32::from(bits & 0x3ff);
-    sign * match exponent {
-        0 => fraction * 2f32.powi(-24),
-        31 => f32::INFINITY,
-        _ => (1.0 + fraction / 1024.0) * 2f32.powi(exponent - 15),
-    }
-}
-
-/// Numbers from `"data"`, flat or nested, row-major.
-fn json_values(datatype: &str, data: &Value, count: usize) -> Result<Vec<f32>, ServeError> {
-    if element_size(datatype).is_none() {
-        return Err(ServeError::BadRequest(format!("datatype {datatype} is not a number type")));
-    }
-    let mut values = Vec::with_capacity(count);
-    let mut pending = vec![data];
-    // Depth-first, in order: nested lists flatten row-major.
-    while let Some(value) = pending.pop() {
-        match value {
-            Value::Array(items) => pending.extend(items.iter().rev()),
-            value => {
-                let index = values.len();
-                values.push(feature(value, &|| format!("value {index} of the input")).map_err(ServeError::BadRequest)?);
-            }
-        }
-    }
-    if values.len() != count {
-        return Err(ServeError::BadRequest(format!(
-            "the input's shape needs {count} values; \"data\" has {}",
-            values.len()
-        )));
-    }
-    Ok(values)
+    raw_floats(datatype, &binary.split_to(size)).map_err(bad)
 }
 
 /// The outputs asked for (all by default): each one's index, and whether it goes as binary.
@@ -378,9 +405,9 @@ fn encoded_images(request: &InferRequest, binary: &mut Bytes) -> Result<Vec<Byte
                     binary.len()
                 )));
             }
-            binary_elements(binary.split_to(size as usize), &input.name)?
+            raw_elements(binary.split_to(size as usize), &input.name).map_err(ServeError::BadRequest)?
         }
-        None => match &input.data {
+        None => match &input.data_value()? {
             Some(Value::Array(items)) => items
                 .iter()
                 .flat_map(|item| match item {
@@ -405,21 +432,6 @@ fn encoded_images(request: &InferRequest, binary: &mut Bytes) -> Result<Vec<Byte
         )));
     }
     Ok(images)
-}
-
-/// The elements of a binary BYTES tensor: each its length (4 bytes, little-endian), then its
-/// bytes. The shape is the client's word: the data bounds what is allocated.
-fn binary_elements(mut data: Bytes, input: &str) -> Result<Vec<Bytes>, ServeError> {
-    let mut elements = Vec::new();
-    while data.len() >= 4 {
-        let length = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
-        if length > data.len() - 4 {
-            return Err(ServeError::BadRequest(format!("input {input:?}: an element's length runs past its data")));
-        }
-        let _ = data.split_to(4);
-        elements.push(data.split_to(length));
-    }
-    Ok(elements)
 }
 
 /// For a model of column inputs: the request's tensors by name, `[rows, 1]` or `[rows]` each
@@ -449,7 +461,8 @@ fn typed_columns(model: &ServedModel, request: &InferRequest, binary: &mut Bytes
                     binary.len()
                 )));
             }
-            Some(size) if input.datatype == "BYTES" => binary_elements(binary.split_to(size as usize), &input.name)?
+            Some(size) if input.datatype == "BYTES" => raw_elements(binary.split_to(size as usize), &input.name)
+                .map_err(ServeError::BadRequest)?
                 .into_iter()
                 .map(|bytes| match String::from_utf8(bytes.to_vec()) {
                     Ok(text) => Ok(Value::String(text)),
@@ -469,16 +482,16 @@ fn typed_columns(model: &ServedModel, request: &InferRequest, binary: &mut Bytes
                 binary.split_to(size as usize).chunks_exact(element).map(|b| number_value(&input.datatype, b)).collect()
             }
             None => {
-                let data = input.data.as_ref().ok_or_else(|| bad(format!("input {:?} has no \"data\"", input.name)))?;
+                let data = input.data_value()?.ok_or_else(|| bad(format!("input {:?} has no \"data\"", input.name)))?;
                 match data {
                     Value::Array(items) => items
-                        .iter()
+                        .into_iter()
                         .flat_map(|item| match item {
-                            Value::Array(inner) => inner.clone(),
-                            other => vec![other.clone()],
+                            Value::Array(inner) => inner,
+                            other => vec![other],
                         })
                         .collect(),
-                    other => vec![other.clone()],
+                    other => vec![other],
                 }
             }
         };
@@ -495,40 +508,26 @@ fn typed_columns(model: &ServedModel, request: &InferRequest, binary: &mut Bytes
     typed_from_columns(&columns, loaded).map_err(bad)
 }
 
-/// A little-endian number of `datatype` as JSON.
-fn number_value(datatype: &str, b: &[u8]) -> Value {
-    match datatype {
-        "BOOL" | "UINT8" => Value::from(b[0]),
-        "INT8" => Value::from(b[0] as i8),
-        "INT16" => Value::from(i16::from_le_bytes([b[0], b[1]])),
-        "UINT16" => Value::from(u16::from_le_bytes([b[0], b[1]])),
-        "FP16" => Value::from(half_to_f32(u16::from_le_bytes([b[0], b[1]]))),
-        "INT32" => Value::from(i32::from_le_bytes(b.try_into().expect("4 bytes"))),
-        "UINT32" => Value::from(u32::from_le_bytes(b.try_into().expect("4 bytes"))),
-        "FP32" => Value::from(f32::from_le_bytes(b.try_into().expect("4 bytes"))),
-        "INT64" => Value::from(i64::from_le_bytes(b.try_into().expect("8 bytes"))),
-        "UINT64" => Value::from(u64::from_le_bytes(b.try_into().expect("8 bytes"))),
-        _ => Value::from(f64::from_le_bytes(b.try_into().expect("8 bytes"))),
-    }
+/// An image model's top k of each image, flat: the class names and their probabilities.
+pub fn image_outputs(image: &crate::engine::image::ImageModel, top: &[Vec<Prediction>]) -> (Vec<String>, Vec<f32>) {
+    let names = top.iter().flatten().map(|p| image.classifier.labels[p.index].clone()).collect();
+    let probabilities = top.iter().flatten().map(|p| p.probability).collect();
+    (names, probabilities)
 }
 
 /// An image model's answer: `classes` and `probabilities`, `[images, k]`.
-fn image_answer(
-    model: &ServedModel,
-    request: &InferRequest,
-    top: &[Vec<crate::engine::image::Prediction>],
-) -> Response {
+fn image_answer(model: &ServedModel, request: &InferRequest, top: &[Vec<Prediction>]) -> Response {
     let Some(image) = &model.loaded.model.image else {
         return ServeError::Internal("not an image model".into()).into_response_for(PROTOCOL);
     };
     let k = top.first().map_or(0, Vec::len);
-    let classes: Vec<Value> = top.iter().flatten().map(|p| json!(image.classifier.labels[p.index])).collect();
-    let probabilities: Vec<Value> = top.iter().flatten().map(|p| super::tensors::json_f32(p.probability)).collect();
+    let (names, probabilities) = image_outputs(image, top);
+    let probabilities: Vec<Value> = probabilities.into_iter().map(super::tensors::json_f32).collect();
     let mut response = json!({
         "model_name": model.name,
         "model_version": model.version.to_string(),
         "outputs": [
-            { "name": "classes", "datatype": "BYTES", "shape": [top.len(), k], "data": classes },
+            { "name": "classes", "datatype": "BYTES", "shape": [top.len(), k], "data": names },
             { "name": "probabilities", "datatype": "FP32", "shape": [top.len(), k], "data": probabilities },
         ],
     });
@@ -538,7 +537,8 @@ fn image_answer(
     Json(response).into_response()
 }
 
-/// The response: the `wanted` outputs, each as JSON or binary.
+/// The response: the `wanted` outputs, each as JSON or binary, written straight from the
+/// model's outputs.
 fn answer(
     model: &ServedModel,
     request: &InferRequest,
@@ -548,57 +548,50 @@ fn answer(
     outputs: &[OutputValues],
 ) -> Response {
     let specs = &model.loaded.model.outputs;
-    let mut tail = BytesMut::new();
-    let mut described = Vec::with_capacity(wanted.len());
-    for &(index, binary) in wanted {
+    let mut tail = Vec::new();
+    let mut out = Vec::new();
+    out.extend_from_slice(b"{\"model_name\":");
+    write_text(&mut out, &model.name);
+    out.extend_from_slice(b",\"model_version\":");
+    write_text(&mut out, &model.version.to_string());
+    if let Some(id) = &request.id {
+        out.extend_from_slice(b",\"id\":");
+        write_text(&mut out, id);
+    }
+    out.extend_from_slice(b",\"outputs\":[");
+    for (n, &(index, binary)) in wanted.iter().enumerate() {
         let (spec, values) = (&specs[index], &outputs[index]);
         let width = spec.width();
-        let shape: Vec<usize> = if bare_rows(spec, form) { vec![rows] } else { vec![rows, width] };
-        let mut output = Map::new();
-        output.insert("name".into(), json!(spec.name));
-        output.insert("datatype".into(), json!(datatype(spec.element)));
-        output.insert("shape".into(), json!(shape));
-        if binary {
-            let start = tail.len();
-            for i in 0..rows * width {
-                match (spec.element, values) {
-                    (Element::Float32, OutputValues::Float(v)) => tail.put_f32_le(v[i]),
-                    (Element::Int64, OutputValues::Int(v)) => tail.put_i64_le(v[i]),
-                    _ => {
-                        // BYTES: each element's length (4 bytes) then its bytes.
-                        let text = match label_value(spec, values, i) {
-                            Value::String(s) => s,
-                            other => other.to_string(),
-                        };
-                        tail.put_u32_le(text.len() as u32);
-                        tail.put_slice(text.as_bytes());
-                    }
-                }
-            }
-            output.insert("parameters".into(), json!({ "binary_data_size": tail.len() - start }));
-        } else {
-            output
-                .insert("data".into(), Value::Array((0..rows * width).map(|i| label_value(spec, values, i)).collect()));
+        if n > 0 {
+            out.push(b',');
         }
-        described.push(Value::Object(output));
+        out.extend_from_slice(b"{\"name\":");
+        write_text(&mut out, &spec.name);
+        out.extend_from_slice(b",\"datatype\":\"");
+        out.extend_from_slice(datatype(spec.element).as_bytes());
+        out.extend_from_slice(b"\",\"shape\":");
+        if bare_rows(spec, form) {
+            out.extend_from_slice(format!("[{rows}]").as_bytes());
+        } else {
+            out.extend_from_slice(format!("[{rows},{width}]").as_bytes());
+        }
+        if binary {
+            let (_, _, data) = binary_answer(spec, values, rows, form);
+            out.extend_from_slice(format!(",\"parameters\":{{\"binary_data_size\":{}}}}}", data.len()).as_bytes());
+            tail.extend_from_slice(&data);
+        } else {
+            out.extend_from_slice(b",\"data\":");
+            write_elements(&mut out, spec, values, 0, rows * width);
+            out.push(b'}');
+        }
     }
-    let mut response = json!({
-        "model_name": model.name,
-        "model_version": model.version.to_string(),
-        "outputs": described,
-    });
-    if let Some(id) = &request.id {
-        response["id"] = json!(id);
-    }
+    out.extend_from_slice(b"]}");
     if tail.is_empty() {
-        return Json(response).into_response();
+        return json_response(out);
     }
-    let header = serde_json::to_vec(&response).expect("a response serialises");
-    let header_length = header.len();
-    let mut body = BytesMut::with_capacity(header_length + tail.len());
-    body.put_slice(&header);
-    body.put(tail);
-    let mut response = body.freeze().into_response();
+    let header_length = out.len();
+    out.append(&mut tail);
+    let mut response = out.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     headers.insert(HEADER_LENGTH, HeaderValue::from(header_length));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -28,6 +29,13 @@ struct ModelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoadLabels {
+    model: String,
+    version: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BatchLabels {
     model: String,
     version: String,
@@ -42,6 +50,8 @@ pub struct Metrics {
     latency: Histograms<ModelLabels>,
     batch_rows: Histograms<BatchLabels>,
     batch_requests: Histograms<BatchLabels>,
+    bytes_in_flight: Gauge,
+    model_loads: Family<LoadLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -83,7 +93,19 @@ impl Metrics {
             "Requests batched into each model run, by model and version",
             batch_requests.clone(),
         );
-        Arc::new(Self { registry, requests, errors, latency, batch_rows, batch_requests })
+        let bytes_in_flight = Gauge::default();
+        registry.register(
+            "bytes_in_flight",
+            "Bytes requests hold now (bodies, their rows, outputs and answers), of the budget MAX_BYTES_IN_FLIGHT",
+            bytes_in_flight.clone(),
+        );
+        let model_loads = Family::<LoadLabels, Counter>::default();
+        registry.register(
+            "model_loads",
+            "Model versions loaded (outcome ok) or that could not be (failed), by model and version",
+            model_loads.clone(),
+        );
+        Arc::new(Self { registry, requests, errors, latency, batch_rows, batch_requests, bytes_in_flight, model_loads })
     }
 
     /// Counts one answered request. `model` is empty where the request named none.
@@ -96,6 +118,11 @@ impl Metrics {
             self.errors.get_or_create(&labels).inc();
         }
         self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// The gauge of the server's budget.
+    pub fn bytes_in_flight(&self) -> Gauge {
+        self.bytes_in_flight.clone()
     }
 
     /// What a model's batcher reports its batches to.
@@ -111,6 +138,18 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+}
+
+impl super::registry::RegistryObserver for Arc<Metrics> {
+    fn batches(&self, name: &str, version: u64) -> Arc<dyn BatchObserver> {
+        self.batch_observer(name, version)
+    }
+
+    fn loaded(&self, name: &str, version: u64, outcome: Result<(), &str>) {
+        let outcome = if outcome.is_ok() { "ok" } else { "failed" };
+        let labels = LoadLabels { model: name.to_owned(), version: version.to_string(), outcome: outcome.to_owned() };
+        self.model_loads.get_or_create(&labels).inc();
     }
 }
 

@@ -5,7 +5,10 @@
 //!
 //! - [`registry`]: every model of the repository, loaded once, each with its [`batcher`].
 //! - [`batcher`]: concurrent requests for a model run together, off the async threads.
-//! - [`tensors`]: JSON tensors to feature rows and predictions back.
+//! - [`tensors`]: what the protocols share of tensors: rows in, element types, shapes.
+//! - [`json_rows`]: JSON rows read straight into the model's input.
+//! - [`json_answer`]: answers written straight from the model's outputs.
+//! - [`budget`]: the bytes in flight, server-wide: over it a request is refused at once.
 //! - [`images`]: images in, however a protocol carries them, and the top k classes out.
 //! - [`error`]: one error type, answered in each protocol's own shape.
 //!
@@ -14,9 +17,12 @@
 //! the grace period.
 
 pub mod batcher;
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod images;
+pub mod json_answer;
+pub mod json_rows;
 pub mod kserve;
 pub mod metrics;
 pub mod registry;
@@ -29,7 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,6 +44,7 @@ use tokio::time::Instant;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::shutdown::Shutdown;
+use budget::{Budget, Held};
 use config::ServeSettings;
 use error::{Protocol, ServeError};
 use metrics::Metrics;
@@ -48,9 +55,43 @@ pub struct AppState {
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
     pub settings: ServeSettings,
+    pub budget: Budget,
 }
 
 impl AppState {
+    pub fn new(registry: Registry, metrics: Arc<Metrics>, settings: ServeSettings) -> Self {
+        let budget = Budget::new(settings.max_bytes_in_flight, metrics.bytes_in_flight());
+        Self { registry, metrics, settings, budget }
+    }
+
+    /// The request's body, with its share of the budget: taken for the length its headers give
+    /// before a byte is read (refused at once when it does not fit), or for the body limit when
+    /// they give none.
+    pub async fn read_body(&self, request: Request) -> Result<(bytes::Bytes, Held), ServeError> {
+        let limit = self.settings.max_body_bytes;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|length| length.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Err(ServeError::TooLarge(limit));
+        }
+        let mut held = self.budget.empty();
+        self.budget.grow(&mut held, declared.unwrap_or(limit))?;
+        let body = error::body(bytes::Bytes::from_request(request, &()).await, limit)?;
+        held.shrink_to(body.len());
+        Ok((body, held))
+    }
+
+    /// Refuses an answer that could be larger than the limit, before the model runs.
+    pub fn check_answer(&self, bound: usize, rows: usize) -> Result<(), ServeError> {
+        let limit = self.settings.max_response_bytes;
+        if bound > limit {
+            return Err(ServeError::AnswerTooLarge { rows, bound, limit });
+        }
+        Ok(())
+    }
+
     /// Runs a handler's work, answers its error in `protocol`'s shape, and counts the request.
     pub async fn answer(
         &self,
@@ -69,7 +110,7 @@ impl AppState {
             }
         };
         // Only models the server has get a label of their own: a client cannot grow the metrics.
-        let label = if self.registry.versions(model).is_some() { model } else { "" };
+        let label = if self.registry.serves(model) { model } else { "" };
         self.metrics.request(protocol, label, response.status().as_u16(), started.elapsed());
         response
     }
@@ -116,6 +157,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/models/{name}/versions/{version}", get(kserve::model_metadata))
         .route("/v2/models/{name}/versions/{version}/ready", get(kserve::model_ready))
         .route("/v2/models/{name}/versions/{version}/infer", post(kserve::infer))
+        .route("/v2/repository/index", post(kserve::repository_index))
+        .route("/v2/repository/models/{name}/load", post(kserve::repository_load))
+        .route("/v2/repository/models/{name}/unload", post(kserve::repository_unload))
         // TorchServe.
         .route("/ping", get(torchserve::ping))
         .route("/predictions/{name}", post(torchserve::predict))
@@ -135,10 +179,34 @@ async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
     response
 }
 
+/// Looks at the repository every `MODEL_POLL_SECONDS` and brings the served models in line,
+/// until `shutdown`.
+pub async fn watch_repository(state: Arc<AppState>, shutdown: Shutdown) {
+    let every = state.settings.model_poll;
+    if every.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.wait() => return,
+        }
+        match state.registry.refresh().await {
+            Ok(changes) if changes != registry::Changes::default() => {
+                tracing::info!(loaded = ?changes.loaded, failed = ?changes.failed, unloaded = ?changes.unloaded, "the model repository changed");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "serving the models loaded before"),
+        }
+    }
+}
+
 /// Serves on `listener` until `shutdown`, then lets requests in flight finish for the grace
-/// period.
+/// period. The repository is watched meanwhile.
 pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: Shutdown) -> std::io::Result<()> {
     let grace = state.settings.shutdown_grace;
+    let watcher = tokio::spawn(watch_repository(Arc::clone(&state), shutdown.clone()));
+    let _stop_watching = AbortOnDrop(watcher);
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let stopping = shutdown.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.wait().await });
@@ -148,5 +216,14 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: Shutdown
             tracing::warn!(grace_seconds = grace.as_secs(), "requests still in flight at the end of the grace period: stopping");
             Ok(())
         }
+    }
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -1,13 +1,14 @@
-//! Tensors as the protocols write them in JSON: request values into feature rows, model outputs
-//! into values. A model takes one input `[batch, features]`; a request may give a row as a list
-//! of features or, for a one-feature model, as a bare number (TF Serving's `"instances": [1.0,
-//! 2.0, 5.0]`), and a one-wide output then comes back as bare numbers too.
+//! What the protocols share of tensors: the rows a request gives and how it gave them, the
+//! outputs' element types and shapes. A model takes one input `[batch, features]`; a request may
+//! give a row as a list of features or, for a one-feature model, as a bare number (TF Serving's
+//! `"instances": [1.0, 2.0, 5.0]`), and a one-wide output then comes back as bare numbers too.
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::engine::batch::Batch;
 use crate::engine::sources::push_json_value;
-use crate::engine::{Element, Model, OutputKind, OutputSpec, OutputValues};
+use crate::engine::{Element, Model, OutputSpec, OutputValues};
 
 /// How a request gave each row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,15 +28,6 @@ pub struct Features {
     pub form: RowForm,
 }
 
-/// A JSON number as a finite f32 feature.
-pub fn feature(value: &Value, what: &dyn Fn() -> String) -> Result<f32, String> {
-    match value.as_f64() {
-        Some(number) if (number as f32).is_finite() => Ok(number as f32),
-        Some(_) => Err(format!("{} is not a finite 32-bit float", what())),
-        None => Err(format!("{} is {}, not a number", what(), kind_of(value))),
-    }
-}
-
 /// What a JSON value is, for messages.
 pub fn kind_of(value: &Value) -> &'static str {
     match value {
@@ -46,60 +38,6 @@ pub fn kind_of(value: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     }
-}
-
-/// Rows given as TF Serving's `instances`: a list of rows, each a list of the features, a bare
-/// number for a one-feature model, or an object naming the model's input.
-pub fn from_instances(instances: &Value, model: &Model) -> Result<Features, String> {
-    let Value::Array(items) = instances else {
-        return Err(format!("\"instances\" is {}, not a list", kind_of(instances)));
-    };
-    if items.is_empty() {
-        return Err("\"instances\" is empty".into());
-    }
-    let mut features =
-        Features { values: Vec::with_capacity(items.len() * model.n_features), rows: 0, form: RowForm::Vector };
-    for (index, item) in items.iter().enumerate() {
-        let item = match item {
-            Value::Object(fields) => named_input(fields, model, &|| format!("instance {index}"))?,
-            other => other,
-        };
-        let form = push_row(&mut features.values, item, model, &|| format!("instance {index}"))?;
-        if index > 0 && form != features.form {
-            return Err(format!("instance {index} is not written like instance 0 (a number, or a list of features)"));
-        }
-        features.form = form;
-        features.rows += 1;
-    }
-    Ok(features)
-}
-
-/// For a model of column inputs: rows given as objects naming each input (TF Serving's
-/// `instances`), a value or a one-value list each.
-pub fn typed_from_instances(instances: &Value, model: &Model) -> Result<Batch, String> {
-    let Value::Array(items) = instances else {
-        return Err(format!("\"instances\" is {}, not a list", kind_of(instances)));
-    };
-    if items.is_empty() {
-        return Err("\"instances\" is empty".into());
-    }
-    let mut batch = Batch::default();
-    for (index, item) in items.iter().enumerate() {
-        let Value::Object(fields) = item else {
-            return Err(format!(
-                "instance {index} is {}; the model takes an object naming {}",
-                kind_of(item),
-                input_names(model)
-            ));
-        };
-        for input in &model.column_inputs {
-            let value = fields.get(&input.name).map(one_value);
-            push_json_value(input.kind, value, model.handles_missing, &mut batch)
-                .map_err(|problem| format!("input {:?} of instance {index} {problem}", input.name))?;
-        }
-        batch.rows += 1;
-    }
-    Ok(batch)
 }
 
 /// For a model of column inputs: each input's values over the rows, by name (TF Serving's
@@ -137,76 +75,15 @@ pub fn typed_from_columns(columns: &Map<String, Value>, model: &Model) -> Result
 }
 
 /// A row's value of a `[batch, 1]` input: the value, or a list holding it.
-fn one_value(value: &Value) -> &Value {
+pub fn one_value(value: &Value) -> &Value {
     match value {
         Value::Array(items) if items.len() == 1 => &items[0],
         other => other,
     }
 }
 
-fn input_names(model: &Model) -> String {
+pub fn input_names(model: &Model) -> String {
     model.column_inputs.iter().map(|i| format!("{:?} ({})", i.name, i.kind.name())).collect::<Vec<_>>().join(", ")
-}
-
-/// Rows given as TF Serving's columnar `inputs`: the input tensor, or an object naming it.
-pub fn from_columns(inputs: &Value, model: &Model) -> Result<Features, String> {
-    let tensor = match inputs {
-        Value::Object(fields) => named_input(fields, model, &|| "\"inputs\"".to_owned())?,
-        other => other,
-    };
-    let Value::Array(rows) = tensor else {
-        return Err(format!("\"inputs\" is {}, not a list of rows", kind_of(tensor)));
-    };
-    if rows.is_empty() {
-        return Err("\"inputs\" has no rows".into());
-    }
-    let mut features =
-        Features { values: Vec::with_capacity(rows.len() * model.n_features), rows: 0, form: RowForm::Vector };
-    for (index, row) in rows.iter().enumerate() {
-        let form = push_row(&mut features.values, row, model, &|| format!("row {index} of \"inputs\""))?;
-        if index > 0 && form != features.form {
-            return Err(format!("row {index} of \"inputs\" is not written like row 0"));
-        }
-        features.form = form;
-        features.rows += 1;
-    }
-    Ok(features)
-}
-
-/// The value an object gives for the model's input.
-fn named_input<'a>(
-    fields: &'a Map<String, Value>,
-    model: &Model,
-    what: &dyn Fn() -> String,
-) -> Result<&'a Value, String> {
-    match (fields.len(), fields.get(&model.input_name)) {
-        (1, Some(value)) => Ok(value),
-        _ => Err(format!(
-            "{} names {:?}; the model has one input, {:?}",
-            what(),
-            fields.keys().collect::<Vec<_>>(),
-            model.input_name
-        )),
-    }
-}
-
-/// Appends one row: a list of the model's features, or a number for a one-feature model.
-fn push_row(values: &mut Vec<f32>, row: &Value, model: &Model, what: &dyn Fn() -> String) -> Result<RowForm, String> {
-    let n = model.n_features;
-    match row {
-        Value::Array(items) if items.len() == n => {
-            for (i, item) in items.iter().enumerate() {
-                values.push(feature(item, &|| format!("feature {i} of {}", what()))?);
-            }
-            Ok(RowForm::Vector)
-        }
-        Value::Array(items) => Err(format!("{} has {} features; the model takes {n}", what(), items.len())),
-        Value::Number(_) if n == 1 => {
-            values.push(feature(row, what)?);
-            Ok(RowForm::Scalar)
-        }
-        other => Err(format!("{} is {}; the model takes rows of {n} numbers", what(), kind_of(other))),
-    }
 }
 
 /// A float as JSON: the shortest decimal that reads back as the same f32 (as the batch outputs
@@ -220,34 +97,26 @@ pub fn json_f32(value: f32) -> Value {
     serde_json::Number::from_f64(shortest).map_or(Value::Null, Value::Number)
 }
 
-/// A label as the model itself outputs it: its integer, or the class name of a classifier
-/// whose labels are strings.
-pub fn label_value(spec: &OutputSpec, values: &OutputValues, index: usize) -> Value {
-    match values {
-        OutputValues::Text(labels) => Value::String(labels[index].clone()),
-        OutputValues::Int(labels) => match (&spec.kind, spec.element) {
-            (OutputKind::Label { classes: Some(classes) }, Element::String) => classes
-                .index_of(labels[index])
-                .map_or_else(|| Value::from(labels[index]), |i| Value::String(classes.names[i].clone())),
-            _ => Value::from(labels[index]),
-        },
-        OutputValues::Float(v) => json_f32(v[index]),
-    }
-}
-
 /// Whether an output's rows come back as bare values: a `[batch]` output, or a one-wide output
 /// of a request that gave its rows as bare numbers.
 pub fn bare_rows(spec: &OutputSpec, form: RowForm) -> bool {
     spec.rank == 1 || (spec.width() == 1 && form == RowForm::Scalar)
 }
 
-/// Row `row` of one output, as JSON.
-pub fn row_value(spec: &OutputSpec, values: &OutputValues, row: usize, form: RowForm) -> Value {
-    let width = spec.width();
-    if bare_rows(spec, form) {
-        return label_value(spec, values, row * width);
-    }
-    Value::Array((row * width..(row + 1) * width).map(|i| label_value(spec, values, i)).collect())
+/// The bytes the model's outputs for `rows` rows take.
+pub fn output_bytes(specs: &[OutputSpec], rows: usize) -> usize {
+    let per_row: usize = specs
+        .iter()
+        .map(|spec| {
+            spec.width()
+                * match spec.element {
+                    Element::Float32 => 4,
+                    Element::Int64 => 8,
+                    Element::String => 32,
+                }
+        })
+        .sum();
+    rows * per_row
 }
 
 /// The protocols' name for an output's element type.
@@ -257,4 +126,117 @@ pub fn datatype(element: Element) -> &'static str {
         Element::String => "BYTES",
         Element::Float32 => "FP32",
     }
+}
+
+/// Element sizes of the numeric datatypes.
+pub fn element_size(datatype: &str) -> Option<usize> {
+    Some(match datatype {
+        "BOOL" | "INT8" | "UINT8" => 1,
+        "INT16" | "UINT16" | "FP16" => 2,
+        "INT32" | "UINT32" | "FP32" => 4,
+        "INT64" | "UINT64" | "FP64" => 8,
+        _ => return None,
+    })
+}
+
+/// Numbers of `datatype`, little-endian and row-major as binary tensors carry them, as floats.
+pub fn raw_floats(datatype: &str, data: &[u8]) -> Result<Vec<f32>, String> {
+    let element = element_size(datatype).ok_or_else(|| format!("datatype {datatype} is not a number type"))?;
+    if !data.len().is_multiple_of(element) {
+        return Err(format!("{} bytes are not whole {datatype} values", data.len()));
+    }
+    let values: Vec<f32> = data
+        .chunks_exact(element)
+        .map(|b| match datatype {
+            "BOOL" | "UINT8" => f32::from(b[0]),
+            "INT8" => f32::from(b[0] as i8),
+            "INT16" => f32::from(i16::from_le_bytes([b[0], b[1]])),
+            "UINT16" => f32::from(u16::from_le_bytes([b[0], b[1]])),
+            "FP16" => half_to_f32(u16::from_le_bytes([b[0], b[1]])),
+            "INT32" => i32::from_le_bytes(b.try_into().expect("4 bytes")) as f32,
+            "UINT32" => u32::from_le_bytes(b.try_into().expect("4 bytes")) as f32,
+            "FP32" => f32::from_le_bytes(b.try_into().expect("4 bytes")),
+            "INT64" => i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
+            "UINT64" => u64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
+            _ => f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
+        })
+        .collect();
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(format!("value {i} of the input is not a finite number"));
+    }
+    Ok(values)
+}
+
+/// An IEEE half-precision float.
+pub fn half_to_f32(bits: u16) -> f32 {
+    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exponent = i32::from((bits >> 10) & 0x1f);
+    let fraction = f32::from(bits & 0x3ff);
+    sign * match exponent {
+        0 => fraction * 2f32.powi(-24),
+        31 => f32::INFINITY,
+        _ => (1.0 + fraction / 1024.0) * 2f32.powi(exponent - 15),
+    }
+}
+
+/// The elements of a binary BYTES tensor: each its length (4 bytes, little-endian), then its
+/// bytes. The shape is the client's word: the data bounds what is allocated.
+pub fn raw_elements(mut data: Bytes, input: &str) -> Result<Vec<Bytes>, String> {
+    let mut elements = Vec::new();
+    while data.len() >= 4 {
+        let length = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        if length > data.len() - 4 {
+            return Err(format!("input {input:?}: an element's length runs past its data"));
+        }
+        let _ = data.split_to(4);
+        elements.push(data.split_to(length));
+    }
+    Ok(elements)
+}
+
+/// A little-endian number of `datatype` as JSON.
+pub fn number_value(datatype: &str, b: &[u8]) -> Value {
+    match datatype {
+        "BOOL" | "UINT8" => Value::from(b[0]),
+        "INT8" => Value::from(b[0] as i8),
+        "INT16" => Value::from(i16::from_le_bytes([b[0], b[1]])),
+        "UINT16" => Value::from(u16::from_le_bytes([b[0], b[1]])),
+        "FP16" => Value::from(half_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+        "INT32" => Value::from(i32::from_le_bytes(b.try_into().expect("4 bytes"))),
+        "UINT32" => Value::from(u32::from_le_bytes(b.try_into().expect("4 bytes"))),
+        "FP32" => Value::from(f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+        "INT64" => Value::from(i64::from_le_bytes(b.try_into().expect("8 bytes"))),
+        "UINT64" => Value::from(u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+        _ => Value::from(f64::from_le_bytes(b.try_into().expect("8 bytes"))),
+    }
+}
+
+/// One output as a binary tensor: its shape, datatype and bytes (little-endian numbers; for
+/// `BYTES`, each element's length in 4 bytes then its bytes), as KServe's binary extension and
+/// its gRPC `raw_output_contents` carry it.
+pub fn binary_answer(
+    spec: &OutputSpec,
+    values: &OutputValues,
+    rows: usize,
+    form: RowForm,
+) -> (Vec<usize>, &'static str, Vec<u8>) {
+    let width = spec.width();
+    let shape = if bare_rows(spec, form) { vec![rows] } else { vec![rows, width] };
+    let count = rows * width;
+    let data = match (spec.element, values) {
+        (Element::Float32, OutputValues::Float(v)) => v[..count].iter().flat_map(|x| x.to_le_bytes()).collect(),
+        (Element::Int64, OutputValues::Int(v)) => v[..count].iter().flat_map(|x| x.to_le_bytes()).collect(),
+        _ => {
+            let mut data = Vec::new();
+            for i in 0..count {
+                let at = data.len();
+                data.extend_from_slice(&[0; 4]);
+                super::json_answer::element_bytes(spec, values, i, &mut data);
+                let length = (data.len() - at - 4) as u32;
+                data[at..at + 4].copy_from_slice(&length.to_le_bytes());
+            }
+            data
+        }
+    };
+    (shape, datatype(spec.element), data)
 }

@@ -9,18 +9,17 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::error::{Protocol, ServeError, body, json_body};
+use super::budget::Held;
+use super::error::{Protocol, ServeError};
 use super::images::{classify, from_base64, predictions_json};
+use super::json_answer::{json_response, row_bound, write_row, write_text};
+use super::json_rows::{TfRows, tf_predict};
 use super::registry::{ServedModel, Slot};
-use super::tensors::{
-    Features, RowForm, datatype, from_columns, from_instances, row_value, typed_from_columns, typed_from_instances,
-};
+use super::tensors::{Features, RowForm, datatype, output_bytes};
 use super::{AppState, ModelPath};
 use crate::engine::{ColumnType, OutputValues};
 
@@ -40,7 +39,7 @@ pub async fn metadata(State(state): State<Arc<AppState>>, Path(path): Path<Model
 pub async fn predict(
     State(state): State<Arc<AppState>>,
     Path(mut path): Path<ModelPath>,
-    request: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
     let last = path.version.as_mut().unwrap_or(&mut path.name);
     let verb = match last.find(':') {
@@ -73,69 +72,71 @@ async fn predict_with(
     state: &AppState,
     name: &str,
     version: Option<u64>,
-    request: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ServeError> {
-    let model = state.registry.get(name, version)?;
-    let request = json_body(&body(request, state.settings.max_body_bytes)?)?;
-    let Value::Object(request) = request else {
-        return Err(ServeError::BadRequest("the body is not a JSON object with \"instances\" or \"inputs\"".into()));
-    };
+    let model = &state.registry.get(name, version)?;
+    let (body, mut held) = state.read_body(request).await?;
     let loaded = &model.loaded.model;
-    if let Some(image) = &loaded.image {
-        let (items, columnar) = match (request.get("instances"), request.get("inputs")) {
-            (Some(Value::Array(items)), None) => (items.iter().collect::<Vec<_>>(), false),
-            (None, Some(Value::Array(items))) => (items.iter().collect(), true),
-            (None, Some(one @ Value::Object(_))) => (vec![one], true),
-            _ => {
-                return Err(ServeError::BadRequest(
-                    "send the images as {\"instances\": [{\"b64\": \"<the file in base64>\"}, ...]}".into(),
-                ));
-            }
-        };
-        let images = items.iter().enumerate().map(|(i, item)| b64_image(item, i)).collect::<Result<Vec<_>, _>>()?;
-        let predictions: Vec<Value> =
-            classify(state, model, images).await?.iter().map(|top| predictions_json(image, top)).collect();
-        let key = if columnar { "outputs" } else { "predictions" };
-        return Ok(Json(json!({ key: predictions })).into_response());
-    }
-    if !loaded.column_inputs.is_empty() {
-        let (columns, columnar) = match (request.get("instances"), request.get("inputs")) {
-            (Some(instances), None) => (typed_from_instances(instances, loaded), false),
-            (None, Some(Value::Object(inputs))) => (typed_from_columns(inputs, loaded), true),
-            (None, Some(_)) => {
-                return Err(ServeError::BadRequest("\"inputs\" must name each of the model's inputs".into()));
-            }
-            (Some(_), Some(_)) => {
-                return Err(ServeError::BadRequest("give \"instances\" or \"inputs\", not both".into()));
-            }
-            (None, None) => {
-                return Err(ServeError::BadRequest("the body has neither \"instances\" nor \"inputs\"".into()));
-            }
-        };
-        let columns = columns.map_err(ServeError::BadRequest)?;
-        let rows = columns.rows;
-        let outputs = model.batcher.infer_columns(columns).await?;
-        return Ok(Json(if columnar {
-            columns_answer(model, &outputs, rows, RowForm::Vector)
-        } else {
-            rows_answer(model, &outputs, rows, RowForm::Vector)
-        })
-        .into_response());
-    }
-    let (features, columnar) = match (request.get("instances"), request.get("inputs")) {
-        (Some(instances), None) => (from_instances(instances, loaded), false),
-        (None, Some(inputs)) => (from_columns(inputs, loaded), true),
-        (Some(_), Some(_)) => return Err(ServeError::BadRequest("give \"instances\" or \"inputs\", not both".into())),
-        (None, None) => return Err(ServeError::BadRequest("the body has neither \"instances\" nor \"inputs\"".into())),
+    let (rows, columnar) = tf_predict(&body, loaded).map_err(ServeError::BadRequest)?;
+    drop(body);
+    let (outputs, rows, form) = match rows {
+        TfRows::Json(items) => return images(state, model, items, columnar).await,
+        TfRows::Columns(columns) => {
+            let rows = columns.rows;
+            let bound = reserve(state, model, &mut held, rows, RowForm::Vector, 0)?;
+            (model.batcher.infer_columns(columns).await?, rows, (RowForm::Vector, bound))
+        }
+        TfRows::Features(Features { values, rows, form }) => {
+            let bound = reserve(state, model, &mut held, rows, form, values.len() * 4)?;
+            (model.batcher.infer(values, rows).await?, rows, (form, bound))
+        }
     };
-    let Features { values, rows, form } = features.map_err(ServeError::BadRequest)?;
-    let outputs = model.batcher.infer(values, rows).await?;
-    Ok(Json(if columnar {
-        columns_answer(model, &outputs, rows, form)
-    } else {
-        rows_answer(model, &outputs, rows, form)
-    })
-    .into_response())
+    let (form, bound) = form;
+    let answer = write_answer(model, &outputs, rows, form, columnar, bound);
+    drop(outputs);
+    if answer.len() > state.settings.max_response_bytes {
+        return Err(ServeError::AnswerTooLarge { rows, bound: answer.len(), limit: state.settings.max_response_bytes });
+    }
+    Ok(held.until_sent(json_response(answer)))
+}
+
+/// Refuses an answer that could pass the limit, and takes the budget for the request's input
+/// (`input_bytes`, already read), its outputs and its answer; returns the answer's bound.
+fn reserve(
+    state: &AppState,
+    model: &ServedModel,
+    held: &mut Held,
+    rows: usize,
+    form: RowForm,
+    input_bytes: usize,
+) -> Result<usize, ServeError> {
+    let specs = &model.loaded.model.outputs;
+    let bound = rows * row_bound(specs, form) + 32;
+    state.check_answer(bound, rows)?;
+    state.budget.grow(held, input_bytes + output_bytes(specs, rows) + bound)?;
+    Ok(bound)
+}
+
+/// An image model's request: `instances` (or `inputs`) of `{"b64": …}` images.
+async fn images(state: &AppState, model: &ServedModel, items: Value, columnar: bool) -> Result<Response, ServeError> {
+    let Some(image) = &model.loaded.model.image else {
+        return Err(ServeError::Internal("not an image model".into()));
+    };
+    let items = match items {
+        Value::Array(items) => items,
+        one @ Value::Object(_) if columnar => vec![one],
+        _ => {
+            return Err(ServeError::BadRequest(
+                "send the images as {\"instances\": [{\"b64\": \"<the file in base64>\"}, ...]}".into(),
+            ));
+        }
+    };
+    let images = items.iter().enumerate().map(|(i, item)| b64_image(item, i)).collect::<Result<Vec<_>, _>>()?;
+    drop(items);
+    let predictions: Vec<Value> =
+        classify(state, model, images).await?.iter().map(|top| predictions_json(image, top)).collect();
+    let key = if columnar { "outputs" } else { "predictions" };
+    Ok(Json(json!({ key: predictions })).into_response())
 }
 
 /// The bytes of an instance `{"b64": …}`, or `{"<input name>": {"b64": …}}`.
@@ -156,44 +157,76 @@ fn b64_image(item: &Value, index: usize) -> Result<bytes::Bytes, ServeError> {
     }
 }
 
-/// `{"predictions": [...]}`: per row, the one output's value, or an object of every output's.
-fn rows_answer(model: &ServedModel, outputs: &[OutputValues], rows: usize, form: RowForm) -> Value {
+/// `{"predictions": [...]}` (per row, the one output's value, or an object of every output's), or
+/// `{"outputs": ...}` (the one output's rows, or an object of every output's).
+fn write_answer(
+    model: &ServedModel,
+    outputs: &[OutputValues],
+    rows: usize,
+    form: RowForm,
+    columnar: bool,
+    bound: usize,
+) -> Vec<u8> {
     let specs = &model.loaded.model.outputs;
-    let predictions: Vec<Value> = (0..rows)
-        .map(|row| match specs.len() {
-            1 => row_value(&specs[0], &outputs[0], row, form),
-            _ => Value::Object(
-                specs
-                    .iter()
-                    .zip(outputs)
-                    .map(|(spec, values)| (spec.name.clone(), row_value(spec, values, row, form)))
-                    .collect(),
-            ),
-        })
-        .collect();
-    json!({ "predictions": predictions })
-}
-
-/// `{"outputs": ...}`: the one output's rows, or an object of every output's.
-fn columns_answer(model: &ServedModel, outputs: &[OutputValues], rows: usize, form: RowForm) -> Value {
-    let specs = &model.loaded.model.outputs;
-    let column =
-        |spec, values| -> Value { Value::Array((0..rows).map(|row| row_value(spec, values, row, form)).collect()) };
-    let outputs: Value = match specs.len() {
-        1 => column(&specs[0], &outputs[0]),
-        _ => Value::Object(
-            specs.iter().zip(outputs).map(|(spec, values)| (spec.name.clone(), column(spec, values))).collect(),
-        ),
-    };
-    json!({ "outputs": outputs })
+    let named = specs.len() > 1;
+    let mut out = Vec::with_capacity(bound);
+    if columnar {
+        out.extend_from_slice(b"{\"outputs\":");
+        if named {
+            out.push(b'{');
+        }
+        for (i, (spec, values)) in specs.iter().zip(outputs).enumerate() {
+            if named {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_text(&mut out, &spec.name);
+                out.push(b':');
+            }
+            out.push(b'[');
+            for row in 0..rows {
+                if row > 0 {
+                    out.push(b',');
+                }
+                write_row(&mut out, spec, values, row, form);
+            }
+            out.push(b']');
+        }
+        if named {
+            out.push(b'}');
+        }
+    } else {
+        out.extend_from_slice(b"{\"predictions\":[");
+        for row in 0..rows {
+            if row > 0 {
+                out.push(b',');
+            }
+            if !named {
+                write_row(&mut out, &specs[0], &outputs[0], row, form);
+                continue;
+            }
+            out.push(b'{');
+            for (i, (spec, values)) in specs.iter().zip(outputs).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_text(&mut out, &spec.name);
+                out.push(b':');
+                write_row(&mut out, spec, values, row, form);
+            }
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+    out
 }
 
 /// `GetModelStatusResponse`: every version's state, or one's.
 fn status_of(state: &AppState, name: &str, version: Option<u64>) -> Result<Response, ServeError> {
-    let versions = state
-        .registry
-        .versions(name)
-        .ok_or_else(|| ServeError::NotFound(format!("Could not find any versions of model {name}")))?;
+    let models = state.registry.snapshot();
+    let versions =
+        models.get(name).ok_or_else(|| ServeError::NotFound(format!("Could not find any versions of model {name}")))?;
     let statuses: Vec<Value> = versions
         .iter()
         .filter(|(v, _)| version.is_none_or(|wanted| **v == wanted))
@@ -201,7 +234,7 @@ fn status_of(state: &AppState, name: &str, version: Option<u64>) -> Result<Respo
             Slot::Ready(_) => json!({
                 "version": v.to_string(), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}
             }),
-            Slot::Failed(reason) => json!({
+            Slot::Failed { reason, .. } => json!({
                 "version": v.to_string(), "state": "END", "status": {"error_code": "UNKNOWN", "error_message": reason}
             }),
         })
@@ -217,7 +250,7 @@ fn status_of(state: &AppState, name: &str, version: Option<u64>) -> Result<Respo
 
 /// `GetModelMetadataResponse`: the `serving_default` signature of the model's input and outputs.
 fn metadata_of(state: &AppState, name: &str, version: Option<u64>) -> Result<Response, ServeError> {
-    let model = state.registry.get(name, version)?;
+    let model = &state.registry.get(name, version)?;
     let loaded = &model.loaded.model;
     let tensor = |name: &str, element, dims: &[i64]| {
         json!({

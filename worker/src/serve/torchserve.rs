@@ -17,11 +17,15 @@ use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::error::{Protocol, ServeError, body};
+use super::budget::Held;
+use super::error::{Protocol, ServeError};
 use super::images::{classify, predictions_json};
+use super::json_answer;
 use super::registry::ServedModel;
+use super::tensors::{RowForm, output_bytes};
 use super::{AppState, ModelPath};
 use crate::engine::batch::Batch;
 use crate::engine::sinks::OutputLayout;
@@ -60,8 +64,8 @@ async fn predict_with(
     version: Option<u64>,
     request: Request,
 ) -> Result<Response, ServeError> {
-    let model = state.registry.get(name, version)?;
-    let (content_type, body) = payload(request, state.settings.max_body_bytes).await?;
+    let model = &state.registry.get(name, version)?;
+    let (content_type, body, mut held) = payload(state, request).await?;
     if let Some(image) = &model.loaded.model.image {
         if body.is_empty() {
             return Err(ServeError::BadRequest(
@@ -75,6 +79,12 @@ async fn predict_with(
     let (shape, lines) = if csv { (Shape::Csv, body.to_vec()) } else { json_rows(&body)? };
     let format = if csv { DataFormat::Csv { delimiter: b',', has_header: true } } else { DataFormat::JsonLines };
     let (mut batch, layout) = parse(model, format, lines)?;
+    // The rows as read, their outputs and the answer (about as large as the rows' text again).
+    let specs = &model.loaded.model.outputs;
+    let answer_bound = body.len() + batch.rows * json_answer::row_bound(specs, RowForm::Vector) * 2;
+    state.check_answer(answer_bound, batch.rows)?;
+    state.budget.grow(&mut held, body.len() + output_bytes(specs, batch.rows) + answer_bound)?;
+    drop(body);
     // The features go to the model; the answer needs only the batch's other columns.
     let outputs = if model.loaded.model.column_inputs.is_empty() {
         model.batcher.infer(std::mem::take(&mut batch.features), batch.rows).await?
@@ -83,36 +93,49 @@ async fn predict_with(
     };
     let mut text = layout.header().map_err(|e| ServeError::Internal(e.to_string()))?;
     layout.format(&batch, &outputs, &model.loaded.model, &mut text);
-    Ok(match shape {
+    drop((batch, outputs));
+    let response = match shape {
         Shape::Csv => {
             let mut response = text.into_response();
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
             response
         }
-        Shape::One | Shape::Many => {
-            let mut rows: Vec<Value> = text
-                .split(|&b| b == b'\n')
-                .filter(|line| !line.is_empty())
-                .map(|line| serde_json::from_slice(line).map_err(|e| ServeError::Internal(e.to_string())))
-                .collect::<Result<_, _>>()?;
-            match shape {
-                Shape::One => Json(rows.pop().unwrap_or(Value::Null)).into_response(),
-                _ => Json(Value::Array(rows)).into_response(),
+        // The rows come back as JSON Lines, one object each: as JSON, the one, or a list of them.
+        Shape::One => {
+            while text.last() == Some(&b'\n') {
+                text.pop();
             }
+            json_answer::json_response(text)
         }
-    })
+        Shape::Many => {
+            while text.last() == Some(&b'\n') {
+                text.pop();
+            }
+            let mut list = Vec::with_capacity(text.len() + 2);
+            list.push(b'[');
+            list.extend(text.iter().map(|&b| if b == b'\n' { b',' } else { b }));
+            list.push(b']');
+            json_answer::json_response(list)
+        }
+    };
+    Ok(held.until_sent(response))
 }
 
 /// The request's payload and its content type: the body, or the multipart field `data` (or
-/// `body`).
-async fn payload(request: Request, limit: usize) -> Result<(Option<String>, Bytes), ServeError> {
+/// `body`); with the request's share of the budget for it.
+async fn payload(state: &AppState, request: Request) -> Result<(Option<String>, Bytes, Held), ServeError> {
+    let limit = state.settings.max_body_bytes;
     let content_type = |headers: &HeaderMap| {
         headers.get(header::CONTENT_TYPE).and_then(|t| t.to_str().ok()).map(|t| t.to_ascii_lowercase())
     };
     let request_type = content_type(request.headers());
     if !request_type.as_deref().is_some_and(|t| t.starts_with("multipart/form-data")) {
-        return Ok((request_type, body(Bytes::from_request(request, &()).await, limit)?));
+        let (body, held) = state.read_body(request).await?;
+        return Ok((request_type, body, held));
     }
+    // A multipart body is read as it comes: its share is the body limit.
+    let mut held = state.budget.empty();
+    state.budget.grow(&mut held, limit)?;
     let multipart_error = |e: axum::extract::multipart::MultipartError| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ServeError::TooLarge(limit),
         _ => ServeError::BadRequest(format!("the multipart body cannot be read: {}", e.body_text())),
@@ -123,31 +146,44 @@ async fn payload(request: Request, limit: usize) -> Result<(Option<String>, Byte
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         if matches!(field.name(), Some("data" | "body")) {
             let field_type = field.content_type().map(|t| t.to_ascii_lowercase());
-            return Ok((field_type, field.bytes().await.map_err(multipart_error)?));
+            let bytes = field.bytes().await.map_err(multipart_error)?;
+            held.shrink_to(bytes.len());
+            return Ok((field_type, bytes, held));
         }
     }
     Err(ServeError::BadRequest("the multipart body has no field \"data\" (curl -F \"data=@kitten.jpg\" ...)".into()))
 }
 
-/// A JSON body as JSON Lines: one object or list (one row), or a list of objects or lists.
+/// A JSON body as JSON Lines: one object or list (one row), or a list of objects or lists. The
+/// rows are copied as their text, never built as JSON values.
 fn json_rows(body: &[u8]) -> Result<(Shape, Vec<u8>), ServeError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    let not_json = |e: serde_json::Error| {
         ServeError::BadRequest(format!("the body is not valid JSON (send CSV as Content-Type text/csv): {e}"))
-    })?;
-    let row_of = |value: &Value| matches!(value, Value::Object(_) | Value::Array(_));
-    let (shape, rows): (Shape, Vec<&Value>) = match &value {
-        Value::Array(items) if !items.is_empty() && items.iter().all(row_of) => (Shape::Many, items.iter().collect()),
-        Value::Object(_) | Value::Array(_) => (Shape::One, vec![&value]),
-        other => {
+    };
+    let whole: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
+    let starts = |raw: &RawValue, with: &[u8]| raw.get().as_bytes().first().is_some_and(|b| with.contains(b));
+    let many = match whole.get().as_bytes().first() {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(whole.get()).map_err(not_json)?;
+            Some(items).filter(|items| !items.is_empty() && items.iter().all(|item| starts(item, b"{[")))
+        }
+        Some(b'{') => None,
+        _ => {
+            let value: Value = serde_json::from_str(whole.get()).map_err(not_json)?;
             return Err(ServeError::BadRequest(format!(
                 "the body is {}; send a row (an object of features, or a list of them), or a list of rows",
-                super::tensors::kind_of(other)
+                super::tensors::kind_of(&value)
             )));
         }
     };
+    let (shape, rows) = match many {
+        Some(items) => (Shape::Many, items),
+        None => (Shape::One, vec![whole]),
+    };
     let mut lines = Vec::with_capacity(body.len() + rows.len());
     for row in rows {
-        serde_json::to_writer(&mut lines, row).expect("a JSON value serialises");
+        // A line break inside a JSON value is only ever white space.
+        lines.extend(row.get().bytes().map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
         lines.push(b'\n');
     }
     Ok((shape, lines))
