@@ -10,10 +10,11 @@ use sluice_e2e::{eventually, repo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-/// `worker serve` on a free port of 127.0.0.1; killed when dropped.
+/// `worker serve` on free ports of 127.0.0.1 (HTTP and gRPC); killed when dropped.
 struct Served {
     child: Child,
     port: u16,
+    grpc_port: u16,
 }
 
 impl Drop for Served {
@@ -24,17 +25,18 @@ impl Drop for Served {
 
 async fn serve(args: &[&str]) -> Served {
     let port = sluice_local::moto::free_port().unwrap();
+    let grpc_port = sluice_local::moto::free_port().unwrap();
     let worker = sluice_local::binaries::workspace_binary("worker").unwrap();
     let child = Command::new(worker)
         .arg("serve")
         .args(args)
-        .args(["--port", &port.to_string()])
+        .args(["--port", &port.to_string(), "--grpc-port", &grpc_port.to_string()])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let served = Served { child, port };
+    let served = Served { child, port, grpc_port };
     eventually(Duration::from_secs(60), "the server is ready", || async {
         get(port, "/v2/health/ready").await == Some(200)
     })
@@ -70,6 +72,41 @@ async fn tritons_python_client_speaks_kserve_v2_with_the_server() {
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "tritonclient_check.py failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("tritonclient: all checks passed"), "{stdout}");
+}
+
+#[tokio::test]
+async fn grpc_clients_speak_kserve_v2_and_tf_serving_with_the_server() {
+    let python = repo(".tools/tritonclient/bin/python");
+    assert!(python.exists(), "{} is missing: run `make setup`", python.display());
+    let served = serve(&["--model-repository", &repo("models/repository").display().to_string()]).await;
+    let typed = repo("models/zoo/column_transformer_int_categories_ignore_unknown.onnx").display().to_string();
+    let typed = serve(&["--model", &typed, "--name", "wine"]).await;
+    let output = Command::new(python)
+        .arg(repo("tests/clients/grpc_check.py"))
+        .arg(format!("127.0.0.1:{}", served.grpc_port))
+        .arg(repo(""))
+        .arg(format!("127.0.0.1:{}", typed.grpc_port))
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "grpc_check.py failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("grpc: all checks passed"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_grpc_example_prints_what_it_says() {
+    let python = repo(".tools/tritonclient/bin/python");
+    let served = serve(&["--model-repository", &repo("models/repository").display().to_string()]).await;
+    let script = repo("examples/serve/grpc_client.py");
+    let output =
+        Command::new(python).arg(&script).arg(format!("127.0.0.1:{}", served.grpc_port)).output().await.unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = std::fs::read_to_string(script).unwrap();
+    let promised: Vec<&str> =
+        text.lines().skip_while(|l| *l != "# prints:").skip(1).filter_map(|l| l.strip_prefix("# ")).collect();
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(printed.lines().collect::<Vec<_>>(), promised);
 }
 
 /// The requests of examples/serve/requests.sh with the answers printed under them.

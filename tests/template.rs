@@ -180,8 +180,34 @@ fn the_online_endpoint_is_off_by_default_and_reachable_only_through_its_load_bal
         .filter(|r| r.as_mapping_get("Type").and_then(Yaml::as_str) == Some("AWS::EC2::SecurityGroupIngress"))
         .filter(|r| target(get(r, &["Properties", "GroupId"])) == "OnlineTaskSecurityGroup")
         .collect();
-    assert_eq!(ingress.len(), 1);
-    assert_eq!(target(get(ingress[0], &["Properties", "SourceSecurityGroupId"])), "OnlineLoadBalancerSecurityGroup");
+    assert_eq!(ingress.len(), 2, "HTTP, and gRPC with a certificate");
+    for rule in ingress {
+        assert_eq!(target(get(rule, &["Properties", "SourceSecurityGroupId"])), "OnlineLoadBalancerSecurityGroup");
+    }
+}
+
+#[test]
+fn grpc_is_deployed_only_with_a_certificate_behind_https() {
+    let template = template();
+    let resources = get(&template, &["Resources"]).as_mapping().unwrap();
+    let grpc: Vec<String> = resources.iter().map(|(name, _)| text(name)).filter(|name| name.contains("Grpc")).collect();
+    assert_eq!(grpc.len(), 3, "{grpc:?}");
+    for name in &grpc {
+        let condition = text(get(&template, &["Resources", name, "Condition"]));
+        assert_eq!(condition, "ServeOnlineWithHttps", "{name} exists only with CertificateArn");
+    }
+    // An ALB forwards gRPC to a target group of protocol version GRPC, health-checked by grpc.health.v1.
+    let group = get(&template, &["Resources", "OnlineGrpcTargetGroup", "Properties"]);
+    assert_eq!(text(get(group, &["ProtocolVersion"])), "GRPC");
+    assert_eq!(text(get(group, &["HealthCheckPath"])), "/grpc.health.v1.Health/Check");
+    assert_eq!(text(get(group, &["Matcher", "GrpcCode"])), "0");
+    // From the HTTPS listener only: its rule picks gRPC calls by their content type.
+    let rule = get(&template, &["Resources", "OnlineGrpcListenerRule", "Properties"]);
+    assert_eq!(target(get(rule, &["ListenerArn"])), "OnlineHttpsListener");
+    assert_eq!(text(get(rule, &["Conditions"]).as_vec().unwrap()[0].as_mapping_get("Field").unwrap()), "http-header");
+    // The tasks listen for gRPC on the port the target group uses.
+    let port = get(&template, &["Mappings", "Timing", "Online", "GrpcPort"]).as_integer().unwrap();
+    assert_eq!(port, 8001);
 }
 
 #[test]

@@ -99,6 +99,9 @@ enum Command {
         /// The port [env: PORT, default 8080].
         #[arg(long)]
         port: Option<u16>,
+        /// The gRPC port, 0 for none [env: GRPC_PORT, default 8001].
+        #[arg(long)]
+        grpc_port: Option<u16>,
         /// The address to listen on [env: BIND, default 127.0.0.1].
         #[arg(long)]
         bind: Option<std::net::IpAddr>,
@@ -122,8 +125,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Drain => run_queue().await,
-            Command::Serve { model_repository, model, name, port, bind } => {
-                run_server(model_repository, model.zip(name), port, bind).await
+            Command::Serve { model_repository, model, name, port, grpc_port, bind } => {
+                run_server(model_repository, model.zip(name), (port, grpc_port), bind).await
             }
             Command::CheckModel { model, model_repository } => check_model(model, model_repository).await,
             Command::Transform {
@@ -226,12 +229,13 @@ async fn serve_queue(
 async fn run_server(
     repository: Option<String>,
     file: Option<(String, String)>,
-    port: Option<u16>,
+    (port, grpc_port): (Option<u16>, Option<u16>),
     bind: Option<std::net::IpAddr>,
 ) -> anyhow::Result<()> {
     worker::allocator::give_memory_back();
     let mut settings = ServeSettings::from_env(&process_environment())?;
     settings.port = port.unwrap_or(settings.port);
+    settings.grpc_port = grpc_port.unwrap_or(settings.grpc_port);
     settings.bind = bind.unwrap_or(settings.bind);
     let source = match (file, repository.or_else(|| settings.model_repository.clone())) {
         (Some((uri, name)), _) => {
@@ -258,10 +262,27 @@ async fn run_server(
         .iter()
         .flat_map(|(name, versions)| versions.keys().map(move |v| format!("{name}@{v}")))
         .collect();
-    tracing::info!(address = %listener.local_addr()?, models = ?models, healthy = registry.healthy(), "serving");
+    let grpc = match settings.grpc_port {
+        0 => None,
+        port => Some(
+            tokio::net::TcpListener::bind((settings.bind, port))
+                .await
+                .with_context(|| format!("cannot listen for gRPC on {}:{port}", settings.bind))?,
+        ),
+    };
+    let grpc_address = grpc.as_ref().map(|l| l.local_addr()).transpose()?;
+    tracing::info!(address = %listener.local_addr()?, grpc = ?grpc_address, models = ?models, healthy = registry.healthy(), "serving");
     let shutdown = shutdown::on_signals().context("cannot listen for stop signals")?;
     let state = Arc::new(AppState::new(registry, metrics, settings));
-    worker::serve::run(listener, state, shutdown).await?;
+    let grpc = async {
+        match grpc {
+            Some(listener) => worker::serve::grpc::run(listener, Arc::clone(&state), shutdown.clone()).await,
+            None => Ok(()),
+        }
+    };
+    let (http, grpc) = tokio::join!(worker::serve::run(listener, Arc::clone(&state), shutdown.clone()), grpc);
+    http?;
+    grpc.context("the gRPC server failed")?;
     tracing::info!("server stopped");
     Ok(())
 }

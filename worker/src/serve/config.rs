@@ -13,6 +13,11 @@ use super::batcher::BatchSettings;
 pub const MODEL_REPOSITORY: EnvVar =
     EnvVar::optional("MODEL_REPOSITORY", "s3://bucket/prefix/ or a folder of the models to serve", "");
 pub const PORT: EnvVar = EnvVar::optional("PORT", "the TCP port to listen on, from 1 to 65535", "8080");
+pub const GRPC_PORT: EnvVar = EnvVar::optional(
+    "GRPC_PORT",
+    "the TCP port of the gRPC services (KServe v2, TF Serving, health), from 1 to 65535, or 0 for none",
+    "8001",
+);
 pub const BIND: EnvVar =
     EnvVar::optional("BIND", "the IP address to listen on, e.g. 127.0.0.1 or 0.0.0.0", "127.0.0.1");
 pub const MAX_BATCH_ROWS: EnvVar =
@@ -67,6 +72,7 @@ pub const INFERENCE_THREADS: EnvVar = EnvVar::optional(
 pub const VARS: &[EnvVar] = &[
     MODEL_REPOSITORY,
     PORT,
+    GRPC_PORT,
     BIND,
     MAX_BATCH_ROWS,
     MAX_BATCH_DELAY_MICROS,
@@ -86,6 +92,8 @@ pub struct ServeSettings {
     pub model_repository: Option<String>,
     pub bind: IpAddr,
     pub port: u16,
+    /// The gRPC port; 0 for no gRPC.
+    pub grpc_port: u16,
     pub batch: BatchSettings,
     pub max_body_bytes: usize,
     pub max_response_bytes: usize,
@@ -110,6 +118,7 @@ impl ServeSettings {
             model_repository: Some(repository).filter(|r| !r.is_empty()),
             bind: env.parse(&BIND)?,
             port: env.parse_in(&PORT, 1..=65535)?,
+            grpc_port: env.parse(&GRPC_PORT)?,
             batch: BatchSettings {
                 max_batch_rows: env.parse_in(&MAX_BATCH_ROWS, 1..=65536)?,
                 max_delay: Duration::from_micros(env.parse_in(&MAX_BATCH_DELAY_MICROS, 0..=1_000_000)?),
@@ -135,7 +144,7 @@ mod tests {
     #[test]
     fn defaults_listen_on_loopback_and_batch_briefly() {
         let settings = ServeSettings::from_env(&env(&[])).unwrap();
-        assert_eq!((settings.bind.to_string(), settings.port), ("127.0.0.1".into(), 8080));
+        assert_eq!((settings.bind.to_string(), settings.port, settings.grpc_port), ("127.0.0.1".into(), 8080, 8001));
         assert_eq!(settings.batch.max_batch_rows, 256);
         assert_eq!(settings.batch.max_delay, Duration::ZERO);
         assert_eq!(settings.model_repository, None);
@@ -145,6 +154,7 @@ mod tests {
     fn bad_values_name_their_variable() {
         for (name, value) in [
             ("PORT", "0"),
+            ("GRPC_PORT", "70000"),
             ("BIND", "localhost:80"),
             ("MAX_BATCH_ROWS", "0"),
             ("MAX_BATCH_DELAY_MICROS", "soon"),

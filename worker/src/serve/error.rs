@@ -16,6 +16,10 @@ pub enum Protocol {
     TfServing,
     KServe,
     TorchServe,
+    /// KServe v2 over gRPC.
+    KServeGrpc,
+    /// TF Serving's gRPC API.
+    TfServingGrpc,
 }
 
 impl Protocol {
@@ -24,6 +28,8 @@ impl Protocol {
             Protocol::TfServing => "tfserving",
             Protocol::KServe => "kserve",
             Protocol::TorchServe => "torchserve",
+            Protocol::KServeGrpc => "kserve-grpc",
+            Protocol::TfServingGrpc => "tfserving-grpc",
         }
     }
 }
@@ -85,7 +91,9 @@ impl ServeError {
     pub fn into_response_for(self, protocol: Protocol) -> Response {
         let status = self.status();
         let body = match protocol {
-            Protocol::TfServing | Protocol::KServe => json!({ "error": self.to_string() }),
+            Protocol::TfServing | Protocol::KServe | Protocol::KServeGrpc | Protocol::TfServingGrpc => {
+                json!({ "error": self.to_string() })
+            }
             Protocol::TorchServe => {
                 json!({ "code": status.as_u16(), "type": self.torchserve_type(), "message": self.to_string() })
             }

@@ -20,6 +20,7 @@ pub mod batcher;
 pub mod budget;
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod images;
 pub mod json_answer;
 pub mod json_rows;
@@ -109,10 +110,15 @@ impl AppState {
                 error.into_response_for(protocol)
             }
         };
-        // Only models the server has get a label of their own: a client cannot grow the metrics.
-        let label = if self.registry.serves(model) { model } else { "" };
-        self.metrics.request(protocol, label, response.status().as_u16(), started.elapsed());
+        self.count(protocol, model, response.status().as_u16(), started.elapsed());
         response
+    }
+
+    /// Counts an answered request. Only models the server has get a label of their own: a client
+    /// cannot grow the metrics.
+    pub fn count(&self, protocol: Protocol, model: &str, status: u16, elapsed: std::time::Duration) {
+        let label = if self.registry.serves(model) { model } else { "" };
+        self.metrics.request(protocol, label, status, elapsed);
     }
 }
 
