@@ -1,6 +1,6 @@
 //! The worker: drains the job queue, running an ONNX model over each input file.
 //!
-//! - [`engine`]: the transform itself, free of AWS.
+//! - [`engine`]: the transform itself, free of AWS: the `engine` crate, re-exported.
 //! - Ports and their AWS adapters: [`queue`] ([`sqs`]), [`store`] ([`s3`]), [`completions`]
 //!   (EventBridge).
 //! - [`transfer`]: streaming over the store: resumed, verified downloads and staged uploads.
@@ -19,7 +19,7 @@ pub mod completions;
 pub mod concatenate;
 pub mod config;
 pub mod drain;
-pub mod engine;
+pub use engine;
 pub mod job;
 pub mod local_transform;
 pub mod metrics;

@@ -4,22 +4,19 @@
 //! - [`decode`]: bytes to upright pixels, within a pixel limit.
 //! - [`preprocess`]: pixels to the model's input ([`resample`]: Pillow's resize, to the bit).
 //! - [`classify`]: the model's scores to the top k classes, as JSON.
-//! - [`transform`]: one image, or a tar archive of them, as a batch job.
 
 pub mod classify;
 pub mod config;
 pub mod decode;
 pub mod preprocess;
 pub mod resample;
-pub mod transform;
 
 pub use classify::{Classifier, Prediction};
 pub use config::{ImageConfig, Labels};
 pub use decode::ImageError;
 pub use preprocess::Preprocessor;
-pub use transform::{transform_archive, transform_one};
 
-use super::model::OutputValues;
+use super::outputs::OutputValues;
 
 /// What makes a model an image model: how its input is made and its output read.
 pub struct ImageModel {

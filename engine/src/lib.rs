@@ -1,22 +1,27 @@
-//! The transform engine: an ONNX model over a stream of rows, free of AWS.
+//! The transform engine: an ONNX model over a stream of rows, free of AWS (a crate of its own,
+//! so the compiler keeps that boundary). The batch side (`worker`'s jobs) and the online side
+//! (`worker serve`) both use it.
 //!
 //! - [`format`]: which format a file is in (CSV, TSV, JSON Lines; gzip or not).
-//! - [`model`]: loading a model once and running it on mini-batches.
+//! - [`model`]: loading a model once and running it on mini-batches; [`outputs`], what a run gives.
 //! - [`model_config`]: the optional configuration that maps input columns to the model.
 //! - [`ops`]: every operator the engine adds to tract: the ONNX-ML operators of scikit-learn,
 //!   XGBoost and LightGBM exports, and faster kernels in place of some of tract's.
 //! - [`columns`], [`sources`], [`sinks`]: columns resolved, rows read, predictions written.
 //! - [`pipeline`]: parse, infer and write overlapped on the task's cores ([`parallel`]), in
 //!   input order.
-//! - [`image`]: image models, from an image (or an archive of them) to the top k classes.
+//! - [`image`]: image models, from an image's bytes to the top k classes; [`image_transform`],
+//!   an image or an archive of them as a batch job.
 
 pub mod batch;
 pub mod columns;
 pub mod format;
 pub mod image;
+pub mod image_transform;
 pub mod model;
 pub mod model_config;
 pub mod ops;
+pub mod outputs;
 pub mod parallel;
 pub mod pipeline;
 pub mod shard;

@@ -21,6 +21,7 @@ use super::batch::Batch;
 use super::image::{Classifier, ImageConfig, ImageModel, Labels, Preprocessor};
 use super::model_config::{ModelConfig, ModelConfigError};
 use super::ops;
+pub use super::outputs::OutputValues;
 
 /// The metadata entry (`metadata_props`) of an ONNX model that may hold its configuration.
 pub const METADATA_KEY: &str = "sluice";
@@ -163,14 +164,6 @@ impl Classes {
 enum DeclaredLabels {
     Names(Vec<String>),
     Integers(Vec<i64>),
-}
-
-/// The predictions for one mini-batch, output by output, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OutputValues {
-    Int(Vec<i64>),
-    Text(Vec<String>),
-    Float(Vec<f32>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -401,48 +394,6 @@ impl OutputSpec {
         match self.kind {
             OutputKind::Label { .. } => 1,
             OutputKind::Values { width } => width,
-        }
-    }
-}
-
-impl OutputValues {
-    /// Appends `other`'s values (of the same type).
-    pub fn append(&mut self, other: OutputValues) {
-        match (self, other) {
-            (OutputValues::Int(v), OutputValues::Int(mut o)) => v.append(&mut o),
-            (OutputValues::Text(v), OutputValues::Text(mut o)) => v.append(&mut o),
-            (OutputValues::Float(v), OutputValues::Float(mut o)) => v.append(&mut o),
-            _ => {}
-        }
-    }
-
-    fn truncate(&mut self, len: usize) {
-        match self {
-            OutputValues::Int(v) => v.truncate(len),
-            OutputValues::Text(v) => v.truncate(len),
-            OutputValues::Float(v) => v.truncate(len),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        match self {
-            OutputValues::Int(v) => v.len(),
-            OutputValues::Text(v) => v.len(),
-            OutputValues::Float(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The values of `rows` rows from row `start`, `width` values a row.
-    pub fn rows(&self, start: usize, rows: usize, width: usize) -> OutputValues {
-        let range = start * width..(start + rows) * width;
-        match self {
-            OutputValues::Int(v) => OutputValues::Int(v[range].to_vec()),
-            OutputValues::Text(v) => OutputValues::Text(v[range].to_vec()),
-            OutputValues::Float(v) => OutputValues::Float(v[range].to_vec()),
         }
     }
 }
@@ -838,10 +789,7 @@ mod tests {
             ..Default::default()
         };
         let config = embedded_config(&with(r#"{"passthrough": ["id"]}"#)).unwrap().unwrap();
-        assert_eq!(
-            config.passthrough,
-            crate::engine::Passthrough::Columns(vec![crate::engine::ColumnRef::Name("id".into())])
-        );
+        assert_eq!(config.passthrough, crate::Passthrough::Columns(vec![crate::ColumnRef::Name("id".into())]));
         assert_eq!(embedded_config(&pb::ModelProto::default()).unwrap(), None);
         let err = embedded_config(&with(r#"{"feature": []}"#)).unwrap_err().to_string();
         assert!(

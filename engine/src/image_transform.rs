@@ -4,14 +4,14 @@
 
 use std::io::{self, Read, Write};
 
-use super::super::batch::BadRow;
-use super::super::format::open_text;
-use super::super::model::Model;
-use super::super::parallel::ordered_map;
-use super::super::pipeline::ErrorWriter;
-use super::super::{TransformError, TransformOptions, TransformSummary};
-use super::ImageModel;
-use super::decode::{ImageError, MAX_ENCODED_BYTES};
+use super::batch::BadRow;
+use super::format::open_text;
+use super::image::ImageModel;
+use super::image::decode::{ImageError, MAX_ENCODED_BYTES};
+use super::model::Model;
+use super::parallel::ordered_map;
+use super::pipeline::ErrorWriter;
+use super::{TransformError, TransformOptions, TransformSummary};
 
 /// The errors file's header for archives: the image's position in the archive (from 1), why,
 /// and its path.

@@ -9,7 +9,7 @@ use shared::report::{REPORTED_ROW_ERRORS, RowError};
 
 use super::batch::{BadRow, Batch};
 use super::format::{DataFormat, FileKind, open_text};
-use super::image;
+use super::image_transform;
 use super::model::{Model, RUN_ROW_MULTIPLE};
 use super::parallel::ordered_map;
 use super::sinks::OutputLayout;
@@ -49,9 +49,13 @@ pub fn transform(
     progress: &mut dyn FnMut(u64),
 ) -> Result<TransformSummary, TransformError> {
     match (kind.format, &model.image) {
-        (DataFormat::Image, Some(image)) => return image::transform_one(input, output, model, image, options),
+        (DataFormat::Image, Some(image)) => {
+            return image_transform::transform_one(input, output, model, image, options);
+        }
         (DataFormat::ImageArchive, Some(image)) => {
-            return image::transform_archive(input, kind.gzip, output, errors, model, image, options, progress);
+            return image_transform::transform_archive(
+                input, kind.gzip, output, errors, model, image, options, progress,
+            );
         }
         (_, Some(_)) => {
             return Err(TransformError::WrongInput(
