@@ -114,12 +114,14 @@ bench-images: $(MODELS_STAMP)
 # The online mode on 127.0.0.1:8080 with the example repository, after the requests to try.
 serve: build
 	@sed -n '/^# TensorFlow/,$$p' examples/serve/requests.sh
+	@echo "# gRPC on 127.0.0.1:8001 (KServe v2, TF Serving): .tools/tritonclient/bin/python examples/serve/grpc_client.py"
 	@echo
 	target/debug/worker serve --model-repository models/repository $(ARGS)
 
 # Requests/s and latency of worker serve against FastAPI + onnxruntime, with wrk as the load
-# generator (Debian's package, installed when missing).
+# generator, and over gRPC with h2load (Debian's wrk and nghttp2-client, installed when missing);
+# memory under large requests.
 bench-serve: $(MODELS_STAMP)
-	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk nghttp2-client; }
 	$(CARGO) build --release --workspace
 	$(MODELS_PYTHON) bench/bench_serve.py $(ARGS)

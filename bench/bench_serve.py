@@ -13,12 +13,17 @@ about wrk than about the server.
     .tools/models/bin/python bench/bench_serve.py                # make bench-serve
     .tools/models/bin/python bench/bench_serve.py --duration 5 --connections 16
 
+Then gRPC: KServe's ModelInfer (raw tensors, as tritonclient.grpc sends them) of the same rows
+to `worker serve`'s gRPC port, driven by h2load (nghttp2's HTTP/2 load generator, Debian's
+nghttp2-client) pinned as wrk is, beside the REST figures of the same run.
+
 Then memory under large requests: TF Serving `instances` requests of --large-rows iris rows
 (800,000: 14 MB of JSON, under the 16 MiB body limit) to iris version 2, on the same pinned
 servers: the time to answer one, the resident memory (sampled from /proc every 5 ms) while six
 are sent at once, what each of the six was answered, and the resident memory 1 s and 5 s after.
 
-Needs `cargo build --release --workspace` (make bench-serve does it) and wrk (Debian's package).
+Needs `cargo build --release --workspace` (make bench-serve does it), wrk and h2load (Debian's
+wrk and nghttp2-client).
 """
 
 from __future__ import annotations
@@ -137,6 +142,70 @@ def resident_peak_mb(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def model_infer_frame(model: str, version: str, name: str, rows: list[list[float]]) -> bytes:
+    """A gRPC frame of KServe's ModelInferRequest with one FP32 input in raw_input_contents."""
+    import struct
+
+    shape = b"".join(varint(d) for d in (len(rows), len(rows[0])))
+    tensor = field(1, name.encode()) + field(2, b"FP32") + field(3, shape)
+    raw = b"".join(struct.pack("<f", v) for row in rows for v in row)
+    message = field(1, model.encode()) + field(2, version.encode()) + field(5, tensor) + field(7, raw)
+    return b"\x00" + struct.pack(">I", len(message)) + message
+
+
+@dataclass
+class GrpcRun:
+    requests_per_second: float
+    mean_ms: float
+    max_ms: float
+    errors: int
+    client_cpu: float
+
+
+def check_grpc(url: str, frame: Path) -> None:
+    """Exits unless the call of `frame` succeeds (h2load sees HTTP statuses, not gRPC's trailers)."""
+    command = ["curl", "-s", "--http2-prior-knowledge", "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    command += ["--data-binary", f"@{frame}", "-D", "-", "-o", "/dev/null", url]
+    head = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    if "grpc-status: 0" not in head:
+        sys.exit(f"the gRPC call to {url} failed:\n{head}")
+
+
+def h2load(url: str, connections: int, duration: int, frame: Path) -> GrpcRun:
+    """h2load's figures for gRPC calls of `frame` to `url`, one stream per connection at a time."""
+    command = ["taskset", "-c", CLIENT_CORE, "h2load", "-t1", f"-c{connections}", "-m1", f"-D{duration}"]
+    command += ["-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(frame), url]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / elapsed
+    timing = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", output)
+    done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", output)
+    return GrpcRun(
+        requests_per_second=float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", output).group(1)),
+        mean_ms=milliseconds(timing.group(3)),
+        max_ms=milliseconds(timing.group(2)),
+        errors=int(done.group(2)) + int(done.group(3)),
+        client_cpu=cpu,
+    )
+
+
 def resident_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
@@ -229,8 +298,8 @@ def main() -> None:
     parser.add_argument("--large-rows", type=int, default=800_000, help="rows of the large requests (0: skip them)")
     args = parser.parse_args()
     connections = [int(c) for c in args.connections.split(",")]
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is missing: apt-get install wrk")
+    if shutil.which("wrk") is None or shutil.which("h2load") is None:
+        sys.exit("wrk or h2load is missing: apt-get install wrk nghttp2-client")
     if not WORKER.exists():
         sys.exit(f"{WORKER} is missing: cargo build --release --workspace")
     if (os.cpu_count() or 1) < 2:
@@ -238,12 +307,12 @@ def main() -> None:
 
     servers: dict[str, tuple[subprocess.Popen, str]] = {}
     try:
-        port = free_port()
+        port, grpc_port = free_port(), free_port()
         sluice = f"http://127.0.0.1:{port}"
         servers["worker serve"] = (
             start(
                 "worker serve",
-                [str(WORKER), "serve", "--model-repository", str(REPOSITORY), "--port", str(port)],
+                [str(WORKER), "serve", "--model-repository", str(REPOSITORY), "--port", str(port), "--grpc-port", str(grpc_port)],
                 {"INFERENCE_THREADS": "1", "RUST_LOG": "warn"},
                 f"{sluice}/v2/health/ready",
             ),
@@ -291,6 +360,28 @@ def main() -> None:
                             f"{run.p99_ms:>8.3f} {run.errors:>6} {run.client_cpu:>7.0%}",
                             flush=True,
                         )
+
+            print(f"\nKServe v2 gRPC ModelInfer (raw tensors), one row per call, {args.duration} s each, h2load")
+            header = f"{'case':<16} {'conns':>5} {'req/s':>9} {'mean ms':>8} {'max ms':>8} {'errors':>6} {'h2load cpu':>10} {'/ REST':>7}"
+            print(header)
+            print("-" * len(header))
+            grpc_cases = [
+                ("iris v1 logreg", "iris", "1", "features", [[5.9, 3.0, 5.1, 1.8]]),
+                ("iris v2 mlp", "iris", "2", "features", [[5.9, 3.0, 5.1, 1.8]]),
+            ]
+            for case, model, version, name, rows in grpc_cases:
+                frame = scripts / f"{model}-{version}.grpc"
+                frame.write_bytes(model_infer_frame(model, version, name, rows))
+                infer = f"http://127.0.0.1:{grpc_port}/inference.GRPCInferenceService/ModelInfer"
+                check_grpc(infer, frame)
+                for c in connections:
+                    run = h2load(infer, c, args.duration, frame)
+                    rest = results[(case, c, "worker serve")]
+                    print(
+                        f"{case:<16} {c:>5} {run.requests_per_second:>9,.0f} {run.mean_ms:>8.3f} {run.max_ms:>8.3f} "
+                        f"{run.errors:>6} {run.client_cpu:>10.0%} {run.requests_per_second / rest.requests_per_second:>6.2f}x",
+                        flush=True,
+                    )
 
         if "FastAPI" in servers:
             print("\nworker serve / FastAPI, requests per second (and p99 latency FastAPI / worker serve)")

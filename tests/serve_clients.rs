@@ -54,44 +54,35 @@ async fn get(port: u16, path: &str) -> Option<u16> {
     answer.split(' ').nth(1)?.parse().ok()
 }
 
-#[tokio::test]
-async fn tritons_python_client_speaks_kserve_v2_with_the_server() {
+/// Runs a client check of tests/clients against a server of the example repository and one of
+/// the zoo's ColumnTransformer as "wine", on `port` (HTTP or gRPC) of each.
+async fn client_check(script: &str, port: fn(&Served) -> u16, passed: &str) {
     let python = repo(".tools/tritonclient/bin/python");
     assert!(python.exists(), "{} is missing: run `make setup`", python.display());
     let served = serve(&["--model-repository", &repo("models/repository").display().to_string()]).await;
     let typed = repo("models/zoo/column_transformer_int_categories_ignore_unknown.onnx").display().to_string();
     let typed = serve(&["--model", &typed, "--name", "wine"]).await;
     let output = Command::new(python)
-        .arg(repo("tests/clients/tritonclient_check.py"))
-        .arg(format!("127.0.0.1:{}", served.port))
+        .arg(repo("tests/clients").join(script))
+        .arg(format!("127.0.0.1:{}", port(&served)))
         .arg(repo(""))
-        .arg(format!("127.0.0.1:{}", typed.port))
+        .arg(format!("127.0.0.1:{}", port(&typed)))
         .output()
         .await
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "tritonclient_check.py failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("tritonclient: all checks passed"), "{stdout}");
+    assert!(output.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(passed), "{stdout}");
+}
+
+#[tokio::test]
+async fn tritons_python_client_speaks_kserve_v2_with_the_server() {
+    client_check("tritonclient_check.py", |s| s.port, "tritonclient: all checks passed").await;
 }
 
 #[tokio::test]
 async fn grpc_clients_speak_kserve_v2_and_tf_serving_with_the_server() {
-    let python = repo(".tools/tritonclient/bin/python");
-    assert!(python.exists(), "{} is missing: run `make setup`", python.display());
-    let served = serve(&["--model-repository", &repo("models/repository").display().to_string()]).await;
-    let typed = repo("models/zoo/column_transformer_int_categories_ignore_unknown.onnx").display().to_string();
-    let typed = serve(&["--model", &typed, "--name", "wine"]).await;
-    let output = Command::new(python)
-        .arg(repo("tests/clients/grpc_check.py"))
-        .arg(format!("127.0.0.1:{}", served.grpc_port))
-        .arg(repo(""))
-        .arg(format!("127.0.0.1:{}", typed.grpc_port))
-        .output()
-        .await
-        .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "grpc_check.py failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("grpc: all checks passed"), "{stdout}");
+    client_check("grpc_check.py", |s| s.grpc_port, "grpc: all checks passed").await;
 }
 
 #[tokio::test]

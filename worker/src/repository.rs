@@ -124,14 +124,19 @@ impl<'a, S: ObjectStore> ModelRepository<'a, S> {
         }
     }
 
+    /// The store an s3:// repository is read through.
+    fn storage(&self) -> Result<&crate::transfer::Transfers<S>, ResolveError> {
+        self.files.storage().ok_or_else(|| ResolveError::BadRoot {
+            root: self.root_text.clone(),
+            reason: "reading an s3:// repository needs AWS access".into(),
+        })
+    }
+
     /// The bytes of a model's own settings, `<root>/<name>/config.json`, if it has them.
     pub async fn model_settings(&self, name: &str) -> Result<Option<Vec<u8>>, ResolveError> {
         match &self.root {
             Location::S3(root) => {
-                let storage = self.files.storage().ok_or_else(|| ResolveError::BadRoot {
-                    root: self.root_text.clone(),
-                    reason: "reading an s3:// repository needs AWS access".into(),
-                })?;
+                let storage = self.storage()?;
                 let uri =
                     shared::S3Uri { bucket: root.bucket.clone(), key: format!("{}{name}/{MODEL_SETTINGS}", root.key) };
                 match storage.read_all(&uri).await {
@@ -156,10 +161,7 @@ impl<'a, S: ObjectStore> ModelRepository<'a, S> {
         let mut catalog = Catalog::new();
         match &self.root {
             Location::S3(root) => {
-                let storage = self.files.storage().ok_or_else(|| ResolveError::BadRoot {
-                    root: self.root_text.clone(),
-                    reason: "reading an s3:// repository needs AWS access".into(),
-                })?;
+                let storage = self.storage()?;
                 let prefix = match name {
                     Some(name) => format!("{}{name}/", root.key),
                     None => root.key.clone(),

@@ -25,8 +25,8 @@ use super::json_answer::{element_bound, json_response, text_len, write_elements,
 use super::json_rows::flat_numbers;
 use super::registry::{ServedModel, Slot};
 use super::tensors::{
-    Features, RowForm, bare_rows, binary_answer, datatype, element_size, number_value, output_bytes, raw_elements,
-    raw_floats, typed_from_columns,
+    Features, RowForm, bare_rows, binary_answer, datatype, element_size, feature_rows, number_value, output_bytes,
+    raw_elements, raw_floats, typed_from_columns,
 };
 use super::{AppState, ModelPath};
 use crate::engine::batch::Batch;
@@ -301,33 +301,10 @@ fn reserve(
 fn features(model: &ServedModel, request: &InferRequest, binary: &mut Bytes) -> Result<Features, ServeError> {
     let loaded = &model.loaded.model;
     let bad = ServeError::BadRequest;
-    let [input] = &request.inputs[..] else {
-        return Err(bad(format!(
-            "the request has {} inputs; model {} takes one, {:?}",
-            request.inputs.len(),
-            model.name,
-            loaded.input_name
-        )));
-    };
-    if input.name != loaded.input_name {
-        return Err(bad(format!(
-            "unexpected input {:?}: model {} takes one input, {:?}",
-            input.name, model.name, loaded.input_name
-        )));
-    }
+    let (name, shape) = request.inputs.first().map_or(("", &[][..]), |i| (i.name.as_str(), &i.shape[..]));
+    let (rows, form) = feature_rows(loaded, &model.name, request.inputs.len(), name, shape).map_err(bad)?;
+    let input = &request.inputs[0];
     let n = loaded.n_features;
-    let (rows, form) = match input.shape[..] {
-        [rows, features] if rows > 0 && features as usize == n => (rows as usize, RowForm::Vector),
-        [rows] if rows > 0 && n == 1 => (rows as usize, RowForm::Scalar),
-        _ => {
-            return Err(bad(format!(
-                "input {:?} has shape {:?}; the model takes [rows, {n}]{}",
-                input.name,
-                input.shape,
-                if n == 1 { " or [rows]" } else { "" }
-            )));
-        }
-    };
     let count = rows * n;
     let values = match input.parameters.get("binary_data_size").and_then(Value::as_u64) {
         Some(size) => binary_values(&input.datatype, size as usize, count, binary)?,

@@ -28,6 +28,38 @@ pub struct Features {
     pub form: RowForm,
 }
 
+/// The rows of a float model's one input, named `name`, of shape `shape` in a request of
+/// `inputs` inputs: `[rows, features]`, or `[rows]` for a one-feature model.
+pub fn feature_rows(
+    model: &Model,
+    model_name: &str,
+    inputs: usize,
+    name: &str,
+    shape: &[i64],
+) -> Result<(usize, RowForm), String> {
+    if inputs != 1 {
+        return Err(format!("the request has {inputs} inputs; model {model_name} takes one, {:?}", model.input_name));
+    }
+    if name != model.input_name {
+        return Err(format!("unexpected input {name:?}: model {model_name} takes one input, {:?}", model.input_name));
+    }
+    rows_of_shape(model, name, shape)
+}
+
+/// The rows of a float model's input of shape `shape`: `[rows, features]`, or `[rows]` for a
+/// one-feature model.
+pub fn rows_of_shape(model: &Model, name: &str, shape: &[i64]) -> Result<(usize, RowForm), String> {
+    let n = model.n_features;
+    match shape[..] {
+        [rows, features] if rows > 0 && features as usize == n => Ok((rows as usize, RowForm::Vector)),
+        [rows] if rows > 0 && n == 1 => Ok((rows as usize, RowForm::Scalar)),
+        _ => Err(format!(
+            "input {name:?} has shape {shape:?}; the model takes [rows, {n}]{}",
+            if n == 1 { " or [rows]" } else { "" }
+        )),
+    }
+}
+
 /// What a JSON value is, for messages.
 pub fn kind_of(value: &Value) -> &'static str {
     match value {

@@ -28,7 +28,8 @@ use crate::serve::images::classify;
 use crate::serve::kserve::{input_metadata, output_metadata};
 use crate::serve::registry::{ServedModel, Slot};
 use crate::serve::tensors::{
-    Features, RowForm, binary_answer, element_size, number_value, raw_elements, raw_floats, typed_from_columns,
+    Features, RowForm, binary_answer, element_size, feature_rows, number_value, raw_elements, raw_floats,
+    typed_from_columns,
 };
 
 const PROTOCOL: Protocol = Protocol::KServeGrpc;
@@ -329,33 +330,10 @@ fn typed_floats(input: &InferInputTensor) -> Result<Vec<f32>, ServeError> {
 fn features(model: &ServedModel, request: &ModelInferRequest) -> Result<Features, ServeError> {
     let loaded = &model.loaded.model;
     let bad = ServeError::BadRequest;
-    let [input] = &request.inputs[..] else {
-        return Err(bad(format!(
-            "the request has {} inputs; model {} takes one, {:?}",
-            request.inputs.len(),
-            model.name,
-            loaded.input_name
-        )));
-    };
-    if input.name != loaded.input_name {
-        return Err(bad(format!(
-            "unexpected input {:?}: model {} takes one input, {:?}",
-            input.name, model.name, loaded.input_name
-        )));
-    }
+    let (name, shape) = request.inputs.first().map_or(("", &[][..]), |i| (i.name.as_str(), &i.shape[..]));
+    let (rows, form) = feature_rows(loaded, &model.name, request.inputs.len(), name, shape).map_err(bad)?;
+    let input = &request.inputs[0];
     let n = loaded.n_features;
-    let (rows, form) = match input.shape[..] {
-        [rows, features] if rows > 0 && features as usize == n => (rows as usize, RowForm::Vector),
-        [rows] if rows > 0 && n == 1 => (rows as usize, RowForm::Scalar),
-        _ => {
-            return Err(bad(format!(
-                "input {:?} has shape {:?}; the model takes [rows, {n}]{}",
-                input.name,
-                input.shape,
-                if n == 1 { " or [rows]" } else { "" }
-            )));
-        }
-    };
     let values = match raw_input(request, 0)? {
         Some(raw) => raw_floats(&input.datatype, raw).map_err(bad)?,
         None => typed_floats(input)?,

@@ -27,7 +27,9 @@ use crate::serve::AppState;
 use crate::serve::error::{Protocol, ServeError};
 use crate::serve::images::classify;
 use crate::serve::registry::{ServedModel, Slot};
-use crate::serve::tensors::{Features, RowForm, bare_rows, output_bytes, raw_floats, typed_from_columns};
+use crate::serve::tensors::{
+    Features, RowForm, bare_rows, output_bytes, raw_floats, rows_of_shape, typed_from_columns,
+};
 
 const PROTOCOL: Protocol = Protocol::TfServingGrpc;
 
@@ -300,17 +302,7 @@ fn features(model: &ServedModel, request: &PredictRequest) -> Result<Features, S
         }
     };
     let n = loaded.n_features;
-    let shape = shape_of(tensor);
-    let (rows, form) = match shape[..] {
-        [rows, features] if rows > 0 && features as usize == n => (rows as usize, RowForm::Vector),
-        [rows] if rows > 0 && n == 1 => (rows as usize, RowForm::Scalar),
-        _ => {
-            return Err(bad(format!(
-                "input {name:?} has shape {shape:?}; the model takes [rows, {n}]{}",
-                if n == 1 { " or [rows]" } else { "" }
-            )));
-        }
-    };
+    let (rows, form) = rows_of_shape(loaded, name, &shape_of(tensor)).map_err(bad)?;
     let values = tensor_floats(name, tensor)?;
     if values.len() != rows * n {
         return Err(bad(format!("input {name:?}'s shape needs {} values; it has {}", rows * n, values.len())));
