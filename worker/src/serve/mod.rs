@@ -1,9 +1,11 @@
 //! `worker serve`: online inference from the same models as the batch pipeline, speaking the
 //! protocols existing clients use: TensorFlow Serving's REST API ([`tfserving`]), KServe's v2 /
 //! Open Inference Protocol ([`kserve`], as Triton's clients speak it) and TorchServe's
-//! ([`torchserve`]), with `GET /metrics` in the Prometheus text format.
+//! ([`torchserve`]), with `GET /metrics` in the Prometheus text format; and over gRPC, on a port
+//! of its own, KServe v2 and TF Serving ([`grpc`]).
 //!
-//! - [`registry`]: every model of the repository, loaded once, each with its [`batcher`].
+//! - [`registry`]: the models the repository's version policies pick, each with its
+//!   [`batcher`], kept in line with the repository while serving ([`watch_repository`]).
 //! - [`batcher`]: concurrent requests for a model run together, off the async threads.
 //! - [`tensors`]: what the protocols share of tensors: rows in, element types, shapes.
 //! - [`json_rows`]: JSON rows read straight into the model's input.
