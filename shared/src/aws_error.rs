@@ -5,9 +5,13 @@
 use std::error::Error;
 use std::fmt;
 
+#[cfg(feature = "aws")]
 use aws_smithy_runtime_api::client::result::SdkError;
+#[cfg(feature = "aws")]
 use aws_smithy_runtime_api::http::Response;
+#[cfg(feature = "aws")]
 use aws_smithy_types::body::SdkBody;
+#[cfg(feature = "aws")]
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -67,6 +71,7 @@ const RETRYABLE_CODES: &[&str] = &[
 
 impl AwsError {
     /// Describes a failed call of `service`'s `operation`, keeping the SDK error as the source.
+    #[cfg(feature = "aws")]
     pub fn from_sdk<E>(service: &'static str, operation: &'static str, error: SdkError<E, Response<SdkBody>>) -> Self
     where
         E: ProvideErrorMetadata + Error + Send + Sync + 'static,
@@ -241,7 +246,7 @@ pub fn error_chain(error: &(dyn Error + 'static)) -> String {
     text
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "aws"))]
 mod tests {
     use super::*;
     use aws_smithy_types::error::ErrorMetadata;
