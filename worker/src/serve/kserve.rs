@@ -25,8 +25,8 @@ use super::json_answer::{element_bound, json_response, text_len, write_elements,
 use super::json_rows::flat_numbers;
 use super::registry::{ServedModel, Slot};
 use super::tensors::{
-    Features, RowForm, bare_rows, binary_answer, datatype, element_size, feature_rows, number_value, output_bytes,
-    raw_elements, raw_floats, typed_from_columns,
+    Features, RowForm, add_column, bare_rows, binary_answer, datatype, element_size, feature_rows, output_bytes,
+    raw_column, raw_elements, raw_floats, typed_from_columns,
 };
 use super::{AppState, ModelPath};
 use crate::engine::batch::Batch;
@@ -418,19 +418,6 @@ fn typed_columns(model: &ServedModel, request: &InferRequest, binary: &mut Bytes
     let bad = ServeError::BadRequest;
     let mut columns = Map::new();
     for input in &request.inputs {
-        if !loaded.column_inputs.iter().any(|i| i.name == input.name) {
-            let names: Vec<&str> = loaded.column_inputs.iter().map(|i| i.name.as_str()).collect();
-            return Err(bad(format!("unexpected input {:?}: model {} takes {names:?}", input.name, model.name)));
-        }
-        let rows = match input.shape[..] {
-            [rows] | [rows, 1] if rows > 0 => rows as usize,
-            _ => {
-                return Err(bad(format!(
-                    "input {:?} has shape {:?}; each input is [rows, 1]",
-                    input.name, input.shape
-                )));
-            }
-        };
         let values: Vec<Value> = match input.parameters.get("binary_data_size").and_then(Value::as_u64) {
             Some(size) if size as usize > binary.len() => {
                 return Err(bad(format!(
@@ -438,49 +425,19 @@ fn typed_columns(model: &ServedModel, request: &InferRequest, binary: &mut Bytes
                     binary.len()
                 )));
             }
-            Some(size) if input.datatype == "BYTES" => raw_elements(binary.split_to(size as usize), &input.name)
-                .map_err(ServeError::BadRequest)?
-                .into_iter()
-                .map(|bytes| match String::from_utf8(bytes.to_vec()) {
-                    Ok(text) => Ok(Value::String(text)),
-                    Err(_) => Err(bad(format!("an element of input {:?} is not UTF-8 text", input.name))),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(size) => {
-                let element = element_size(&input.datatype)
-                    .ok_or_else(|| bad(format!("datatype {} is not BYTES or a number type", input.datatype)))?;
-                if size as usize != rows * element {
-                    return Err(bad(format!(
-                        "binary_data_size is {size}, but {rows} {} values take {}",
-                        input.datatype,
-                        rows * element
-                    )));
-                }
-                binary.split_to(size as usize).chunks_exact(element).map(|b| number_value(&input.datatype, b)).collect()
-            }
-            None => {
-                let data = input.data_value()?.ok_or_else(|| bad(format!("input {:?} has no \"data\"", input.name)))?;
-                match data {
-                    Value::Array(items) => items
-                        .into_iter()
-                        .flat_map(|item| match item {
-                            Value::Array(inner) => inner,
-                            other => vec![other],
-                        })
-                        .collect(),
-                    other => vec![other],
-                }
-            }
+            Some(size) => raw_column(&input.datatype, binary.split_to(size as usize), &input.name).map_err(bad)?,
+            None => match input.data_value()?.ok_or_else(|| bad(format!("input {:?} has no \"data\"", input.name)))? {
+                Value::Array(items) => items
+                    .into_iter()
+                    .flat_map(|item| match item {
+                        Value::Array(inner) => inner,
+                        other => vec![other],
+                    })
+                    .collect(),
+                other => vec![other],
+            },
         };
-        if values.len() != rows {
-            return Err(bad(format!(
-                "input {:?} has shape {:?} but holds {} values",
-                input.name,
-                input.shape,
-                values.len()
-            )));
-        }
-        columns.insert(input.name.clone(), Value::Array(values));
+        add_column(loaded, &model.name, &mut columns, &input.name, &input.shape, values).map_err(bad)?;
     }
     typed_from_columns(&columns, loaded).map_err(bad)
 }

@@ -72,6 +72,51 @@ pub fn kind_of(value: &Value) -> &'static str {
     }
 }
 
+/// Adds input `name` of a model of typed columns, of shape `[rows]` or `[rows, 1]` and holding
+/// `values`, to `columns` (what [`typed_from_columns`] reads): an input the model does not take,
+/// a wrong shape or a count that is not the shape's are refused.
+pub fn add_column(
+    model: &Model,
+    model_name: &str,
+    columns: &mut Map<String, Value>,
+    name: &str,
+    shape: &[i64],
+    values: Vec<Value>,
+) -> Result<(), String> {
+    if !model.column_inputs.iter().any(|i| i.name == name) {
+        let names: Vec<&str> = model.column_inputs.iter().map(|i| i.name.as_str()).collect();
+        return Err(format!("unexpected input {name:?}: model {model_name} takes {names:?}"));
+    }
+    let rows = match shape[..] {
+        [rows] | [rows, 1] if rows > 0 => rows as usize,
+        _ => return Err(format!("input {name:?} has shape {shape:?}; each input is [rows, 1]")),
+    };
+    if values.len() != rows {
+        return Err(format!("input {name:?} has shape {shape:?} but holds {} values", values.len()));
+    }
+    columns.insert(name.to_owned(), Value::Array(values));
+    Ok(())
+}
+
+/// A text element of input `input` as JSON.
+pub fn text_value(bytes: &[u8], input: &str) -> Result<Value, String> {
+    std::str::from_utf8(bytes)
+        .map(|text| Value::String(text.to_owned()))
+        .map_err(|_| format!("an element of input {input:?} is not UTF-8 text"))
+}
+
+/// A binary tensor of a column as JSON values: `BYTES` elements as text, numbers as numbers.
+pub fn raw_column(datatype: &str, data: Bytes, input: &str) -> Result<Vec<Value>, String> {
+    if datatype == "BYTES" {
+        return raw_elements(data, input)?.iter().map(|bytes| text_value(bytes, input)).collect();
+    }
+    let element = element_size(datatype).ok_or_else(|| format!("datatype {datatype} is not BYTES or a number type"))?;
+    if !data.len().is_multiple_of(element) {
+        return Err(format!("input {input:?}: {} bytes are not whole {datatype} values", data.len()));
+    }
+    Ok(data.chunks_exact(element).map(|b| number_value(datatype, b)).collect())
+}
+
 /// For a model of column inputs: each input's values over the rows, by name (TF Serving's
 /// columnar `inputs`, KServe's tensors); every input must have as many rows.
 pub fn typed_from_columns(columns: &Map<String, Value>, model: &Model) -> Result<Batch, String> {

@@ -28,7 +28,7 @@ use crate::serve::images::classify;
 use crate::serve::kserve::{input_metadata, output_metadata};
 use crate::serve::registry::{ServedModel, Slot};
 use crate::serve::tensors::{
-    Features, RowForm, binary_answer, element_size, feature_rows, number_value, raw_elements, raw_floats,
+    Features, RowForm, add_column, binary_answer, feature_rows, raw_column, raw_elements, raw_floats, text_value,
     typed_from_columns,
 };
 
@@ -381,30 +381,17 @@ fn typed_columns(model: &ServedModel, request: &ModelInferRequest) -> Result<Bat
     let bad = ServeError::BadRequest;
     let mut columns = Map::new();
     for (index, input) in request.inputs.iter().enumerate() {
-        if !loaded.column_inputs.iter().any(|i| i.name == input.name) {
-            let names: Vec<&str> = loaded.column_inputs.iter().map(|i| i.name.as_str()).collect();
-            return Err(bad(format!("unexpected input {:?}: model {} takes {names:?}", input.name, model.name)));
-        }
-        let values: Vec<Value> = match (raw_input(request, index)?, input.datatype.as_str()) {
-            (Some(raw), "BYTES") => raw_elements(raw.clone(), &input.name)
-                .map_err(bad)?
-                .into_iter()
-                .map(|bytes| text_value(&bytes, &input.name))
-                .collect::<Result<_, _>>()?,
-            (Some(raw), datatype) => {
-                let element = element_size(datatype)
-                    .ok_or_else(|| bad(format!("datatype {datatype} is not BYTES or a number type")))?;
-                raw.chunks_exact(element).map(|b| number_value(datatype, b)).collect()
-            }
-            (None, "BYTES") => input
-                .contents
-                .as_ref()
-                .map(|c| c.bytes_contents.iter().map(|b| text_value(b, &input.name)).collect::<Result<_, _>>())
-                .transpose()?
-                .unwrap_or_default(),
-            (None, _) => {
+        let values: Vec<Value> = match raw_input(request, index)? {
+            Some(raw) => raw_column(&input.datatype, raw.clone(), &input.name).map_err(bad)?,
+            None => {
                 let c = input.contents.clone().unwrap_or_default();
                 match input.datatype.as_str() {
+                    "BYTES" => c
+                        .bytes_contents
+                        .iter()
+                        .map(|b| text_value(b, &input.name))
+                        .collect::<Result<_, _>>()
+                        .map_err(bad)?,
                     "FP32" => c.fp32_contents.into_iter().map(Value::from).collect(),
                     "FP64" => c.fp64_contents.into_iter().map(Value::from).collect(),
                     "INT8" | "INT16" | "INT32" => c.int_contents.into_iter().map(Value::from).collect(),
@@ -416,30 +403,7 @@ fn typed_columns(model: &ServedModel, request: &ModelInferRequest) -> Result<Bat
                 }
             }
         };
-        let rows = match input.shape[..] {
-            [rows] | [rows, 1] if rows > 0 => rows as usize,
-            _ => {
-                return Err(bad(format!(
-                    "input {:?} has shape {:?}; each input is [rows, 1]",
-                    input.name, input.shape
-                )));
-            }
-        };
-        if values.len() != rows {
-            return Err(bad(format!(
-                "input {:?} has shape {:?} but holds {} values",
-                input.name,
-                input.shape,
-                values.len()
-            )));
-        }
-        columns.insert(input.name.clone(), Value::Array(values));
+        add_column(loaded, &model.name, &mut columns, &input.name, &input.shape, values).map_err(bad)?;
     }
     typed_from_columns(&columns, loaded).map_err(bad)
-}
-
-fn text_value(bytes: &[u8], input: &str) -> Result<Value, ServeError> {
-    std::str::from_utf8(bytes)
-        .map(|text| Value::String(text.to_owned()))
-        .map_err(|_| ServeError::BadRequest(format!("an element of input {input:?} is not UTF-8 text")))
 }

@@ -28,7 +28,7 @@ use crate::serve::error::{Protocol, ServeError};
 use crate::serve::images::classify;
 use crate::serve::registry::{ServedModel, Slot};
 use crate::serve::tensors::{
-    Features, RowForm, bare_rows, output_bytes, raw_floats, rows_of_shape, typed_from_columns,
+    Features, RowForm, add_column, bare_rows, output_bytes, raw_floats, rows_of_shape, text_value, typed_from_columns,
 };
 
 const PROTOCOL: Protocol = Protocol::TfServingGrpc;
@@ -315,21 +315,8 @@ fn typed_columns(model: &ServedModel, request: &PredictRequest) -> Result<Batch,
     let bad = ServeError::BadRequest;
     let mut columns = Map::new();
     for (name, tensor) in &request.inputs {
-        let shape = shape_of(tensor);
-        let rows = match shape[..] {
-            [rows] | [rows, 1] if rows > 0 => rows as usize,
-            _ => return Err(bad(format!("input {name:?} has shape {shape:?}; each input is [rows, 1]"))),
-        };
         let values: Vec<Value> = if tensor.dtype == DataType::DtString as i32 {
-            tensor
-                .string_val
-                .iter()
-                .map(|b| {
-                    std::str::from_utf8(b)
-                        .map(|t| Value::String(t.to_owned()))
-                        .map_err(|_| bad(format!("an element of input {name:?} is not UTF-8 text")))
-                })
-                .collect::<Result<_, _>>()?
+            tensor.string_val.iter().map(|b| text_value(b, name)).collect::<Result<_, _>>().map_err(bad)?
         } else if tensor.dtype == DataType::DtInt64 as i32 && tensor.tensor_content.is_empty() {
             tensor.int64_val.iter().map(|&v| Value::from(v)).collect()
         } else if tensor.dtype == DataType::DtDouble as i32 && tensor.tensor_content.is_empty() {
@@ -337,10 +324,7 @@ fn typed_columns(model: &ServedModel, request: &PredictRequest) -> Result<Batch,
         } else {
             tensor_floats(name, tensor)?.into_iter().map(Value::from).collect()
         };
-        if values.len() != rows {
-            return Err(bad(format!("input {name:?} has shape {shape:?} but holds {} values", values.len())));
-        }
-        columns.insert(name.clone(), Value::Array(values));
+        add_column(&model.loaded.model, &model.name, &mut columns, name, &shape_of(tensor), values).map_err(bad)?;
     }
     typed_from_columns(&columns, &model.loaded.model).map_err(bad)
 }
