@@ -112,11 +112,21 @@ bench-images: $(MODELS_STAMP)
 	$(MODELS_PYTHON) bench/bench_images.py $(ARGS)
 
 # The online mode on 127.0.0.1:8080 with the example repository, after the requests to try.
-serve: build
+# Inference needs the key in .serve/api-key, the repository API (load, unload) the one in
+# .serve/repository-api-key: both made here once, readable by their owner only.
+SERVE_KEYS := .serve/api-key .serve/repository-api-key
+serve: build $(SERVE_KEYS)
+	@echo 'export SLUICE_API_KEY="$$(cat .serve/api-key)" SLUICE_REPOSITORY_API_KEY="$$(cat .serve/repository-api-key)"'
+	@echo
 	@sed -n '/^# TensorFlow/,$$p' examples/serve/requests.sh
 	@echo "# gRPC on 127.0.0.1:8001 (KServe v2, TF Serving): .tools/tritonclient/bin/python examples/serve/grpc_client.py"
 	@echo
-	target/debug/worker serve --model-repository models/repository $(ARGS)
+	API_KEYS_FILE=.serve/api-key REPOSITORY_API_KEYS_FILE=.serve/repository-api-key \
+		target/debug/worker serve --model-repository models/repository $(ARGS)
+
+$(SERVE_KEYS):
+	@mkdir -p $(@D)
+	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@
 
 # Requests/s and latency of worker serve against FastAPI + onnxruntime, with wrk as the load
 # generator, and over gRPC with h2load (Debian's wrk and nghttp2-client, installed when missing);

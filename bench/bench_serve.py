@@ -87,10 +87,13 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 60) -> N
     sys.exit(f"{url} did not answer within {timeout:.0f} s")
 
 
+# worker serve runs as deployed, needing an API key; every request carries it (FastAPI ignores it).
+API_KEY = "bench-serve-key-0123456789"
+HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}
+
+
 def post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=HEADERS, method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
@@ -116,6 +119,7 @@ def wrk(url: str, connections: int, duration: int, body: dict | None, scripts: P
         script.write_text(
             'wrk.method = "POST"\n'
             'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "Bearer {API_KEY}"\n'
             f"wrk.body = {json.dumps(json.dumps(body))}\n"
         )
         command += ["-s", str(script)]
@@ -179,6 +183,7 @@ class GrpcRun:
 def check_grpc(url: str, frame: Path) -> None:
     """Exits unless the call of `frame` succeeds (h2load sees HTTP statuses, not gRPC's trailers)."""
     command = ["curl", "-s", "--http2-prior-knowledge", "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    command += ["-H", f"authorization: Bearer {API_KEY}"]
     command += ["--data-binary", f"@{frame}", "-D", "-", "-o", "/dev/null", url]
     head = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     if "grpc-status: 0" not in head:
@@ -188,7 +193,8 @@ def check_grpc(url: str, frame: Path) -> None:
 def h2load(url: str, connections: int, duration: int, frame: Path) -> GrpcRun:
     """h2load's figures for gRPC calls of `frame` to `url`, one stream per connection at a time."""
     command = ["taskset", "-c", CLIENT_CORE, "h2load", "-t1", f"-c{connections}", "-m1", f"-D{duration}"]
-    command += ["-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(frame), url]
+    command += ["-H", "content-type: application/grpc", "-H", "te: trailers", "-H", f"authorization: Bearer {API_KEY}"]
+    command += ["-d", str(frame), url]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -213,7 +219,7 @@ def resident_mb(pid: int) -> float:
 
 def post_raw(url: str, body: bytes, timeout: float = 600) -> tuple[int, float]:
     """The status of a POST of `body` and the seconds it took."""
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    request = urllib.request.Request(url, data=body, headers=HEADERS, method="POST")
     started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -313,7 +319,7 @@ def main() -> None:
             start(
                 "worker serve",
                 [str(WORKER), "serve", "--model-repository", str(REPOSITORY), "--port", str(port), "--grpc-port", str(grpc_port)],
-                {"INFERENCE_THREADS": "1", "RUST_LOG": "warn"},
+                {"INFERENCE_THREADS": "1", "RUST_LOG": "warn", "API_KEYS": API_KEY},
                 f"{sluice}/v2/health/ready",
             ),
             sluice,

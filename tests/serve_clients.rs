@@ -1,6 +1,8 @@
 //! `worker serve`, the real binary, driven by the clients people use: Triton's official Python
 //! client over KServe v2, and curl with the requests of examples/serve/requests.sh (which `make
-//! serve` prints and the README quotes), each answer checked as printed.
+//! serve` prints and the README quotes), each answer checked as printed. The server runs as
+//! deployed: inference needs an API key, the repository API a key of its own, and each client
+//! is checked without a key, with a wrong one and with the right one.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -9,6 +11,11 @@ use std::time::Duration;
 use sluice_e2e::{eventually, repo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+
+/// The server's inference keys (two, as during a rotation) and its repository API's key.
+const API_KEY: &str = "sluice-test-key-0123456789";
+const NEXT_API_KEY: &str = "sluice-next-key-9876543210";
+const REPOSITORY_API_KEY: &str = "sluice-admin-key-0123456789";
 
 /// `worker serve` on free ports of 127.0.0.1 (HTTP and gRPC); killed when dropped.
 struct Served {
@@ -32,6 +39,8 @@ async fn serve(args: &[&str]) -> Served {
         .args(args)
         .args(["--port", &port.to_string(), "--grpc-port", &grpc_port.to_string()])
         .env("RUST_LOG", "warn")
+        .env("API_KEYS", format!("{API_KEY},{NEXT_API_KEY}"))
+        .env("REPOSITORY_API_KEYS", REPOSITORY_API_KEY)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -44,10 +53,12 @@ async fn serve(args: &[&str]) -> Served {
     served
 }
 
-/// The status of a GET, or `None` when nothing answers.
+/// The status of a GET with the API key, or `None` when nothing answers.
 async fn get(port: u16, path: &str) -> Option<u16> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.ok()?;
@@ -67,6 +78,8 @@ async fn client_check(script: &str, port: fn(&Served) -> u16, passed: &str) {
         .arg(format!("127.0.0.1:{}", port(&served)))
         .arg(repo(""))
         .arg(format!("127.0.0.1:{}", port(&typed)))
+        .env("SLUICE_API_KEY", NEXT_API_KEY)
+        .env("SLUICE_REPOSITORY_API_KEY", REPOSITORY_API_KEY)
         .output()
         .await
         .unwrap();
@@ -90,8 +103,14 @@ async fn the_grpc_example_prints_what_it_says() {
     let python = repo(".tools/tritonclient/bin/python");
     let served = serve(&["--model-repository", &repo("models/repository").display().to_string()]).await;
     let script = repo("examples/serve/grpc_client.py");
-    let output =
-        Command::new(python).arg(&script).arg(format!("127.0.0.1:{}", served.grpc_port)).output().await.unwrap();
+    let output = Command::new(python)
+        .arg(&script)
+        .arg(format!("127.0.0.1:{}", served.grpc_port))
+        .env("SLUICE_API_KEY", API_KEY)
+        .env("SLUICE_REPOSITORY_API_KEY", REPOSITORY_API_KEY)
+        .output()
+        .await
+        .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = std::fs::read_to_string(script).unwrap();
     let promised: Vec<&str> =
@@ -123,12 +142,23 @@ async fn the_curl_examples_answer_as_printed() {
     assert!(examples.len() >= 8, "{examples:?}");
     for (command, answer) in &examples {
         let command = command.replace("127.0.0.1:8080", &format!("127.0.0.1:{}", served.port));
-        let output = Command::new("bash").args(["-c", &command]).current_dir(repo("")).output().await.unwrap();
+        let output = Command::new("bash")
+            .args(["-c", &command])
+            .env("SLUICE_API_KEY", API_KEY)
+            .current_dir(repo(""))
+            .output()
+            .await
+            .unwrap();
         assert!(output.status.success(), "{command}: {output:?}");
         let got = String::from_utf8(output.stdout).unwrap();
         if answer.is_empty() {
             // /metrics: its counts depend on what ran before; it must be the text format.
             assert!(got.contains("# TYPE sluice_requests counter"), "{got}");
+            // the request without a key before it was counted, by its reason
+            assert!(
+                got.contains(r#"sluice_unauthorized_requests_total{protocol="tfserving",reason="no_key"} 1"#),
+                "{got}"
+            );
             continue;
         }
         assert_eq!(got.trim_end(), answer.join("\n"), "{command}");

@@ -1,17 +1,33 @@
 """gRPC calls to try against `make serve` (worker serve's gRPC port, 127.0.0.1:8001), with
-Triton's Python client, from the repository's root:
+Triton's Python client, from the repository's root, with the keys `make serve` made:
 
-    .tools/tritonclient/bin/python examples/serve/grpc_client.py [HOST:PORT]
+    SLUICE_API_KEY=$(cat .serve/api-key) SLUICE_REPOSITORY_API_KEY=$(cat .serve/repository-api-key) \
+        .tools/tritonclient/bin/python examples/serve/grpc_client.py [HOST:PORT]
 
 It prints what the comment at its end shows; tests/serve_clients.rs runs it and checks that.
 """
 
+import os
 import sys
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import InferenceServerClientPlugin
 
-client = grpcclient.InferenceServerClient(sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:8001")
+
+class BearerKey(InferenceServerClientPlugin):
+    """Sends the API key as `authorization: Bearer KEY` metadata with every call."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def __call__(self, request):
+        request.headers["authorization"] = f"Bearer {self.key}"
+
+
+url = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:8001"
+client = grpcclient.InferenceServerClient(url)
+client.register_plugin(BearerKey(os.environ["SLUICE_API_KEY"]))
 print("server ready:", client.is_server_ready())
 
 # half_plus_two, y = x / 2 + 2: a [3] input answers a [3] output.
@@ -26,8 +42,10 @@ result = client.infer("iris", [features], model_version="1")
 print("iris labels:", result.as_numpy("label").tolist())
 print("iris probabilities:", [[round(float(p), 6) for p in row] for row in result.as_numpy("probabilities")])
 
-# The repository: every version served, and its state.
-for model in client.get_model_repository_index().models:
+# The repository: every version served, and its state (the repository API has its own key).
+repository = grpcclient.InferenceServerClient(url)
+repository.register_plugin(BearerKey(os.environ["SLUICE_REPOSITORY_API_KEY"]))
+for model in repository.get_model_repository_index().models:
     print(f"{model.name} {model.version}: {model.state}")
 
 # prints:

@@ -9,7 +9,12 @@ client's raw tensors and with typed contents (a ModelInferRequest built by hand)
 onnxruntime's reference outputs; images as BYTES; the errors as gRPC status codes; the
 repository's index, unload and load; TF Serving's Predict (typed float_val and tensor_content)
 and GetModelStatus. With a second address, that of a server of the zoo's ColumnTransformer as
-model "wine", its rows as three typed inputs. Exits non-zero on the first failure.
+model "wine", its rows as three typed inputs.
+
+The server needs an API key ($SLUICE_API_KEY) in the `authorization` metadata, and the
+repository API a key of its own ($SLUICE_REPOSITORY_API_KEY): health is checked open, and calls
+without a key, with a wrong one, and with the inference key on the repository API are checked
+refused (UNAUTHENTICATED). Exits non-zero on the first failure.
 """
 
 import csv
@@ -22,8 +27,25 @@ import tempfile
 import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import InferenceServerClientPlugin
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
+
+
+class BearerKey(InferenceServerClientPlugin):
+    """Sends `authorization: Bearer KEY` metadata with every call."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def __call__(self, request):
+        request.headers["authorization"] = f"Bearer {self.key}"
+
+
+def keyed_client(url, key):
+    client = grpcclient.InferenceServerClient(url=url)
+    client.register_plugin(BearerKey(key))
+    return client
 
 
 def rows(path):
@@ -49,7 +71,16 @@ def expect_error(call, code, text=""):
 
 def main():
     url, root = sys.argv[1], sys.argv[2]
-    client = grpcclient.InferenceServerClient(url=url)
+    key, repository_key = os.environ["SLUICE_API_KEY"], os.environ["SLUICE_REPOSITORY_API_KEY"]
+    auth = [("authorization", f"Bearer {key}")]
+
+    # Without a key: health answers, nothing else does.
+    stranger = grpcclient.InferenceServerClient(url=url)
+    assert stranger.is_server_live() and stranger.is_server_ready(), "health is open"
+    expect_error(lambda: stranger.get_model_metadata("iris"), "UNAUTHENTICATED", "API key")
+    expect_error(lambda: keyed_client(url, "not-the-key-0123456789").get_model_metadata("iris"), "UNAUTHENTICATED")
+
+    client = keyed_client(url, key)
     assert client.is_server_live(), "server live"
     assert client.is_server_ready(), "server ready"
     assert client.is_model_ready("iris"), "iris ready"
@@ -94,7 +125,7 @@ def main():
     request = service_pb2.ModelInferRequest(model_name="iris", model_version="1")
     tensor = request.inputs.add(name="features", datatype="FP32", shape=[5, 4])
     tensor.contents.fp32_contents.extend(features[:5].flatten().tolist())
-    response = stub.ModelInfer(request)
+    response = stub.ModelInfer(request, metadata=auth)
     labels = np.frombuffer(response.raw_output_contents[0], dtype=np.int64)
     assert np.array_equal(labels, want_labels[:5]), labels
 
@@ -130,24 +161,29 @@ def main():
     expect_error(lambda: client.infer("absent", [x_input]), "NOT_FOUND", "not served here")
     expect_error(lambda: client.infer("iris", [features_input], model_version="7"), "NOT_FOUND", "no version 7")
 
-    # The repository: index, unload, load.
-    index = client.get_model_repository_index()
+    # The repository: its own key; the inference key does not open it.
+    expect_error(lambda: client.unload_model("half_plus_two"), "UNAUTHENTICATED")
+    assert client.is_model_ready("half_plus_two"), "still loaded"
+    admin = keyed_client(url, repository_key)
+    expect_error(lambda: admin.infer("half_plus_two", [x_input]), "UNAUTHENTICATED")
+    index = admin.get_model_repository_index()
     assert ("iris", "2", "READY") in [(m.name, m.version, m.state) for m in index.models], index
-    client.unload_model("half_plus_two")
+    admin.unload_model("half_plus_two")
     assert not client.is_model_ready("half_plus_two"), "unloaded"
     expect_error(lambda: client.infer("half_plus_two", [x_input]), "NOT_FOUND")
-    client.load_model("half_plus_two")
+    admin.load_model("half_plus_two")
     assert client.is_model_ready("half_plus_two"), "loaded again"
-    expect_error(lambda: client.load_model("absent"), "NOT_FOUND", "not in the repository")
+    expect_error(lambda: admin.load_model("absent"), "NOT_FOUND", "not in the repository")
 
-    tf_serving(channel, root, features, want_labels, want_probabilities)
+    tf_serving(channel, auth, root, features, want_labels, want_probabilities)
     if len(sys.argv) > 3:
-        typed_columns(grpcclient.InferenceServerClient(url=sys.argv[3]), root)
+        typed_columns(keyed_client(sys.argv[3], key), root)
     print("grpc: all checks passed")
 
 
-def tf_serving(channel, root, features, want_labels, want_probabilities):
-    """TF Serving's gRPC API through stubs generated from the repository's protos."""
+def tf_serving(channel, auth, root, features, want_labels, want_probabilities):
+    """TF Serving's gRPC API through stubs generated from the repository's protos, the key in
+    each call's metadata."""
     with tempfile.TemporaryDirectory() as out:
         protos = os.path.join(root, "worker", "proto")
         subprocess.run(
@@ -170,7 +206,8 @@ def tf_serving(channel, root, features, want_labels, want_probabilities):
     tensor.tensor_shape.dim.add(size=features.shape[1])
     tensor.float_val.extend(features.flatten().tolist())
     prediction = tensorflow_serving_pb2_grpc.PredictionServiceStub(channel)
-    response = prediction.Predict(request)
+    expect_error(lambda: prediction.Predict(request), "UNAUTHENTICATED")
+    response = prediction.Predict(request, metadata=auth)
     assert response.model_spec.name == "iris" and response.model_spec.version.value == 1, response.model_spec
     assert list(response.outputs["label"].int64_val) == want_labels.tolist()
     got = np.array(response.outputs["probabilities"].float_val, dtype=np.float32).reshape(150, 3)
@@ -181,19 +218,20 @@ def tf_serving(channel, root, features, want_labels, want_probabilities):
     request.inputs["features"].ClearField("float_val")
     request.inputs["features"].tensor_content = features.astype("<f4").tobytes()
     request.output_filter.append("label")
-    response = prediction.Predict(request)
+    response = prediction.Predict(request, metadata=auth)
     assert list(response.outputs) == ["label"], list(response.outputs)
     assert list(response.outputs["label"].int64_val) == want_labels.tolist()
 
     # Errors.
     request.model_spec.name = "absent"
-    expect_error(lambda: prediction.Predict(request), "NOT_FOUND")
+    expect_error(lambda: prediction.Predict(request, metadata=auth), "NOT_FOUND")
     request.model_spec.name = "iris"
     request.inputs["features"].tensor_shape.dim[1].size = 3
-    expect_error(lambda: prediction.Predict(request), "INVALID_ARGUMENT", "the model takes [rows, 4]")
+    expect_error(lambda: prediction.Predict(request, metadata=auth), "INVALID_ARGUMENT", "the model takes [rows, 4]")
 
     status = tensorflow_serving_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
-        tensorflow_serving_pb2.GetModelStatusRequest(model_spec=tensorflow_serving_pb2.ModelSpec(name="iris"))
+        tensorflow_serving_pb2.GetModelStatusRequest(model_spec=tensorflow_serving_pb2.ModelSpec(name="iris")),
+        metadata=auth,
     )
     states = [(s.version, tensorflow_serving_pb2.ModelVersionStatus.State.Name(s.state)) for s in status.model_version_status]
     assert states == [(1, "AVAILABLE"), (2, "AVAILABLE")], states

@@ -9,6 +9,10 @@ checks that a malformed request raises the client's error with the server's mess
 images to SqueezeNet as a BYTES input, checking its top 5 against onnxruntime's. With a second
 address, that of a server of the zoo's ColumnTransformer as model "wine", sends its held-out rows
 as three typed inputs (BYTES, INT64, FP32) and compares with onnxruntime's outputs.
+
+The server needs an API key ($SLUICE_API_KEY), which the client sends on every request through a
+plugin, as Triton's clients add headers; first it checks that health is open and that inference
+without a key, or with a wrong one, gets 401.
 Exits non-zero on the first failure.
 """
 
@@ -19,7 +23,36 @@ import sys
 
 import numpy as np
 import tritonclient.http as httpclient
+from tritonclient.http import InferenceServerClientPlugin
 from tritonclient.utils import InferenceServerException
+
+
+class BearerKey(InferenceServerClientPlugin):
+    """Sends `Authorization: Bearer KEY` with every request."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def __call__(self, request):
+        request.headers["authorization"] = f"Bearer {self.key}"
+
+
+def expect_status(call, status):
+    try:
+        call()
+    except InferenceServerException as error:
+        assert error.status() == status, (error.status(), error.message())
+        return error.message()
+    raise AssertionError(f"no {status}")
+
+
+def refuses_strangers(url):
+    stranger = httpclient.InferenceServerClient(url=url)
+    assert stranger.is_server_live() and stranger.is_server_ready(), "health checks are open"
+    message = expect_status(lambda: stranger.get_model_metadata("iris"), "401")
+    assert "API key" in message, message
+    stranger.register_plugin(BearerKey("not-the-key-0123456789"))
+    expect_status(lambda: stranger.get_model_metadata("iris"), "401")
 
 
 def rows(path):
@@ -31,7 +64,9 @@ def rows(path):
 
 def main():
     url, root = sys.argv[1], sys.argv[2]
+    refuses_strangers(url)
     client = httpclient.InferenceServerClient(url=url)
+    client.register_plugin(BearerKey(os.environ["SLUICE_API_KEY"]))
     assert client.is_server_live(), "server live"
     assert client.is_server_ready(), "server ready"
     assert client.is_model_ready("iris"), "iris ready"
@@ -117,7 +152,9 @@ def main():
     else:
         raise AssertionError("an absent model answered")
     if len(sys.argv) > 3:
-        typed_columns(httpclient.InferenceServerClient(url=sys.argv[3]), root)
+        typed = httpclient.InferenceServerClient(url=sys.argv[3])
+        typed.register_plugin(BearerKey(os.environ["SLUICE_API_KEY"]))
+        typed_columns(typed, root)
     print("tritonclient: all checks passed")
 
 

@@ -271,7 +271,19 @@ async fn run_server(
         ),
     };
     let grpc_address = grpc.as_ref().map(|l| l.local_addr()).transpose()?;
-    tracing::info!(address = %listener.local_addr()?, grpc = ?grpc_address, models = ?models, healthy = registry.healthy(), "serving");
+    let access = &settings.access;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        grpc = ?grpc_address,
+        models = ?models,
+        healthy = registry.healthy(),
+        api_keys = access.inference.as_ref().map_or(0, |keys| keys.len()),
+        repository_api = if access.repository.is_some() { "on" } else if access.inference.is_none() { "open" } else { "off" },
+        "serving"
+    );
+    if access.inference.is_none() {
+        tracing::warn!("serving with no API key (ALLOW_UNAUTHENTICATED): anyone who reaches this port may call it");
+    }
     let shutdown = shutdown::on_signals().context("cannot listen for stop signals")?;
     let state = Arc::new(AppState::new(registry, metrics, settings));
     let grpc = async {

@@ -8,6 +8,7 @@ use shared::config::{ConfigError, EnvVar, Environment};
 
 use crate::engine::default_threads;
 
+use super::auth::{AccessPolicy, ApiKeys};
 use super::batcher::BatchSettings;
 
 pub const MODEL_REPOSITORY: EnvVar =
@@ -68,6 +69,29 @@ pub const INFERENCE_THREADS: EnvVar = EnvVar::optional(
     "0",
 );
 
+pub const API_KEYS: EnvVar = EnvVar::optional(
+    "API_KEYS",
+    "the API keys inference needs, separated by commas or new lines, at least 16 characters each (in AWS, the stack's secret)",
+    "",
+);
+pub const API_KEYS_FILE: EnvVar =
+    EnvVar::optional("API_KEYS_FILE", "a file of API keys for inference, one a line (instead of API_KEYS)", "");
+pub const REPOSITORY_API_KEYS: EnvVar = EnvVar::optional(
+    "REPOSITORY_API_KEYS",
+    "the keys the repository API (index, load, unload) needs, separated by commas or new lines; empty: the repository API is off",
+    "",
+);
+pub const REPOSITORY_API_KEYS_FILE: EnvVar = EnvVar::optional(
+    "REPOSITORY_API_KEYS_FILE",
+    "a file of keys for the repository API, one a line (instead of REPOSITORY_API_KEYS)",
+    "",
+);
+pub const ALLOW_UNAUTHENTICATED: EnvVar = EnvVar::optional(
+    "ALLOW_UNAUTHENTICATED",
+    "true to serve inference with no API key, on a network that lets no stranger in; false (API_KEYS or API_KEYS_FILE needed)",
+    "false",
+);
+
 /// Every variable `worker serve` reads.
 pub const VARS: &[EnvVar] = &[
     MODEL_REPOSITORY,
@@ -85,6 +109,11 @@ pub const VARS: &[EnvVar] = &[
     INFERENCE_THREADS,
     MODEL_POLL_SECONDS,
     crate::config::MAX_IMAGE_PIXELS,
+    API_KEYS,
+    API_KEYS_FILE,
+    REPOSITORY_API_KEYS,
+    REPOSITORY_API_KEYS_FILE,
+    ALLOW_UNAUTHENTICATED,
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +133,8 @@ pub struct ServeSettings {
     pub model_poll: Duration,
     /// Images with more pixels are refused (400) before they are decoded.
     pub max_image_pixels: u64,
+    /// Who may call the server ([`super::auth`]).
+    pub access: AccessPolicy,
 }
 
 impl ServeSettings {
@@ -132,7 +163,46 @@ impl ServeSettings {
             shutdown_grace: Duration::from_secs(env.parse_in(&SHUTDOWN_GRACE_SECONDS, 0..=600)?),
             model_poll: Duration::from_secs(env.parse_in(&MODEL_POLL_SECONDS, 0..=86_400)?),
             max_image_pixels: env.parse_in(&crate::config::MAX_IMAGE_PIXELS, 1..=u64::MAX)?,
+            access: access_from_env(env)?,
         })
+    }
+}
+
+/// The keys from `keys` or `file` (not both); `None` when neither is set.
+fn keys_from_env<F: Fn(&str) -> Option<String>>(
+    env: &Environment<F>,
+    keys: &EnvVar,
+    file: &EnvVar,
+) -> Result<Option<ApiKeys>, ConfigError> {
+    // The problem never quotes the value: it is a secret.
+    match (env.string(keys)?, env.string(file)?) {
+        (text, path) if !text.trim().is_empty() && !path.is_empty() => {
+            Err(ConfigError::invalid(file, format!("is set as well as {}: give the keys one way", keys.name)))
+        }
+        (text, _) if !text.trim().is_empty() => {
+            ApiKeys::parse(&text).map(Some).map_err(|e| ConfigError::invalid(keys, e))
+        }
+        (_, path) if !path.is_empty() => {
+            ApiKeys::from_file(std::path::Path::new(&path)).map(Some).map_err(|e| ConfigError::invalid(file, e))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn access_from_env<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<AccessPolicy, ConfigError> {
+    let inference = keys_from_env(env, &API_KEYS, &API_KEYS_FILE)?;
+    let repository = keys_from_env(env, &REPOSITORY_API_KEYS, &REPOSITORY_API_KEYS_FILE)?;
+    let open: bool = env.parse(&ALLOW_UNAUTHENTICATED)?;
+    match (&inference, open) {
+        (None, false) => Err(ConfigError::invalid(
+            &API_KEYS,
+            "no API key is set: inference needs keys (API_KEYS or API_KEYS_FILE), or ALLOW_UNAUTHENTICATED=true on a \
+             network that lets no stranger in",
+        )),
+        (Some(_), true) => {
+            Err(ConfigError::invalid(&ALLOW_UNAUTHENTICATED, "is true but API keys are set too: keep one of the two"))
+        }
+        _ => Ok(AccessPolicy { inference, repository }),
     }
 }
 
@@ -143,7 +213,7 @@ mod tests {
 
     #[test]
     fn defaults_listen_on_loopback_and_batch_briefly() {
-        let settings = ServeSettings::from_env(&env(&[])).unwrap();
+        let settings = ServeSettings::from_env(&env(&[("ALLOW_UNAUTHENTICATED", "true")])).unwrap();
         assert_eq!((settings.bind.to_string(), settings.port, settings.grpc_port), ("127.0.0.1".into(), 8080, 8001));
         assert_eq!(settings.batch.max_batch_rows, 256);
         assert_eq!(settings.batch.max_delay, Duration::ZERO);
@@ -165,8 +235,42 @@ mod tests {
             ("REQUEST_TIMEOUT_SECONDS", "0"),
             ("INFERENCE_THREADS", "999"),
             ("MODEL_POLL_SECONDS", "soon"),
+            ("API_KEYS", "short"),
+            ("REPOSITORY_API_KEYS", "short"),
+            ("API_KEYS_FILE", "/nonexistent/keys"),
         ] {
-            assert_eq!(ServeSettings::from_env(&env(&[(name, value)])).unwrap_err().name, name, "{name}={value}");
+            // (a valid key first, which the variable under test may replace)
+            let pairs = [("API_KEYS", "k-0123456789abcdef"), (name, value)];
+            assert_eq!(ServeSettings::from_env(&env(&pairs)).unwrap_err().name, name, "{name}={value}");
         }
+    }
+
+    #[test]
+    fn the_server_is_closed_unless_opened_on_purpose() {
+        // GIVEN no key: refused, naming API_KEYS
+        let err = ServeSettings::from_env(&env(&[])).unwrap_err();
+        assert_eq!(err.name, "API_KEYS");
+        // keys: inference needs them, the repository API is off
+        let settings = ServeSettings::from_env(&env(&[("API_KEYS", "k-0123456789abcdef,k-fedcba9876543210")])).unwrap();
+        assert_eq!(settings.access.inference.as_ref().map(|k| k.len()), Some(2));
+        assert_eq!(settings.access.repository, None);
+        // both ways at once is a mistake
+        let both = env(&[("API_KEYS", "k-0123456789abcdef"), ("ALLOW_UNAUTHENTICATED", "true")]);
+        assert_eq!(ServeSettings::from_env(&both).unwrap_err().name, "ALLOW_UNAUTHENTICATED");
+        // the error never quotes a key
+        let err = ServeSettings::from_env(&env(&[("API_KEYS", "k-0123456789abcdef,abc123")])).unwrap_err();
+        assert!(!err.problem.contains("abc123"), "{err:?}");
+    }
+
+    #[test]
+    fn keys_come_from_a_file_one_a_line() {
+        let path = std::env::temp_dir().join(format!("sluice-keys-{}", std::process::id()));
+        std::fs::write(&path, "k-0123456789abcdef\nadmin-0123456789abcdef\n").unwrap();
+        let path_text = path.display().to_string();
+        let pairs = [("API_KEYS_FILE", path_text.as_str()), ("REPOSITORY_API_KEYS_FILE", path_text.as_str())];
+        let settings = ServeSettings::from_env(&env(&pairs)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(settings.access.inference.as_ref().map(|k| k.len()), Some(2));
+        assert!(settings.access.repository.is_some());
     }
 }

@@ -58,6 +58,12 @@ pub enum ServeError {
     AnswerTooLarge { rows: usize, bound: usize, limit: usize },
     #[error("{0}")]
     Internal(String),
+    /// No API key, or a wrong one (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Something this server does not allow, whatever the key (403).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl ServeError {
@@ -70,6 +76,8 @@ impl ServeError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ServeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ServeError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -84,6 +92,8 @@ impl ServeError {
                 "RequestEntityTooLargeException"
             }
             ServeError::Internal(_) => "InternalServerException",
+            ServeError::Unauthorized(_) => "InvalidKeyException",
+            ServeError::Forbidden(_) => "ForbiddenException",
         }
     }
 

@@ -36,6 +36,12 @@ struct LoadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    protocol: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BatchLabels {
     model: String,
     version: String,
@@ -52,6 +58,7 @@ pub struct Metrics {
     batch_requests: Histograms<BatchLabels>,
     bytes_in_flight: Gauge,
     model_loads: Family<LoadLabels, Counter>,
+    unauthorized: Family<RefusedLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -105,7 +112,23 @@ impl Metrics {
             "Model versions loaded (outcome ok) or that could not be (failed), by model and version",
             model_loads.clone(),
         );
-        Arc::new(Self { registry, requests, errors, latency, batch_rows, batch_requests, bytes_in_flight, model_loads })
+        let unauthorized = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "unauthorized_requests",
+            "Requests refused for want of a valid API key (no_key, wrong_key) or for the repository API being off, by protocol",
+            unauthorized.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            requests,
+            errors,
+            latency,
+            batch_rows,
+            batch_requests,
+            bytes_in_flight,
+            model_loads,
+            unauthorized,
+        })
     }
 
     /// Counts one answered request. `model` is empty where the request named none.
@@ -121,6 +144,13 @@ impl Metrics {
     }
 
     /// The gauge of the server's budget.
+    /// Counts a request refused by [`super::auth`].
+    pub fn unauthorized(&self, protocol: Protocol, reason: &str) {
+        self.unauthorized
+            .get_or_create(&RefusedLabels { protocol: protocol.label().to_owned(), reason: reason.to_owned() })
+            .inc();
+    }
+
     pub fn bytes_in_flight(&self) -> Gauge {
         self.bytes_in_flight.clone()
     }

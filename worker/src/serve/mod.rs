@@ -13,11 +13,14 @@
 //! - [`budget`]: the bytes in flight, server-wide: over it a request is refused at once.
 //! - [`images`]: images in, however a protocol carries them, and the top k classes out.
 //! - [`error`]: one error type, answered in each protocol's own shape.
+//! - [`auth`]: API keys for inference and for the repository API; health checks stay open.
 //!
-//! Cross-cutting limits are layers: the body limit (413), the request time-out (408). The server
+//! Cross-cutting limits are layers: the API keys (401), the body limit (413), the request
+//! time-out (408). The server
 //! stops on the injected shutdown: it accepts nothing new and finishes what is in flight within
 //! the grace period.
 
+pub mod auth;
 pub mod batcher;
 pub mod budget;
 pub mod config;
@@ -175,6 +178,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(prometheus))
         .layer(DefaultBodyLimit::max(limit))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::require_key))
         .with_state(state)
 }
 

@@ -3,7 +3,9 @@
 //! `ModelService.GetModelStatus` ([`tfserving`]), and the standard `grpc.health.v1.Health`. The
 //! same models, batcher, budget, limits and metrics as the HTTP side; errors are gRPC status
 //! codes: `INVALID_ARGUMENT` (400), `NOT_FOUND` (404), `RESOURCE_EXHAUSTED` (413: a message or
-//! answer over a limit), `UNAVAILABLE` (503: overloaded, or a model that could not be loaded).
+//! answer over a limit), `UNAVAILABLE` (503: overloaded, or a model that could not be loaded),
+//! `UNAUTHENTICATED` (401: no API key in the `authorization` metadata, or a wrong one),
+//! `PERMISSION_DENIED` (403: the repository API is off).
 
 pub mod kserve;
 pub mod tfserving;
@@ -44,6 +46,8 @@ impl From<ServeError> for Status {
             }
             ServeError::Overloaded(_) | ServeError::Unavailable(_) => Code::Unavailable,
             ServeError::Internal(_) => Code::Internal,
+            ServeError::Unauthorized(_) => Code::Unauthenticated,
+            ServeError::Forbidden(_) => Code::PermissionDenied,
         };
         Status::new(code, error.to_string())
     }
@@ -59,6 +63,8 @@ fn http_status(code: Code) -> u16 {
         Code::Unavailable => 503,
         Code::DeadlineExceeded => 408,
         Code::Unimplemented => 501,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
         _ => 500,
     }
 }
@@ -145,6 +151,7 @@ pub async fn run(
     let stopping = shutdown.clone();
     let server = tonic::transport::Server::builder()
         .timeout(state.settings.request_timeout)
+        .layer(super::auth::GrpcAuthLayer { state: Arc::clone(&state) })
         .add_service(health_service)
         .add_service(inference)
         .add_service(prediction)
