@@ -85,10 +85,20 @@ fn container_environment<'a>(
         .find(|c| c.as_mapping_get("Name").and_then(text).as_deref() == Some(container))
         .unwrap_or_else(|| panic!("{resource} has a container named {container}"));
     let environment = get(found, &["Environment"]).as_vec().expect("Environment is a list");
-    environment
+    let mut set: Vec<(String, &'a Yaml<'static>)> = environment
         .iter()
         .map(|pair| (text(get(pair, &["Name"])).expect("Name is a string"), get(pair, &["Value"])))
-        .collect()
+        .collect();
+    // Secrets (`Name`, `ValueFrom`) are variables too, ECS reads them from Secrets Manager; an
+    // item may be an `!If [condition, secret, !Ref AWS::NoValue]`.
+    for item in found.as_mapping_get("Secrets").and_then(Yaml::as_vec).into_iter().flatten() {
+        let secret = match item {
+            Yaml::Tagged(tag, inner) if tag.suffix == "If" => &inner.as_vec().expect("!If is a list")[1],
+            other => other,
+        };
+        set.push((text(get(secret, &["Name"])).expect("Name is a string"), get(secret, &["ValueFrom"])));
+    }
+    set
 }
 
 #[test]
