@@ -30,9 +30,13 @@ CHECKOV     := .tools/checkov/bin/checkov
 local: setup build
 	target/debug/sluice-local run $(ARGS)
 
+# The tests run the programs against moto with IAM enforced and record every decision in
+# target/iam-audit; iam-coverage then lists what template.yaml grants that no test used.
 test: setup lint
 	$(CARGO) build --workspace --all-targets --locked
+	rm -rf target/iam-audit
 	$(CARGO) test --workspace --locked
+	target/debug/sluice-local iam-coverage
 
 setup: $(STAMP) $(TOOL_STAMPS)
 

@@ -193,11 +193,11 @@ async fn a_failed_worker_start_after_enqueueing_does_not_enqueue_the_jobs_again(
 
 #[tokio::test]
 async fn a_failure_only_the_operator_can_fix_ends_in_the_dead_letter_queue_and_is_redriven_once_fixed() {
-    // GIVEN outputs configured into a bucket that does not exist yet
-    let mut options = quick_options();
-    options.trigger_env_overrides =
-        EnvMap::from([("OUTPUT_BUCKET".to_owned(), "sluice-results-not-created".to_owned())]);
-    let mut pipeline = start(options).await;
+    // GIVEN the output bucket gone, deleted by hand after the deployment (another bucket would be
+    // AccessDenied: the worker's role may write to the stack's output bucket only)
+    let mut pipeline = start(quick_options()).await;
+    let outputs = pipeline.stack.output_bucket.clone();
+    pipeline.s3.delete_bucket().bucket(&outputs).send().await.unwrap();
     // WHEN a file is uploaded
     pipeline.put_input("a.csv", std::fs::read(repo("examples/data/iris.csv")).unwrap()).await.unwrap();
     pipeline.deliver_new_uploads().await.unwrap();
@@ -208,10 +208,10 @@ async fn a_failure_only_the_operator_can_fix_ends_in_the_dead_letter_queue_and_i
     assert!(output.contains("NoSuchBucket"), "{output}");
     assert!(!output.contains("job failed"), "not the file's fault: no failed report");
     // AND once the bucket exists, a redrive processes it
-    sluice_local::provision::ensure_bucket(&pipeline.s3, "sluice-results-not-created").await.unwrap();
+    sluice_local::provision::ensure_bucket(&pipeline.s3, &outputs).await.unwrap();
     assert_eq!(redrive(&pipeline).await, 1);
     eventually(DRAIN, "the redriven job's output", || async {
-        pipeline.s3.head_object().bucket("sluice-results-not-created").key("a.csv.report.json").send().await.is_ok()
+        pipeline.s3.head_object().bucket(&outputs).key("a.csv.report.json").send().await.is_ok()
     })
     .await;
     pipeline.shutdown().await;

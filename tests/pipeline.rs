@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use shared::JobStatus;
 use sluice_e2e::*;
+use sluice_local::iam::Program;
 use sluice_local::{LocalModels, PipelineOptions, Signal};
 
 const DRAIN: Duration = Duration::from_secs(120);
@@ -137,6 +138,7 @@ async fn the_worker_exits_by_itself_once_the_queue_is_empty() {
     let status = tokio::process::Command::new(worker)
         .env_clear()
         .envs(&pipeline.stack.worker_environment)
+        .envs(sluice_local::aws::credentials_env(pipeline.stack.credentials_of(Program::Worker).unwrap()))
         .status()
         .await
         .unwrap();

@@ -7,7 +7,7 @@
 //! after the stop timeout. moto's `lastStatus` advances on every describe, so the emulator only
 //! looks at which tasks are listed with desired status `RUNNING`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 
+use crate::iam::AccessKey;
 use crate::process::EnvMap;
 use crate::process::{self, OutputTail, Signal};
 
@@ -47,8 +48,8 @@ impl WorkerCommand {
     }
 }
 
-/// The emulator's timing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The emulator's timing, cores and task roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FargateOptions {
     /// How often the cluster's tasks are listed.
     pub poll_interval: Duration,
@@ -57,11 +58,19 @@ pub struct FargateOptions {
     /// Hold each task to this many cores of its own (with `taskset`), as a Fargate task has its
     /// vCPUs: task n gets cores n*k to n*k+k-1, counted round the machine's. `None`: no limit.
     pub task_cpus: Option<usize>,
+    /// Task role ARN -> the key a task with that role runs with, as ECS hands a task its role's
+    /// credentials. A task whose role is not here gets none, and its AWS calls fail.
+    pub task_role_credentials: BTreeMap<String, AccessKey>,
 }
 
 impl Default for FargateOptions {
     fn default() -> Self {
-        Self { poll_interval: Duration::from_millis(300), stop_timeout: Duration::from_secs(30), task_cpus: None }
+        Self {
+            poll_interval: Duration::from_millis(300),
+            stop_timeout: Duration::from_secs(30),
+            task_cpus: None,
+            task_role_credentials: BTreeMap::new(),
+        }
     }
 }
 
@@ -133,8 +142,8 @@ struct Shared {
     command: WorkerCommand,
     options: FargateOptions,
     state: Mutex<State>,
-    /// Task definition ARN -> (container name -> environment).
-    task_definitions: tokio::sync::Mutex<HashMap<String, Vec<(String, EnvMap)>>>,
+    /// Task definition ARN -> what the emulator needs of it.
+    task_definitions: tokio::sync::Mutex<HashMap<String, TaskDefinition>>,
 }
 
 impl Shared {
@@ -412,11 +421,14 @@ async fn list_running_tasks(shared: &Shared) -> Result<Vec<String>> {
     }
 }
 
+/// Of a task definition: its task role, and its essential containers' names and environments.
+type TaskDefinition = (Option<String>, Vec<(String, EnvMap)>);
+
 /// The essential container's environment: the task definition's, overlaid with the task's
-/// container overrides.
+/// container overrides, with the credentials of the task's role.
 async fn container_environment(shared: &Shared, task: &Task) -> Result<EnvMap> {
     let definition_arn = task.task_definition_arn().context("the task has no task definition ARN")?;
-    let containers = {
+    let (task_role, containers) = {
         let mut cache = shared.task_definitions.lock().await;
         if let Some(containers) = cache.get(definition_arn) {
             containers.clone()
@@ -443,8 +455,9 @@ async fn container_environment(shared: &Shared, task: &Task) -> Result<EnvMap> {
                     (c.name().unwrap_or_default().to_owned(), env)
                 })
                 .collect();
-            cache.insert(definition_arn.to_owned(), containers.clone());
-            containers
+            let role = definition.task_role_arn().map(str::to_owned);
+            cache.insert(definition_arn.to_owned(), (role.clone(), containers.clone()));
+            (role, containers)
         }
     };
     let Some((container_name, mut env)) = containers.into_iter().next() else {
@@ -460,6 +473,9 @@ async fn container_environment(shared: &Shared, task: &Task) -> Result<EnvMap> {
                 }
             }
         }
+    }
+    if let Some(key) = task_role.and_then(|role| shared.options.task_role_credentials.get(&role)) {
+        env.extend(crate::aws::credentials_env(key));
     }
     Ok(env)
 }

@@ -23,7 +23,7 @@ use tokio::sync::Mutex;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::process;
-use crate::process::EnvMap;
+use crate::process::{EnvMap, OutputTail};
 use runtime_api::{InvocationResult, RuntimeApi};
 
 /// An error the function reported (or that Lambda reports for it), with Lambda's two fields.
@@ -113,6 +113,9 @@ impl AsyncInvocation {
     }
 }
 
+/// Lines of the function's output kept for [`LambdaFunction::output`].
+const FUNCTION_OUTPUT_LINES: usize = 5_000;
+
 /// A function binary running under the local Runtime API; killed when dropped.
 #[derive(Debug)]
 pub struct LambdaFunction {
@@ -120,6 +123,8 @@ pub struct LambdaFunction {
     function_arn: String,
     /// Held for the whole of an invocation: one at a time, like reserved concurrency 1.
     sandbox: Mutex<Option<Sandbox>>,
+    /// The last lines the function printed, over all its sandboxes (its log stream).
+    output: OutputTail,
 }
 
 /// One execution environment: a Runtime API server and the process polling it. A crashed or
@@ -144,8 +149,14 @@ impl LambdaFunction {
         }
         let function_arn =
             format!("arn:aws:lambda:{}:{}:function:{}", crate::aws::REGION, crate::aws::ACCOUNT_ID, config.name);
-        let sandbox = Sandbox::start(&config, &function_arn).await?;
-        Ok(Self { config, function_arn, sandbox: Mutex::new(Some(sandbox)) })
+        let output = OutputTail::keeping(FUNCTION_OUTPUT_LINES);
+        let sandbox = Sandbox::start(&config, &function_arn, &output).await?;
+        Ok(Self { config, function_arn, sandbox: Mutex::new(Some(sandbox)), output })
+    }
+
+    /// The last lines the function printed (up to 5,000), as its log stream holds them.
+    pub fn output(&self) -> String {
+        self.output.text()
     }
 
     /// The function's ARN, as the runtime sees it in `Lambda-Runtime-Invoked-Function-Arn`.
@@ -179,7 +190,7 @@ impl LambdaFunction {
             if let Some(dead) = slot.take() {
                 dead.stop().await;
             }
-            *slot = Some(Sandbox::start(&self.config, &self.function_arn).await?);
+            *slot = Some(Sandbox::start(&self.config, &self.function_arn, &self.output).await?);
         }
         let Some(sandbox) = slot.as_mut() else {
             bail!("no sandbox for {}", self.config.name);
@@ -290,7 +301,7 @@ impl Drop for LambdaFunction {
 }
 
 impl Sandbox {
-    async fn start(config: &FunctionConfig, function_arn: &str) -> Result<Self> {
+    async fn start(config: &FunctionConfig, function_arn: &str, output: &OutputTail) -> Result<Self> {
         let api = RuntimeApi::start(function_arn.to_owned()).await?;
         let mut env = config.env.clone();
         let lambda_vars = [
@@ -307,7 +318,7 @@ impl Sandbox {
         process::set_clean_env(&mut command, &env);
         let mut child =
             command.spawn().with_context(|| format!("cannot start the function binary {}", config.binary.display()))?;
-        process::forward_output(&mut child, &config.name, None);
+        process::forward_output(&mut child, &config.name, Some(output));
         tracing::info!(function = %config.name, runtime_api = %api.address(), "function process started");
         Ok(Self { api, child })
     }

@@ -4,6 +4,7 @@
 //!
 //! - [`moto`]: start and stop moto's server.
 //! - [`aws`]: SDK configuration and clients for moto, and the environment children need.
+//! - [`iam`]: the programs' IAM users, with template.yaml's role policies.
 //! - [`provision`]: create what template.yaml declares (buckets, queues, cluster, task definition).
 //! - [`environment`]: the trigger's and the worker's environment, defined once.
 //! - [`events`]: S3 events in AWS's format, and a bucket watcher that produces them.
@@ -17,6 +18,7 @@ pub mod binaries;
 pub mod environment;
 pub mod events;
 pub mod fargate;
+pub mod iam;
 pub mod lambda;
 pub mod moto;
 pub mod pipeline;

@@ -27,6 +27,14 @@ struct Cli {
 enum Command {
     /// Start the pipeline, process the example data, print the outputs (the default).
     Run(RunArgs),
+    /// List each action template.yaml grants the trigger, the worker and the online task with how
+    /// often the tests used it (moto's IAM decisions in target/iam-audit); fails when a granted
+    /// action went unused with no reason on record, so the policies stay least-privilege.
+    IamCoverage {
+        /// The folder of moto's decision files.
+        #[arg(long, default_value = sluice_local::moto::IAM_AUDIT_DIR)]
+        audit: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -79,14 +87,49 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Run(args)) => args,
-        None => cli.run,
+    let result = match cli.command {
+        Some(Command::Run(args)) => run(args).await,
+        Some(Command::IamCoverage { audit }) => iam_coverage(&in_repo(audit)),
+        None => run(cli.run).await,
     };
-    if let Err(err) = run(args).await {
+    if let Err(err) = result {
         eprintln!("sluice-local: {err:#}");
         std::process::exit(1);
     }
+}
+
+fn iam_coverage(audit: &std::path::Path) -> Result<()> {
+    use sluice_local::iam;
+    let template = iam::Template::load()?;
+    let decisions = iam::read_decisions(audit)?;
+    let grants = iam::coverage(&template, &decisions)?;
+    let mut unused = Vec::new();
+    println!("{:<16} {:<32} {:>8}  note", "role", "action", "allowed");
+    for grant in &grants {
+        let note = match (grant.used, grant.not_exercised) {
+            (0, Some(why)) => format!("not exercised locally: {why}"),
+            (0, None) => {
+                unused.push(format!("{} {}", grant.program, grant.action));
+                "UNUSED: no test needed it".to_owned()
+            }
+            _ => String::new(),
+        };
+        println!("{:<16} {:<32} {:>8}  {note}", grant.program.to_string(), grant.action, grant.used);
+    }
+    let denied = decisions.iter().filter(|d| !d.allowed).count();
+    println!("{} decisions read from {}, {denied} of them denials", decisions.len(), audit.display());
+    for (program, action, _) in iam::NOT_EXERCISED_LOCALLY {
+        anyhow::ensure!(
+            grants.iter().any(|g| g.program == *program && g.action == *action),
+            "iam::NOT_EXERCISED_LOCALLY lists {action} for {program}, which template.yaml no longer grants"
+        );
+    }
+    anyhow::ensure!(
+        unused.is_empty(),
+        "template.yaml grants what no test used: {} (a test that needs each, or a reason in iam::NOT_EXERCISED_LOCALLY, or take it away)",
+        unused.join(", ")
+    );
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> Result<()> {
@@ -180,7 +223,7 @@ async fn process_and_watch(
     println!("List the outputs with:");
     println!("  aws --endpoint-url {endpoint} s3 ls s3://{}/ --recursive", pipeline.stack.output_bucket);
     println!(
-        "(the AWS CLI needs credentials and a region: AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1)"
+        "(the AWS CLI needs the local administrator's key and a region: AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1;\n the trigger and the workers run with their roles' keys, moto enforcing template.yaml's policies)"
     );
     println!("Press Ctrl-C to stop.");
     loop {

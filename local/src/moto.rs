@@ -1,5 +1,11 @@
-//! moto's server, the AWS stand-in: started on 127.0.0.1 from the project's venv, waited for
-//! until it answers, and killed (with its process group) when the [`MotoServer`] is dropped.
+//! moto's server, the AWS stand-in: started on 127.0.0.1 from the project's venv with IAM enforced
+//! (`local/moto/server.py`), waited for until it answers, and killed (with its process group) when
+//! the [`MotoServer`] is dropped.
+//!
+//! Every request must be signed by a known IAM user and allowed by that user's policies, as in
+//! AWS. The access key `test` / `test` belongs to an administrator (the harness's own calls);
+//! [`crate::iam`] creates the users the programs run as. Each server appends its IAM decisions to
+//! a file under [`IAM_AUDIT_DIR`], which the IAM coverage check reads.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::Duration;
@@ -11,6 +17,9 @@ use tokio::process::Child;
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::process::{self, OutputTail, Signal};
+
+/// Where each moto server writes the IAM decisions it made (JSON Lines, one file per server).
+pub const IAM_AUDIT_DIR: &str = "target/iam-audit";
 
 /// How long moto gets to start answering.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -25,11 +34,13 @@ pub struct MotoServer {
 }
 
 impl MotoServer {
-    /// Starts `<venv>/bin/moto_server` on `port` (a free one when `None`) and waits until it
-    /// answers HTTP requests. Fails if the port is taken, moto exits, or it does not answer within
-    /// 20 s; the error then holds the end of moto's output.
+    /// Starts moto's server with IAM enforced (`<venv>/bin/python local/moto/server.py`) on
+    /// `port` (a free one when `None`) and waits until it answers HTTP requests. Fails if the port
+    /// is taken, moto exits, or it does not answer within 20 s; the error then holds the end of
+    /// moto's output.
     pub async fn start(port: Option<u16>) -> Result<Self> {
-        let moto_server = crate::repo::venv_tool("moto_server")?;
+        let python = crate::repo::venv_tool("python")?;
+        let launcher = crate::repo::in_repo("local/moto/server.py");
         let port = match port {
             Some(port) => {
                 ensure_port_free(port)?;
@@ -37,9 +48,12 @@ impl MotoServer {
             }
             None => free_port()?,
         };
-        let mut command = process::new_group_command(&moto_server);
-        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let mut child = command.spawn().with_context(|| format!("cannot start {}", moto_server.display()))?;
+        let audit_dir = crate::repo::in_repo(IAM_AUDIT_DIR);
+        std::fs::create_dir_all(&audit_dir).with_context(|| format!("cannot create {}", audit_dir.display()))?;
+        let audit = audit_dir.join(format!("{}-{port}.jsonl", std::process::id()));
+        let mut command = process::new_group_command(&python);
+        command.arg(&launcher).args(["-H", "127.0.0.1", "-p", &port.to_string()]).env("SLUICE_IAM_AUDIT", &audit);
+        let mut child = command.spawn().with_context(|| format!("cannot start {}", launcher.display()))?;
         let output = OutputTail::default();
         process::capture_output(&mut child, "moto", &output);
         let pid = child.id();
@@ -85,8 +99,8 @@ impl MotoServer {
     async fn wait_until_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            if let Some(status) = self.child.try_wait().context("cannot check on moto_server")? {
-                bail!("moto_server exited during start-up ({status}); its last output:\n{}", self.output.text());
+            if let Some(status) = self.child.try_wait().context("cannot check on moto's server")? {
+                bail!("moto's server exited during start-up ({status}); its last output:\n{}", self.output.text());
             }
             if answers_http(self.port).await {
                 return Ok(());
@@ -94,7 +108,7 @@ impl MotoServer {
             if Instant::now() >= deadline {
                 self.kill_group();
                 bail!(
-                    "moto_server did not answer on 127.0.0.1:{} within {} s; its last output:\n{}",
+                    "moto's server did not answer on 127.0.0.1:{} within {} s; its last output:\n{}",
                     self.port,
                     STARTUP_TIMEOUT.as_secs(),
                     self.output.text()

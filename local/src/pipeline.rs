@@ -20,6 +20,7 @@ use tokio::time::{Instant, sleep};
 use crate::environment::{EnvMap, TriggerModels, TriggerSettings};
 use crate::events::S3EventSource;
 use crate::fargate::{FargateEmulator, FargateOptions, FinishedWorker, WorkerCommand};
+use crate::iam::{Program, Revoked, Substitutions};
 use crate::lambda::{AsyncInvocation, DeadLetterQueue, FunctionConfig, LambdaFunction};
 use crate::moto::MotoServer;
 use crate::provision::{Stack, StackSettings, ensure_bucket};
@@ -56,6 +57,8 @@ pub struct PipelineOptions {
     /// The worker binary; the workspace's `worker` when `None`.
     pub worker_binary: Option<PathBuf>,
     pub fargate: FargateOptions,
+    /// Statements left out of the programs' role policies (to show what fails without them).
+    pub revoked: Vec<Revoked>,
 }
 
 impl Default for PipelineOptions {
@@ -76,6 +79,7 @@ impl Default for PipelineOptions {
             trigger_binary: None,
             worker_binary: None,
             fargate: FargateOptions::default(),
+            revoked: Vec::new(),
         }
     }
 }
@@ -89,6 +93,19 @@ pub enum LocalModels {
     /// A folder laid out as a model repository (`<name>/<version>/model.onnx`), uploaded to
     /// `s3://<bucket>/repository/` (`MODEL_REPOSITORY`), and the default model, if any.
     Repository { folder: PathBuf, default: Option<String> },
+}
+
+/// The template's model and output parameters as this pipeline sets them: `ModelBucket`, and
+/// `ModelKey` (one model) or `ModelPrefix` (a repository), `OutputPrefix`, and `OneModel`.
+fn model_substitutions(options: &PipelineOptions, model_uri: &str) -> Substitutions {
+    let key = model_uri.strip_prefix("s3://").and_then(|rest| rest.split_once('/')).map_or("", |(_, key)| key);
+    let one_model = matches!(options.models, LocalModels::File(_));
+    Substitutions::default()
+        .value("ModelBucket", &options.model_bucket)
+        .value("ModelKey", if one_model { key } else { "" })
+        .value("ModelPrefix", if one_model { "" } else { key })
+        .value("OutputPrefix", &options.output_prefix)
+        .condition("OneModel", one_model)
 }
 
 /// Where the repository goes in the model bucket.
@@ -198,7 +215,7 @@ impl LocalPipeline {
         let s3 = crate::aws::s3_client(&config);
         let sqs = crate::aws::sqs_client(&config);
         let ecs = crate::aws::ecs_client(&config);
-        let stack = Stack::provision(&config, &options.stack).await?;
+        let mut stack = Stack::provision(&config, &options.stack).await?;
         ensure_bucket(&s3, &options.model_bucket).await?;
         let (model_uri, models) = match &options.models {
             LocalModels::File(model) => {
@@ -211,6 +228,13 @@ impl LocalPipeline {
                 (root.clone(), TriggerModels::Repository { root, default: default.clone() })
             }
         };
+        let model_settings = model_substitutions(&options, &model_uri);
+        stack.create_identities(model_settings, &options.revoked).await?;
+        let trigger_key = stack.credentials_of(Program::Trigger)?.clone();
+        let worker_key = stack.credentials_of(Program::Worker)?.clone();
+        // Lambda sends the events the function failed on to its dead-letter queue with the
+        // function's role.
+        let trigger_sqs = crate::aws::sqs_client(&crate::aws::sdk_config_as(&stack.endpoint, &trigger_key).await);
 
         let trigger_settings = TriggerSettings {
             models,
@@ -225,11 +249,13 @@ impl LocalPipeline {
         let mut function = FunctionConfig::new(trigger_binary, environment);
         function.timeout = options.trigger_timeout;
         let trigger = Arc::new(LambdaFunction::start_with(function).await?);
+        let mut fargate_options = options.fargate.clone();
+        fargate_options.task_role_credentials.insert(Program::Worker.role_arn(), worker_key);
         let fargate = FargateEmulator::start_with(
             ecs.clone(),
             stack.cluster_name.clone(),
             WorkerCommand::new(worker_binary),
-            options.fargate,
+            fargate_options,
         );
         let mut events = S3EventSource::new(s3.clone(), stack.input_bucket.clone());
         if !options.input_prefix.is_empty() {
@@ -237,7 +263,7 @@ impl LocalPipeline {
         }
         events.prime().await?;
         let trigger_dead_letter_queue =
-            DeadLetterQueue { sqs: sqs.clone(), queue_url: stack.trigger_dead_letter_queue_url.clone() };
+            DeadLetterQueue { sqs: trigger_sqs, queue_url: stack.trigger_dead_letter_queue_url.clone() };
         let schedule = options.reconcile_every.map(|period| {
             tokio::spawn(reconcile_on_schedule(Arc::clone(&trigger), trigger_dead_letter_queue.clone(), period))
         });
@@ -269,6 +295,11 @@ impl LocalPipeline {
 
     pub fn trigger(&self) -> &LambdaFunction {
         &self.trigger
+    }
+
+    /// The trigger's dead-letter queue, written to with the trigger's role as Lambda does.
+    pub fn trigger_dead_letter_queue(&self) -> &DeadLetterQueue {
+        &self.trigger_dead_letter_queue
     }
 
     pub fn fargate(&self) -> &FargateEmulator {

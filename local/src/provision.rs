@@ -14,7 +14,14 @@ use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, KeyValuePair, Netwo
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::QueueAttributeName;
 
+use std::collections::BTreeMap;
+
 use crate::environment::{EnvMap, TriggerSettings, TriggerTargets, WorkerSettings};
+use crate::iam::{AccessKey, Program, Revoked, Substitutions, Template};
+
+/// The stack's name in the template's ARNs (`${AWS::StackName}`): the task family is
+/// `<stack>-worker`, as the template names it.
+pub const STACK_NAME: &str = "sluice";
 
 /// Names and tunables of the stack.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +60,7 @@ impl Default for StackSettings {
             trigger_dead_letter_queue_name: "sluice-trigger-dlq".to_owned(),
             completion_events_queue_name: "sluice-completion-events".to_owned(),
             cluster_name: "sluice".to_owned(),
-            task_family: "sluice-worker".to_owned(),
+            task_family: format!("{STACK_NAME}-worker"),
             container_name: "worker".to_owned(),
             container_image: "sluice-worker:local".to_owned(),
             worker: WorkerSettings::default(),
@@ -73,6 +80,7 @@ pub struct Stack {
     pub dead_letter_queue_url: String,
     pub dead_letter_queue_arn: String,
     pub trigger_dead_letter_queue_url: String,
+    pub trigger_dead_letter_queue_arn: String,
     /// Receives every completion event the workers put on the default event bus.
     pub completion_events_queue_url: String,
     pub visibility_timeout: Duration,
@@ -91,6 +99,8 @@ pub struct Stack {
     pub subnets: Vec<String>,
     /// The default VPC's `default` security group.
     pub security_group: String,
+    /// Each program's access key (its role's IAM user), once [`Stack::create_identities`] ran.
+    pub credentials: BTreeMap<Program, AccessKey>,
 }
 
 /// The default VPC's network pieces in moto's EC2.
@@ -134,7 +144,7 @@ impl Stack {
             ],
         )
         .await?;
-        let (trigger_dead_letter_queue_url, _) =
+        let (trigger_dead_letter_queue_url, trigger_dead_letter_queue_arn) =
             create_queue(&sqs, &settings.trigger_dead_letter_queue_name, &[]).await?;
         let (completion_events_queue_url, completion_events_queue_arn) =
             create_queue(&sqs, &settings.completion_events_queue_name, &[]).await?;
@@ -169,6 +179,7 @@ impl Stack {
             dead_letter_queue_url,
             dead_letter_queue_arn,
             trigger_dead_letter_queue_url,
+            trigger_dead_letter_queue_arn,
             completion_events_queue_url,
             visibility_timeout: Duration::from_secs(visibility_secs),
             max_receive_count: settings.max_receive_count,
@@ -181,6 +192,7 @@ impl Stack {
             vpc_id: network.vpc_id,
             subnets: network.subnets,
             security_group: network.security_group,
+            credentials: BTreeMap::new(),
         };
         let environment = stack.worker_environment.clone();
         stack.register_worker_task_definition(&ecs, &environment).await?;
@@ -217,6 +229,9 @@ impl Stack {
         let registered = ecs
             .register_task_definition()
             .family(&self.task_family)
+            // The Fargate emulator hands the task this role's key, as ECS hands it the role's
+            // credentials.
+            .task_role_arn(Program::Worker.role_arn())
             .network_mode(NetworkMode::Awsvpc)
             .requires_compatibilities(Compatibility::Fargate)
             .cpu("1024")
@@ -235,7 +250,58 @@ impl Stack {
         Ok(arn)
     }
 
-    /// The trigger function's environment for this stack (see [`crate::environment`]).
+    /// What the template's references stand for in this stack; `models` adds the model and
+    /// output settings (`ModelBucket`, `ModelPrefix`, `ModelKey`, `OutputPrefix`, `OneModel`).
+    pub fn substitutions(&self, models: Substitutions) -> Substitutions {
+        let account = crate::aws::ACCOUNT_ID;
+        let region = crate::aws::REGION;
+        let log_group = |name: &str| format!("arn:aws:logs:{region}:{account}:log-group:/sluice/{STACK_NAME}/{name}:*");
+        let mut substitutions = models
+            .value("AWS::Partition", "aws")
+            .value("AWS::Region", region)
+            .value("AWS::AccountId", account)
+            .value("AWS::StackName", STACK_NAME)
+            .value("WorkerCluster", &self.cluster_name)
+            .value("WorkerCluster.Arn", &self.cluster_arn)
+            .value("JobQueue.Arn", &self.queue_arn)
+            .value("TriggerDeadLetterQueue.Arn", &self.trigger_dead_letter_queue_arn)
+            .value("InputBucket.Arn", format!("arn:aws:s3:::{}", self.input_bucket))
+            .value("OutputBucket.Arn", format!("arn:aws:s3:::{}", self.output_bucket))
+            .value("TriggerLogGroup.Arn", log_group("trigger"))
+            .value("WorkerLogGroup.Arn", log_group("worker"))
+            .value("WorkerTaskRole", Program::Worker.user())
+            .value("WorkerTaskRole.Arn", Program::Worker.role_arn())
+            .value("TaskExecutionRole.Arn", format!("arn:aws:iam::{account}:role/{STACK_NAME}-task-execution"))
+            .value("KmsKeyArn", "")
+            .condition("HasKmsKey", false)
+            .condition(
+                "PutsCompletionEvents",
+                self.worker_environment.get(worker::config::COMPLETION_EVENTS.name).is_none_or(|v| v == "true"),
+            );
+        substitutions.values.entry("OutputPrefix".to_owned()).or_default();
+        substitutions
+    }
+
+    /// Creates each program's IAM user in moto with its role's policies from template.yaml (less
+    /// `revoked` statements), and keeps their keys in [`Stack::credentials`].
+    pub async fn create_identities(&mut self, models: Substitutions, revoked: &[Revoked]) -> Result<()> {
+        let template = Template::load()?;
+        let substitutions = self.substitutions(models);
+        let mut policies = BTreeMap::new();
+        for program in Program::ALL {
+            policies.insert(program, template.policies(program, &substitutions, revoked)?);
+        }
+        self.credentials = crate::iam::create_users(&self.endpoint, &policies).await?;
+        Ok(())
+    }
+
+    /// The access key of `program`'s role.
+    pub fn credentials_of(&self, program: Program) -> Result<&AccessKey> {
+        self.credentials.get(&program).with_context(|| format!("the stack has no IAM user for {program} yet"))
+    }
+
+    /// The trigger function's environment for this stack (see [`crate::environment`]), with its
+    /// role's credentials.
     pub fn trigger_environment(&self, settings: &TriggerSettings) -> EnvMap {
         let targets = TriggerTargets {
             endpoint: &self.endpoint,
@@ -246,7 +312,11 @@ impl Stack {
             subnets: &self.subnets,
             security_group: &self.security_group,
         };
-        crate::environment::trigger_environment(&targets, settings)
+        let mut env = crate::environment::trigger_environment(&targets, settings);
+        if let Some(key) = self.credentials.get(&Program::Trigger) {
+            env.extend(crate::aws::credentials_env(key));
+        }
+        env
     }
 }
 
@@ -366,12 +436,14 @@ pub async fn default_network(endpoint: &str) -> Result<DefaultNetwork> {
     Ok(DefaultNetwork { vpc_id, subnets, security_group: security_group.to_owned() })
 }
 
-/// Runs the venv's `aws --endpoint-url ENDPOINT ARGS…` with the moto environment and returns
-/// its stdout.
+/// Runs the venv's `aws --endpoint-url ENDPOINT ARGS…` as the administrator and returns its
+/// stdout.
 pub async fn aws_cli(endpoint: &str, args: &[&str]) -> Result<String> {
     let aws = crate::repo::venv_tool("aws")?;
     let mut command = tokio::process::Command::new(&aws);
-    crate::process::set_clean_env(&mut command, &crate::aws::moto_env(endpoint));
+    let mut env = crate::aws::moto_env(endpoint);
+    env.extend(crate::aws::credentials_env(&crate::iam::AccessKey::admin()));
+    crate::process::set_clean_env(&mut command, &env);
     let output = command
         .arg("--endpoint-url")
         .arg(endpoint)

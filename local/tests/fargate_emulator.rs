@@ -25,7 +25,11 @@ async fn fixture() -> Fixture {
 }
 
 fn fast() -> FargateOptions {
-    FargateOptions { poll_interval: Duration::from_millis(100), stop_timeout: Duration::from_secs(2), task_cpus: None }
+    FargateOptions {
+        poll_interval: Duration::from_millis(100),
+        stop_timeout: Duration::from_secs(2),
+        ..FargateOptions::default()
+    }
 }
 
 /// Starts one task the way the trigger does, with `env` as container overrides.

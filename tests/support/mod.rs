@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use shared::JobReport;
 use sluice_local::events::s3_object_created_event;
-use sluice_local::lambda::{AsyncInvocation, DeadLetterQueue};
+use sluice_local::lambda::AsyncInvocation;
 use sluice_local::{FargateOptions, LocalModels, LocalPipeline, PipelineOptions, StackSettings, WorkerSettings};
 
 /// template.yaml as YAML, CloudFormation's tags (`!Ref`, `!Sub`, ...) kept as tagged nodes.
@@ -71,9 +71,7 @@ pub async fn deliver(pipeline: &LocalPipeline, key: &str) -> Result<AsyncInvocat
 
 /// Invokes the trigger asynchronously (Lambda's retries and dead-letter queue included).
 pub async fn invoke(pipeline: &LocalPipeline, event: Value) -> Result<AsyncInvocation> {
-    let dlq =
-        DeadLetterQueue { sqs: pipeline.sqs.clone(), queue_url: pipeline.stack.trigger_dead_letter_queue_url.clone() };
-    pipeline.trigger().invoke_async_like_s3(event, Some(&dlq)).await
+    pipeline.trigger().invoke_async_like_s3(event, Some(pipeline.trigger_dead_letter_queue())).await
 }
 
 pub use sluice_local::pipeline::scheduled_event;
