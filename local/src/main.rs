@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use shared::report::SplitReport;
 use shared::{JobReport, JobStatus};
 use sluice_local::FargateOptions;
+use sluice_local::iam::Program;
 use sluice_local::pipeline::{DrainReport, LocalModels, LocalPipeline, OutputSet, PipelineOptions};
 use sluice_local::repo::in_repo;
 use tracing_subscriber::EnvFilter;
@@ -204,6 +205,13 @@ async fn process_and_watch(
 ) -> Result<()> {
     let timeout = Duration::from_secs(args.timeout);
     let mut printed: HashMap<String, String> = HashMap::new();
+    println!(
+        "moto enforces IAM: the trigger runs as {}, each worker as {}, with template.yaml's {} and {} policies",
+        Program::Trigger.user(),
+        Program::Worker.user(),
+        Program::Trigger.role(),
+        Program::Worker.role()
+    );
     for (file, key) in data {
         let key = pipeline.upload_file(file, key.as_deref()).await?;
         println!("uploaded {} to s3://{}/{key}", file.display(), pipeline.stack.input_bucket);
