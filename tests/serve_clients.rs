@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use sluice_e2e::{eventually, repo};
+use sluice_e2e::repo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
@@ -31,26 +31,37 @@ impl Drop for Served {
 }
 
 async fn serve(args: &[&str]) -> Served {
-    let port = sluice_local::moto::free_port().unwrap();
-    let grpc_port = sluice_local::moto::free_port().unwrap();
     let worker = sluice_local::binaries::workspace_binary("worker").unwrap();
-    let child = Command::new(worker)
-        .arg("serve")
-        .args(args)
-        .args(["--port", &port.to_string(), "--grpc-port", &grpc_port.to_string()])
-        .env("RUST_LOG", "warn")
-        .env("API_KEYS", format!("{API_KEY},{NEXT_API_KEY}"))
-        .env("REPOSITORY_API_KEYS", REPOSITORY_API_KEY)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let served = Served { child, port, grpc_port };
-    eventually(Duration::from_secs(60), "the server is ready", || async {
-        get(port, "/v2/health/ready").await == Some(200)
-    })
-    .await;
-    served
+    // A free port may be taken by another test's server before this one binds it: then the
+    // server exits, and it is started again on other ports.
+    for _ in 0..3 {
+        let port = sluice_local::moto::free_port().unwrap();
+        let grpc_port = sluice_local::moto::free_port().unwrap();
+        let mut child = Command::new(&worker)
+            .arg("serve")
+            .args(args)
+            .args(["--port", &port.to_string(), "--grpc-port", &grpc_port.to_string()])
+            .env("RUST_LOG", "warn")
+            .env("API_KEYS", format!("{API_KEY},{NEXT_API_KEY}"))
+            .env("REPOSITORY_API_KEYS", REPOSITORY_API_KEY)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                eprintln!("worker serve exited before it was ready ({status}): trying other ports");
+                break;
+            }
+            if get(port, "/v2/health/ready").await == Some(200) {
+                return Served { child, port, grpc_port };
+            }
+            assert!(tokio::time::Instant::now() < deadline, "worker serve was not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("worker serve did not start on three pairs of free ports");
 }
 
 /// The status of a GET with the API key, or `None` when nothing answers.

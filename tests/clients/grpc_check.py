@@ -27,19 +27,10 @@ import tempfile
 import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import InferenceServerClientPlugin
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-
-class BearerKey(InferenceServerClientPlugin):
-    """Sends `authorization: Bearer KEY` metadata with every call."""
-
-    def __init__(self, key):
-        self.key = key
-
-    def __call__(self, request):
-        request.headers["authorization"] = f"Bearer {self.key}"
+from bearer import BearerKey
 
 
 def keyed_client(url, key):

@@ -23,18 +23,9 @@ import sys
 
 import numpy as np
 import tritonclient.http as httpclient
-from tritonclient.http import InferenceServerClientPlugin
 from tritonclient.utils import InferenceServerException
 
-
-class BearerKey(InferenceServerClientPlugin):
-    """Sends `Authorization: Bearer KEY` with every request."""
-
-    def __init__(self, key):
-        self.key = key
-
-    def __call__(self, request):
-        request.headers["authorization"] = f"Bearer {self.key}"
+from bearer import BearerKey
 
 
 def expect_status(call, status):

@@ -1067,3 +1067,58 @@ async fn models_are_loaded_and_unloaded_through_the_repository_api() {
     assert!(missing.json()["error"].as_str().unwrap().contains("not in the repository"));
     assert_eq!(http(&server, "POST", "/v2/repository/models/wine/unload", &[], b"").await.status, 404);
 }
+
+#[tokio::test]
+async fn without_a_valid_key_each_protocol_answers_401_in_its_own_shape_and_health_stays_open() {
+    // GIVEN a server with two inference keys (a rotation) and no repository API
+    let lookup = shared::config::environment_of(&[("API_KEYS", "key-one-0123456789,key-two-0123456789")]);
+    let mut settings = ServeSettings::from_env(&lookup).unwrap();
+    settings.batch.max_delay = Duration::from_millis(2);
+    let server = start_with(ServeSource::Repository(repo("models/repository").display().to_string()), settings).await;
+    let body = json!({"instances": [1.0]}).to_string();
+    let row = json!({"id": 1, "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2});
+    let kserve = json!({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}).to_string();
+    let json_header = ("Content-Type", "application/json");
+    // THEN health checks answer without a key
+    for path in ["/ping", "/v2/health/live", "/v2/health/ready"] {
+        assert_eq!(http(&server, "GET", path, &[], b"").await.status, 200, "{path}");
+    }
+    // AND without a key each protocol refuses in its own error shape, asking for a Bearer key
+    let tf = http(&server, "POST", "/v1/models/half_plus_two:predict", &[json_header], body.as_bytes()).await;
+    assert_eq!((tf.status, tf.header("www-authenticate")), (401, Some("Bearer")));
+    assert!(tf.json()["error"].as_str().unwrap().contains("needs an API key"), "{:?}", tf.json());
+    let ks = http(&server, "POST", "/v2/models/half_plus_two/infer", &[json_header], kserve.as_bytes()).await;
+    assert_eq!(ks.status, 401);
+    assert!(ks.json()["error"].is_string(), "{:?}", ks.json());
+    let ts = http(&server, "POST", "/predictions/iris/1", &[json_header], row.to_string().as_bytes()).await;
+    assert_eq!(
+        (ts.status, ts.json()["code"].as_u64(), ts.json()["type"].as_str()),
+        (401, Some(401), Some("InvalidKeyException"))
+    );
+    assert_eq!(http(&server, "GET", "/metrics", &[], b"").await.status, 401);
+    // AND a wrong key is refused, and either key of the rotation is taken, as Bearer or x-api-key
+    let wrong = [json_header, ("Authorization", "Bearer key-one-012345678X")];
+    assert_eq!(http(&server, "POST", "/v1/models/half_plus_two:predict", &wrong, body.as_bytes()).await.status, 401);
+    for key in [("Authorization", "Bearer key-one-0123456789"), ("x-api-key", "key-two-0123456789")] {
+        let answer =
+            http(&server, "POST", "/v1/models/half_plus_two:predict", &[json_header, key], body.as_bytes()).await;
+        assert_eq!((answer.status, answer.json()), (200, json!({"predictions": [2.5]})), "{key:?}");
+    }
+    // AND the repository API is off, whichever key
+    let unload =
+        http(&server, "POST", "/v2/repository/models/iris/unload", &[("x-api-key", "key-one-0123456789")], b"").await;
+    assert_eq!(unload.status, 403);
+    assert!(unload.json()["error"].as_str().unwrap().contains("REPOSITORY_API_KEYS"), "{:?}", unload.json());
+    // AND each refusal is counted by protocol and reason
+    let metrics = http(&server, "GET", "/metrics", &[("x-api-key", "key-one-0123456789")], b"").await;
+    let text = String::from_utf8(metrics.body).unwrap();
+    for line in [
+        r#"sluice_unauthorized_requests_total{protocol="tfserving",reason="no_key"} 1"#,
+        r#"sluice_unauthorized_requests_total{protocol="tfserving",reason="wrong_key"} 1"#,
+        r#"sluice_unauthorized_requests_total{protocol="kserve",reason="no_key"} 1"#,
+        r#"sluice_unauthorized_requests_total{protocol="torchserve",reason="no_key"} 2"#,
+        r#"sluice_unauthorized_requests_total{protocol="kserve",reason="repository_off"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+}
