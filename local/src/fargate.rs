@@ -1,7 +1,8 @@
 //! Emulates Fargate for tasks started through moto's ECS API: every task of the cluster that
 //! wants to run gets a local process (the worker binary) with that task's container environment
-//! (task definition merged with the `RunTask` overrides), and when the process exits the task is
-//! stopped with "Essential container in task exited", as ECS does.
+//! (task definition merged with the `RunTask` overrides) and the credentials of its task role,
+//! and when the process exits the task is stopped with "Essential container in task exited", as
+//! ECS does.
 //!
 //! Like ECS, stopping a task from outside (`StopTask`) sends SIGTERM to its process and SIGKILL
 //! after the stop timeout. moto's `lastStatus` advances on every describe, so the emulator only

@@ -1,11 +1,14 @@
 //! Creates in moto what template.yaml declares in AWS: the input and output buckets, the job
 //! queue with its redrive policy and dead-letter queue, the trigger's dead-letter queue, the ECS
-//! cluster and the worker's Fargate task definition; and finds the default VPC's subnets and
-//! security group, which moto's `RunTask` needs for Fargate's awsvpc networking.
+//! cluster and the worker's Fargate task definition (naming the worker's task role), and the
+//! programs' IAM users with their roles' policies ([`Stack::create_identities`],
+//! [`crate::iam`]); and finds the default VPC's subnets and security group, which moto's
+//! `RunTask` needs for Fargate's awsvpc networking.
 //!
 //! The EC2 look-up uses the venv's AWS CLI: the workspace has no EC2 SDK crate and adding one
 //! would cost minutes of build for two read-only calls.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -13,8 +16,6 @@ use aws_config::SdkConfig;
 use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, KeyValuePair, NetworkMode};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::QueueAttributeName;
-
-use std::collections::BTreeMap;
 
 use crate::environment::{EnvMap, TriggerSettings, TriggerTargets, WorkerSettings};
 use crate::iam::{AccessKey, Program, Revoked, Substitutions, Template};
@@ -256,7 +257,7 @@ impl Stack {
         let account = crate::aws::ACCOUNT_ID;
         let region = crate::aws::REGION;
         let log_group = |name: &str| format!("arn:aws:logs:{region}:{account}:log-group:/sluice/{STACK_NAME}/{name}:*");
-        let mut substitutions = models
+        models
             .value("AWS::Partition", "aws")
             .value("AWS::Region", region)
             .value("AWS::AccountId", account)
@@ -277,9 +278,7 @@ impl Stack {
             .condition(
                 "PutsCompletionEvents",
                 self.worker_environment.get(worker::config::COMPLETION_EVENTS.name).is_none_or(|v| v == "true"),
-            );
-        substitutions.values.entry("OutputPrefix".to_owned()).or_default();
-        substitutions
+            )
     }
 
     /// Creates each program's IAM user in moto with its role's policies from template.yaml (less

@@ -1122,3 +1122,31 @@ async fn without_a_valid_key_each_protocol_answers_401_in_its_own_shape_and_heal
         assert!(text.contains(line), "{line} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn the_repository_api_takes_only_its_own_keys() {
+    // GIVEN a server with an inference key and a repository API key
+    let lookup = shared::config::environment_of(&[
+        ("API_KEYS", "key-one-0123456789"),
+        ("REPOSITORY_API_KEYS", "admin-key-0123456789"),
+    ]);
+    let server = start_with(
+        ServeSource::Repository(repo("models/repository").display().to_string()),
+        ServeSettings::from_env(&lookup).unwrap(),
+    )
+    .await;
+    let inference = ("x-api-key", "key-one-0123456789");
+    let admin = ("Authorization", "Bearer admin-key-0123456789");
+    // THEN the inference key cannot unload a model, and the repository key cannot infer
+    let refused = http(&server, "POST", "/v2/repository/models/half_plus_two/unload", &[inference], b"").await;
+    assert_eq!(refused.status, 401);
+    let body = json!({"instances": [1.0]}).to_string();
+    let predict = "/v1/models/half_plus_two:predict";
+    assert_eq!(http(&server, "POST", predict, &[admin], body.as_bytes()).await.status, 401);
+    // AND the repository key unloads and loads it, which inference sees
+    let unloaded = http(&server, "POST", "/v2/repository/models/half_plus_two/unload", &[admin], b"").await;
+    assert_eq!(unloaded.status, 200, "{:?}", String::from_utf8_lossy(&unloaded.body));
+    assert_eq!(http(&server, "POST", predict, &[inference], body.as_bytes()).await.status, 404);
+    assert_eq!(http(&server, "POST", "/v2/repository/models/half_plus_two/load", &[admin], b"").await.status, 200);
+    assert_eq!(http(&server, "POST", predict, &[inference], body.as_bytes()).await.status, 200);
+}
