@@ -10,6 +10,10 @@ connections on `GET /ping` of `worker serve`, a route that does no work), and th
 core wrk used in each run (from its CPU time): a run in which wrk kept its core busy says more
 about wrk than about the server.
 
+worker serve runs as deployed, needing an API key, and every request (to either server) carries
+one. With --without-keys a second worker serve, open to all, runs the same REST cases, and the
+ratio of the two shows what checking the key costs.
+
     .tools/models/bin/python bench/bench_serve.py                # make bench-serve
     .tools/models/bin/python bench/bench_serve.py --duration 5 --connections 16
 
@@ -302,6 +306,11 @@ def main() -> None:
     parser.add_argument("--connections", default="1,16,64", help="comma-separated (default 1,16,64)")
     parser.add_argument("--skip-python", action="store_true", help="only worker serve")
     parser.add_argument("--large-rows", type=int, default=800_000, help="rows of the large requests (0: skip them)")
+    parser.add_argument(
+        "--without-keys",
+        action="store_true",
+        help="also time worker serve open to all (ALLOW_UNAUTHENTICATED): what checking the API key costs",
+    )
     args = parser.parse_args()
     connections = [int(c) for c in args.connections.split(",")]
     if shutil.which("wrk") is None or shutil.which("h2load") is None:
@@ -324,6 +333,18 @@ def main() -> None:
             ),
             sluice,
         )
+        if args.without_keys:
+            port = free_port()
+            open_url = f"http://127.0.0.1:{port}"
+            servers["no key"] = (
+                start(
+                    "worker serve, no key",
+                    [str(WORKER), "serve", "--model-repository", str(REPOSITORY), "--port", str(port), "--grpc-port", "0"],
+                    {"INFERENCE_THREADS": "1", "RUST_LOG": "warn", "ALLOW_UNAUTHENTICATED": "true"},
+                    f"{open_url}/v2/health/ready",
+                ),
+                open_url,
+            )
         if not args.skip_python:
             port = free_port()
             fastapi = f"http://127.0.0.1:{port}"
@@ -399,6 +420,14 @@ def main() -> None:
                         f"{c} conns {ours.requests_per_second / theirs.requests_per_second:.1f}x "
                         f"({theirs.p99_ms / ours.p99_ms:.1f}x)"
                     )
+                print(f"  {case:<16} " + ", ".join(ratios))
+        if "no key" in servers:
+            print("\nworker serve checking its API key / open to all, requests per second")
+            for case, _, _ in CASES:
+                ratios = [
+                    f"{c} conns {results[(case, c, 'worker serve')].requests_per_second / results[(case, c, 'no key')].requests_per_second:.3f}x"
+                    for c in connections
+                ]
                 print(f"  {case:<16} " + ", ".join(ratios))
         print("\npeak resident memory: " + ", ".join(f"{name} {resident_peak_mb(p.pid):.0f} MB" for name, (p, _) in servers.items()))
         if args.large_rows:

@@ -222,7 +222,8 @@ pub async fn require_key(State(state): State<Arc<AppState>>, request: Request, n
         Err(denied) => {
             let protocol = protocol_of(path);
             state.metrics.unauthorized(protocol, denied.reason());
-            tracing::info!(protocol = protocol.label(), path, reason = denied.reason(), "request refused");
+            // At debug: strangers knocking must not fill the logs (and their bill); the metric counts them.
+            tracing::debug!(protocol = protocol.label(), path, reason = denied.reason(), "request refused");
             let mut response = ServeError::from(denied).into_response_for(protocol);
             if response.status() == StatusCode::UNAUTHORIZED {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -275,7 +276,7 @@ where
                 let protocol =
                     if path.starts_with("/tensorflow.") { Protocol::TfServingGrpc } else { Protocol::KServeGrpc };
                 self.state.metrics.unauthorized(protocol, denied.reason());
-                tracing::info!(protocol = protocol.label(), path, reason = denied.reason(), "call refused");
+                tracing::debug!(protocol = protocol.label(), path, reason = denied.reason(), "call refused");
                 let status = tonic::Status::from(ServeError::from(denied));
                 Box::pin(std::future::ready(Ok(status.into_http())))
             }
