@@ -156,10 +156,9 @@ impl Template {
     ) -> Result<BTreeMap<String, Value>> {
         let mut documents = BTreeMap::new();
         for (logical_id, name, document) in self.policy_nodes(program)? {
-            let resolved = resolve(document, substitutions)
+            let mut resolved = resolve(document, substitutions)
                 .with_context(|| format!("in the policy {name} of {logical_id}"))?
                 .with_context(|| format!("the policy {name} of {logical_id} is empty"))?;
-            let mut resolved = resolved;
             if let Some(statements) = resolved.get_mut("Statement").and_then(Value::as_array_mut) {
                 statements.retain(|statement| {
                     !revoked.iter().any(|r| r.program == program && statement["Sid"] == r.sid.as_str())
