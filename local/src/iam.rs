@@ -461,6 +461,32 @@ pub fn coverage(template: &Template, decisions: &[Decision]) -> Result<Vec<Grant
     Ok(grants)
 }
 
+/// The coverage check's verdict: an error naming every granted action no test used (with no
+/// reason on record), and every reason on record for an action the template no longer grants.
+pub fn check_coverage(grants: &[Grant]) -> Result<()> {
+    let stale: Vec<String> = NOT_EXERCISED_LOCALLY
+        .iter()
+        .filter(|(program, action, _)| !grants.iter().any(|g| g.program == *program && g.action == *action))
+        .map(|(program, action, _)| format!("{program} {action}"))
+        .collect();
+    if !stale.is_empty() {
+        bail!("iam::NOT_EXERCISED_LOCALLY gives reasons for what template.yaml no longer grants: {}", stale.join(", "));
+    }
+    let unused: Vec<String> = grants
+        .iter()
+        .filter(|g| g.used == 0 && g.not_exercised.is_none())
+        .map(|g| format!("{} {}", g.program, g.action))
+        .collect();
+    if !unused.is_empty() {
+        bail!(
+            "template.yaml grants what no test used: {} (a test that needs each, a reason in \
+             iam::NOT_EXERCISED_LOCALLY, or take it away)",
+            unused.join(", ")
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,6 +539,34 @@ mod tests {
         }
         // WorkerInputAccess is a policy of its own, attached to WorkerTaskRole.
         assert!(granted_actions(&template, Program::Worker).unwrap().contains("s3:GetObjectVersion"));
+    }
+
+    #[test]
+    fn the_coverage_check_fails_on_an_unused_grant_and_on_a_stale_reason() {
+        let template = Template::load().unwrap();
+        // GIVEN decisions that used every granted action but sqs:SendMessage of the trigger
+        let decisions: Vec<Decision> = Program::ALL
+            .iter()
+            .flat_map(|&program| {
+                granted_actions(&template, program).unwrap().into_iter().map(move |action| Decision {
+                    user: program.user().to_owned(),
+                    action,
+                    resource: "*".to_owned(),
+                    allowed: true,
+                })
+            })
+            .filter(|d| !(d.user == "sluice-trigger" && d.action == "sqs:SendMessage"))
+            .collect();
+        let mut grants = coverage(&template, &decisions).unwrap();
+        // THEN the check names it
+        let err = check_coverage(&grants).unwrap_err().to_string();
+        assert!(err.contains("TriggerRole sqs:SendMessage"), "{err}");
+        // AND once used, the check passes; a reason for something no longer granted fails it
+        grants.iter_mut().for_each(|g| g.used = g.used.max(1));
+        check_coverage(&grants).unwrap();
+        grants.retain(|g| g.action != "iam:PassRole");
+        let err = check_coverage(&grants).unwrap_err().to_string();
+        assert!(err.contains("TriggerRole iam:PassRole"), "{err}");
     }
 
     #[test]
