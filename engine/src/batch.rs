@@ -89,8 +89,10 @@ pub struct Batch {
     pub doubles: Vec<f64>,
     pub integers: Vec<i64>,
     pub text: FieldStore,
-    /// `rows * passthrough columns` fields, row-major.
+    /// `rows * passthrough columns` fields, row-major (text inputs).
     pub passthrough: FieldStore,
+    /// The pass-through columns of the good rows, typed (Parquet inputs).
+    pub columns: Option<arrow_array::RecordBatch>,
     /// Good rows.
     pub rows: usize,
     /// Good and bad rows read into this batch.

@@ -20,7 +20,15 @@ pub struct ColumnPlan {
 impl ColumnPlan {
     /// `named` says whether `names` came from the file (a header row or JSON field names).
     pub fn new(names: Vec<String>, named: bool, model: &Model) -> Result<Self, TransformError> {
-        let (config, n_features) = (&model.config, model.n_features);
+        let plan = Self::resolve(names, named, model)?;
+        plan.check_width(plan.features.len(), model)?;
+        Ok(plan)
+    }
+
+    /// The columns resolved, without checking that the features are as many as the model
+    /// takes (a Parquet column may hold a whole vector of them: see [`Self::check_width`]).
+    pub fn resolve(names: Vec<String>, named: bool, model: &Model) -> Result<Self, TransformError> {
+        let config = &model.config;
         let resolve = |col: &ColumnRef| -> Result<usize, TransformError> {
             match col {
                 ColumnRef::Position(i) if *i < names.len() => Ok(*i),
@@ -53,15 +61,24 @@ impl ColumnPlan {
             None if matches!(config.passthrough, Passthrough::All(_)) => (0..names.len()).collect(),
             None => (0..names.len()).filter(|i| !passthrough.contains(i)).collect(),
         };
-        if features.len() != n_features {
-            return Err(TransformError::Columns(format!(
-                "the model takes {n_features} features but {} columns are features ({}); name the feature columns in the model configuration (<model>.json)",
-                features.len(),
-                features.iter().map(|&i| names[i].as_str()).collect::<Vec<_>>().join(", ")
-            )));
-        }
         let kinds = model.column_inputs.iter().map(|input| input.kind).collect();
         Ok(Self { names, features, passthrough, missing: model.handles_missing, kinds })
+    }
+
+    /// Checks that the feature columns, `width` values a row in all, are what the model takes.
+    pub fn check_width(&self, width: usize, model: &Model) -> Result<(), TransformError> {
+        if width == model.n_features {
+            return Ok(());
+        }
+        let columns = self.features.iter().map(|&i| self.names[i].as_str()).collect::<Vec<_>>().join(", ");
+        let (takes, count) = (model.n_features, self.features.len());
+        Err(TransformError::Columns(if width == count {
+            format!(
+                "the model takes {takes} features but {count} columns are features ({columns}); name the feature columns in the model configuration (<model>.json)"
+            )
+        } else {
+            format!("the model takes {takes} features a row but the feature columns ({columns}) hold {width}")
+        }))
     }
 
     /// Output names of the pass-through columns.

@@ -1,6 +1,6 @@
 //! Data formats: which one a file is in, and opening it (gzip included).
 //!
-//! Tables (CSV, TSV, JSON Lines) and images (JPEG, PNG, WebP; or a tar archive of them) are told
+//! Tables (CSV, TSV, JSON Lines, Parquet) and images (JPEG, PNG, WebP; or a tar archive of them) are told
 //! apart by the file name.
 
 use std::io::{self, BufRead, BufReader, Read};
@@ -14,6 +14,8 @@ pub enum DataFormat {
     Csv { delimiter: u8, has_header: bool },
     /// One JSON object (features by field name) or array (by position) per line.
     JsonLines,
+    /// Apache Parquet: typed columns, read by byte ranges ([`crate::parquet`]).
+    Parquet,
     /// One image (`.jpg`, `.jpeg`, `.png`, `.webp`); its format is told from its bytes.
     Image,
     /// A tar archive of images (`.tar`, `.tar.gz`, `.tgz`).
@@ -23,6 +25,47 @@ pub enum DataFormat {
 impl DataFormat {
     pub fn is_image(self) -> bool {
         matches!(self, DataFormat::Image | DataFormat::ImageArchive)
+    }
+
+    /// The format a table's predictions are written in: `choice` (`OUTPUT_FORMAT`), or the
+    /// input's own. CSV keeps its delimiter; another format becomes comma-separated with a header.
+    pub fn output(self, choice: Option<TableFormat>) -> TableFormat {
+        match (choice, self) {
+            (Some(choice), _) => choice,
+            (None, DataFormat::Parquet) => TableFormat::Parquet,
+            (None, DataFormat::Csv { .. }) => TableFormat::Csv,
+            (None, _) => TableFormat::JsonLines,
+        }
+    }
+}
+
+/// The formats predictions are written in (`OUTPUT_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    Csv,
+    JsonLines,
+    Parquet,
+}
+
+impl TableFormat {
+    /// `csv`, `jsonl` or `parquet` (as `OUTPUT_FORMAT` takes them), or a file name's extension.
+    pub fn parse(text: &str) -> Option<Self> {
+        let lower = text.to_ascii_lowercase();
+        let extension = lower.rsplit_once('.').map_or(lower.as_str(), |(_, ext)| ext);
+        match extension {
+            "csv" | "tsv" => Some(Self::Csv),
+            "jsonl" | "ndjson" => Some(Self::JsonLines),
+            "parquet" => Some(Self::Parquet),
+            _ => None,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Csv => "text/csv",
+            Self::JsonLines => "application/x-ndjson",
+            Self::Parquet => "application/vnd.apache.parquet",
+        }
     }
 }
 
@@ -50,7 +93,7 @@ pub struct FileKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{name:?} is not a supported file type: sluice reads CSV (.csv, .tsv) and JSON Lines (.jsonl, .ndjson), optionally gzip-compressed (.gz), and images (.jpg, .jpeg, .png, .webp) alone or in a tar archive (.tar, .tar.gz, .tgz)"
+    "{name:?} is not a supported file type: sluice reads CSV (.csv, .tsv) and JSON Lines (.jsonl, .ndjson), optionally gzip-compressed (.gz), Parquet (.parquet), and images (.jpg, .jpeg, .png, .webp) alone or in a tar archive (.tar, .tar.gz, .tgz)"
 )]
 pub struct UnsupportedFile {
     pub name: String,
@@ -73,6 +116,8 @@ impl FileKind {
             Some("tsv") => DataFormat::Csv { delimiter: b'\t', has_header: csv.has_header },
             Some("jsonl" | "ndjson") => DataFormat::JsonLines,
             Some("tar") => DataFormat::ImageArchive,
+            // Parquet compresses its pages itself; a Parquet file named .gz is not one sluice reads.
+            Some("parquet") if !gz_suffix => return Ok(Self { format: DataFormat::Parquet, gzip: false }),
             // An image is compressed already: an image named .gz is not one sluice reads.
             Some("jpg" | "jpeg" | "png" | "webp") if !gz_suffix => {
                 return Ok(Self { format: DataFormat::Image, gzip: false });
@@ -127,9 +172,23 @@ mod tests {
         assert_eq!(kind("photos.tar").unwrap(), FileKind { format: DataFormat::ImageArchive, gzip: false });
         assert_eq!(kind("photos.tar.gz").unwrap(), FileKind { format: DataFormat::ImageArchive, gzip: true });
         assert_eq!(kind("photos.TGZ").unwrap(), FileKind { format: DataFormat::ImageArchive, gzip: true });
-        for bad in ["x.parquet", "x.gz", "README", "x.json", "x.csv.zip", "x.jpg.gz", "x.gif", "x.zip"] {
+        assert_eq!(kind("sales/2026-12.PARQUET").unwrap(), FileKind { format: DataFormat::Parquet, gzip: false });
+        assert!(!FileKind::from_name("x.parquet", Some("gzip"), CsvOptions::default()).unwrap().gzip);
+        for bad in ["x.parquet.gz", "x.gz", "README", "x.json", "x.csv.zip", "x.jpg.gz", "x.gif", "x.zip"] {
             assert!(kind(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn outputs_follow_the_input_unless_chosen() {
+        let csv = DataFormat::Csv { delimiter: b';', has_header: true };
+        assert_eq!(csv.output(None), TableFormat::Csv);
+        assert_eq!(DataFormat::JsonLines.output(None), TableFormat::JsonLines);
+        assert_eq!(DataFormat::Parquet.output(None), TableFormat::Parquet);
+        assert_eq!(DataFormat::Parquet.output(Some(TableFormat::Csv)), TableFormat::Csv);
+        assert_eq!(TableFormat::parse("out/preds.PARQUET"), Some(TableFormat::Parquet));
+        assert_eq!(TableFormat::parse("jsonl"), Some(TableFormat::JsonLines));
+        assert_eq!(TableFormat::parse("xlsx"), None);
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! so the compiler keeps that boundary). The batch side (`worker`'s jobs) and the online side
 //! (`worker serve`) both use it.
 //!
-//! - [`format`]: which format a file is in (CSV, TSV, JSON Lines; gzip or not).
+//! - [`format`]: which format a file is in (CSV, TSV, JSON Lines, Parquet; gzip or not), and
+//!   which format its predictions are written in.
 //! - [`model`]: loading a model once and running it on mini-batches; [`outputs`], what a run gives.
 //! - [`model_config`]: the optional configuration that maps input columns to the model.
 //! - [`ops`]: every operator the engine adds to tract: the ONNX-ML operators of scikit-learn,
 //!   XGBoost and LightGBM exports, and faster kernels in place of some of tract's.
-//! - [`columns`], [`sources`], [`sinks`]: columns resolved, rows read, predictions written.
+//! - [`columns`], [`sources`], [`sinks`]: columns resolved, rows read, predictions written (text);
+//!   [`parquet`], the same for Parquet; `encode`, the output whatever its format.
 //! - [`pipeline`]: parse, infer and write overlapped on the task's cores ([`parallel`]), in
 //!   input order.
 //! - [`image`]: image models, from an image's bytes to the top k classes; [`image_transform`],
@@ -15,6 +17,7 @@
 
 pub mod batch;
 pub mod columns;
+mod encode;
 pub mod format;
 pub mod image;
 pub mod image_transform;
@@ -23,6 +26,7 @@ pub mod model_config;
 pub mod ops;
 pub mod outputs;
 pub mod parallel;
+pub mod parquet;
 pub mod pipeline;
 pub mod shard;
 pub mod sinks;
@@ -30,12 +34,16 @@ pub mod sources;
 
 use std::io;
 
-pub use format::{CsvOptions, DataFormat, FileKind, UnsupportedFile};
+pub use format::{CsvOptions, DataFormat, FileKind, TableFormat, UnsupportedFile};
 pub use model::{
     ColumnInput, ColumnType, Element, METADATA_KEY, Model, ModelError, OutputKind, OutputSpec, OutputValues,
 };
 pub use model_config::{ColumnRef, ModelConfig, Passthrough};
-pub use pipeline::{Portion, ROW_ERROR_HEADER, check_whole_file, transform, transform_shard};
+pub use parquet::RangeRead;
+pub use pipeline::{
+    PARQUET_ROW_ERROR_HEADER, Portion, ROW_ERROR_HEADER, check_whole_file, transform, transform_parquet,
+    transform_shard,
+};
 use shared::report::RowError;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,7 +56,15 @@ pub struct TransformOptions {
     pub threads: usize,
     /// Images with more pixels are refused before they are decoded.
     pub max_image_pixels: u64,
+    /// The format of a table's predictions (`None`: the input's own).
+    pub output_format: Option<TableFormat>,
+    /// Rows per row group of a Parquet output.
+    pub row_group_rows: usize,
 }
+
+/// Rows per row group of Parquet outputs, unless configured: polars' default, a few MB of
+/// predictions a group, which readers can skip and fetch with one ranged GET a column.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 256 * 1024;
 
 impl Default for TransformOptions {
     fn default() -> Self {
@@ -57,6 +73,8 @@ impl Default for TransformOptions {
             max_bad_row_ratio: 0.1,
             threads: default_threads(),
             max_image_pixels: image::decode::DEFAULT_MAX_PIXELS,
+            output_format: None,
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
         }
     }
 }
@@ -96,6 +114,8 @@ pub enum TransformError {
     Columns(String),
     #[error("{} of {} rows are bad, more than the allowed {:.1}%; the first: {}", summary.bad_rows, summary.rows_in, limit * 100.0, first_error(summary))]
     TooManyBadRows { summary: TransformSummary, limit: f64 },
+    #[error("the file cannot be read as Parquet: {0}")]
+    Parquet(String),
     #[error("the file cannot be read at line {line}: {message}")]
     Malformed { line: u64, message: String },
     #[error(transparent)]

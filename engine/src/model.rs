@@ -153,6 +153,12 @@ impl Classes {
         self.by_label.iter().map(|&(label, _)| label)
     }
 
+    /// Whether the names are the integer labels themselves (a classifier of integer classes
+    /// with no names configured): such labels are written as integers where types are kept.
+    pub fn are_integers(&self) -> bool {
+        self.by_label.iter().all(|&(label, i)| self.names[i] == label.to_string())
+    }
+
     /// The index of the name of integer label `label`.
     pub fn index_of(&self, label: i64) -> Option<usize> {
         self.by_label.binary_search_by_key(&label, |&(l, _)| l).ok().map(|i| self.by_label[i].1)

@@ -4,21 +4,23 @@
 //! whatever the file size. Images go to [`super::image`].
 
 use std::io::{BufRead, Read, Write};
+use std::sync::Arc;
 
 use shared::report::{REPORTED_ROW_ERRORS, RowError};
 
 use super::batch::{BadRow, Batch};
-use super::format::{DataFormat, FileKind, open_text};
+use super::encode::{Encoded, Encoder};
+use super::format::{DataFormat, FileKind, TableFormat, open_text};
 use super::image_transform;
 use super::model::{Model, RUN_ROW_MULTIPLE};
 use super::parallel::ordered_map;
-use super::sinks::OutputLayout;
+use super::parquet::{ParquetSource, RangeRead};
 use super::sources::{CsvSource, JsonLinesSource, RowSource};
 use super::{TransformError, TransformOptions, TransformSummary};
 
 /// A batch's output, ready to write.
 struct Formatted {
-    bytes: Vec<u8>,
+    encoded: Encoded,
     rows_read: u64,
     rows_out: usize,
     bad: Vec<BadRow>,
@@ -42,7 +44,7 @@ pub enum Portion<'a> {
 pub fn transform(
     input: impl Read + Send,
     kind: FileKind,
-    output: impl Write,
+    output: impl Write + Send,
     errors: impl Write,
     model: &Model,
     options: &TransformOptions,
@@ -62,18 +64,33 @@ pub fn transform(
                 "the model takes images: upload .jpg, .jpeg, .png or .webp files, or a .tar or .tar.gz of them".into(),
             ));
         }
+        (DataFormat::Parquet, None) => {
+            return Err(TransformError::WrongInput("a Parquet file is read by byte ranges, not as a stream".into()));
+        }
         // A table model: an image is refused where the rows' source is chosen, below.
         (_, None) => {}
     }
-    transform_table(
-        open_text(input, kind.gzip)?,
-        kind.format,
-        (output, errors),
-        model,
-        options,
-        Portion::Whole,
-        progress,
-    )
+    let text = open_text(input, kind.gzip)?;
+    let source = text_source(text, kind.format, model, None)?;
+    transform_table(source, kind.format, (output, errors), model, options, Portion::Whole, progress)
+}
+
+/// Runs a table model over a Parquet file, read by byte ranges (see [`crate::parquet`]).
+pub fn transform_parquet(
+    file: Arc<dyn RangeRead>,
+    output: impl Write + Send,
+    errors: impl Write,
+    model: &Model,
+    options: &TransformOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<TransformSummary, TransformError> {
+    if model.image.is_some() {
+        return Err(TransformError::WrongInput(
+            "the model takes images: upload .jpg, .jpeg, .png or .webp files, or a .tar or .tar.gz of them".into(),
+        ));
+    }
+    let source = Box::new(ParquetSource::open(file, model)?);
+    transform_table(source, DataFormat::Parquet, (output, errors), model, options, Portion::Whole, progress)
 }
 
 /// Runs a table model over the rows of one shard of a file (uncompressed text: a compressed file
@@ -81,7 +98,7 @@ pub fn transform(
 pub fn transform_shard(
     rows: impl Read + Send,
     format: DataFormat,
-    output: impl Write,
+    output: impl Write + Send,
     errors: impl Write,
     model: &Model,
     options: &TransformOptions,
@@ -90,24 +107,24 @@ pub fn transform_shard(
     if model.image.is_some() || format.is_image() {
         return Err(TransformError::WrongInput("only tables are split into shards".into()));
     }
+    if format.output(options.output_format) == TableFormat::Parquet {
+        return Err(TransformError::WrongInput(
+            "a Parquet output is not yet assembled from shards: the trigger sends such files whole when its OUTPUT_FORMAT is parquet too".into(),
+        ));
+    }
     let text = std::io::BufReader::with_capacity(256 * 1024, rows);
-    transform_table(text, format, (output, errors), model, options, Portion::Shard { first_row }, &mut |_| {})
+    let source = text_source(text, format, model, first_row)?;
+    transform_table(source, format, (output, errors), model, options, Portion::Shard { first_row }, &mut |_| {})
 }
 
-fn transform_table(
-    text: impl BufRead + Send,
+/// The rows of a text table (CSV or JSON Lines); `first_row` for a later shard.
+fn text_source<'a>(
+    text: impl BufRead + Send + 'a,
     format: DataFormat,
-    (mut output, errors): (impl Write, impl Write),
     model: &Model,
-    options: &TransformOptions,
-    portion: Portion<'_>,
-    progress: &mut dyn FnMut(u64),
-) -> Result<TransformSummary, TransformError> {
-    let first_row = match portion {
-        Portion::Shard { first_row } => first_row,
-        Portion::Whole => None,
-    };
-    let mut source: Box<dyn RowSource + '_> = match (format, first_row) {
+    first_row: Option<&[u8]>,
+) -> Result<Box<dyn RowSource + 'a>, TransformError> {
+    Ok(match (format, first_row) {
         (DataFormat::Csv { delimiter, has_header }, None) => {
             Box::new(CsvSource::open(text, delimiter, has_header, model)?)
         }
@@ -121,14 +138,29 @@ fn transform_table(
                 "the model takes rows of features, not images (its configuration has no \"image\" section)".into(),
             ));
         }
-    };
-    let layout = OutputLayout::new(format, source.plan(), source.named(), model);
-    if first_row.is_none() {
-        output.write_all(&layout.header()?)?;
-    }
+        (DataFormat::Parquet, _) => {
+            return Err(TransformError::WrongInput("a Parquet file is read by byte ranges, not as a stream".into()));
+        }
+    })
+}
+
+/// Runs the model over the rows of `source`, in input order, into the output chosen for them.
+fn transform_table(
+    mut source: Box<dyn RowSource + '_>,
+    format: DataFormat,
+    (output, errors): (impl Write + Send, impl Write),
+    model: &Model,
+    options: &TransformOptions,
+    portion: Portion<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<TransformSummary, TransformError> {
+    let starts_file = !matches!(portion, Portion::Shard { first_row: Some(_) });
+    let encoder = Encoder::new(format, source.as_ref(), model, options);
+    let mut output = encoder.writer(output, starts_file, options)?;
+    let header = if format == DataFormat::Parquet { PARQUET_ROW_ERROR_HEADER } else { ROW_ERROR_HEADER };
 
     let batch_size = options.batch_size.max(1).next_multiple_of(RUN_ROW_MULTIPLE);
-    let mut errors = ErrorWriter::new(errors, ROW_ERROR_HEADER);
+    let mut errors = ErrorWriter::new(errors, header);
     let mut summary = TransformSummary::default();
 
     ordered_map(
@@ -149,12 +181,12 @@ fn transform_table(
         },
         // The last batch's output size, to allocate the next one's at once.
         |last_size: &mut usize, batch| {
-            let formatted = run_batch(batch, model, &layout, *last_size + *last_size / 8)?;
-            *last_size = formatted.bytes.len();
+            let formatted = run_batch(batch, model, &encoder, *last_size + *last_size / 8)?;
+            *last_size = formatted.encoded.size();
             Ok(formatted)
         },
         |batch| {
-            output.write_all(&batch.bytes)?;
+            output.write(&batch.encoded)?;
             for bad in &batch.bad {
                 errors.write(bad)?;
             }
@@ -164,21 +196,25 @@ fn transform_table(
             Ok(())
         },
     )?;
-    output.flush()?;
+    output.finish()?;
     errors.finish(summary, options, portion == Portion::Whole)
 }
 
-fn run_batch(batch: Batch, model: &Model, layout: &OutputLayout, capacity: usize) -> Result<Formatted, TransformError> {
-    let mut bytes = Vec::with_capacity(capacity);
-    if batch.rows > 0 {
-        let predictions = model.predict_batch(&batch)?;
-        layout.format(&batch, &predictions, model, &mut bytes);
-    }
-    Ok(Formatted { bytes, rows_read: batch.rows_read, rows_out: batch.rows, bad: batch.bad })
+fn run_batch(batch: Batch, model: &Model, encoder: &Encoder, capacity: usize) -> Result<Formatted, TransformError> {
+    let predictions = if batch.rows > 0 { model.predict_batch(&batch)? } else { Vec::new() };
+    let encoded = if batch.rows > 0 || matches!(encoder, Encoder::Text(_)) {
+        encoder.encode(&batch, &predictions, model, capacity)?
+    } else {
+        Encoded::Text(Vec::new())
+    };
+    Ok(Formatted { encoded, rows_read: batch.rows_read, rows_out: batch.rows, bad: batch.bad })
 }
 
-/// The errors file's header for tables: the line a bad row starts on, why, and the row.
+/// The errors file's header for text tables: the line a bad row starts on, why, and the row.
 pub const ROW_ERROR_HEADER: [&str; 3] = ["line", "reason", "row"];
+
+/// The errors file's header for Parquet: the row's number (from 1), why, and its values.
+pub const PARQUET_ROW_ERROR_HEADER: [&str; 3] = ["row", "reason", "values"];
 
 /// Bad rows (or images): `line,reason,row`, the header written with the first one.
 pub(super) struct ErrorWriter<E: Write> {

@@ -6,8 +6,13 @@
 //! out once per file, class names are encoded once, and only pass-through fields and text labels
 //! are checked for characters that need quoting or escaping.
 
-use std::io;
+use std::io::{self, Write};
 
+use arrow_array::{Array, RecordBatch};
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_schema::DataType;
+
+use super::TransformError;
 use super::batch::Batch;
 use super::columns::ColumnPlan;
 use super::format::DataFormat;
@@ -96,7 +101,15 @@ impl OutputLayout {
     }
 
     /// Appends the output rows of `batch` to `out`.
-    pub fn format(&self, batch: &Batch, predictions: &[OutputValues], model: &Model, out: &mut Vec<u8>) {
+    pub fn format(
+        &self,
+        batch: &Batch,
+        predictions: &[OutputValues],
+        model: &Model,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TransformError> {
+        let typed = batch.columns.as_ref().map(TypedCells::new).transpose()?;
+        let mut scratch = Vec::new();
         let n_pass = batch.passthrough.len().checked_div(batch.rows).unwrap_or(0);
         let mut number = zmij::Buffer::new();
         let mut integer = itoa::Buffer::new();
@@ -107,6 +120,12 @@ impl OutputLayout {
                 Some(bytes) => out.extend_from_slice(bytes),
                 None => {}
             };
+            if let Some(typed) = &typed {
+                for column in 0..typed.columns.len() {
+                    cell(out);
+                    typed.write(column, row, self.encoding, &mut scratch, out);
+                }
+            }
             for field in (row * n_pass..(row + 1) * n_pass).map(|i| batch.passthrough.get(i)) {
                 cell(out);
                 match self.encoding {
@@ -153,6 +172,60 @@ impl OutputLayout {
                 }
             }
             out.extend_from_slice(self.row_end);
+        }
+        Ok(())
+    }
+}
+
+/// Typed pass-through columns (from Parquet) as text cells: CSV as arrow prints them (an empty
+/// cell for null); JSON numbers and booleans as themselves, everything else as strings.
+struct TypedCells<'a> {
+    columns: Vec<(&'a dyn Array, ArrayFormatter<'a>, JsonAs)>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum JsonAs {
+    Number,
+    Float,
+    Text,
+}
+
+impl<'a> TypedCells<'a> {
+    fn new(columns: &'a RecordBatch) -> Result<Self, TransformError> {
+        let columns = columns
+            .columns()
+            .iter()
+            .zip(columns.schema_ref().fields())
+            .map(|(array, field)| {
+                let formatter = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default()).map_err(|e| {
+                    TransformError::Columns(format!("column {:?} cannot be written as text: {e}", field.name()))
+                })?;
+                let json = match array.data_type() {
+                    DataType::Float16 | DataType::Float32 | DataType::Float64 => JsonAs::Float,
+                    t if t.is_integer() || matches!(t, DataType::Boolean) => JsonAs::Number,
+                    _ => JsonAs::Text,
+                };
+                Ok((array.as_ref(), formatter, json))
+            })
+            .collect::<Result<_, TransformError>>()?;
+        Ok(Self { columns })
+    }
+
+    fn write(&self, column: usize, row: usize, encoding: Encoding, scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
+        let (array, formatter, json) = &self.columns[column];
+        scratch.clear();
+        let _ = write!(scratch, "{}", formatter.value(row));
+        match encoding {
+            Encoding::Csv { delimiter } => write_csv_field(out, delimiter, scratch),
+            Encoding::Json if array.is_null(row) => out.extend_from_slice(b"null"),
+            // JSON has no NaN or infinity.
+            Encoding::Json if *json == JsonAs::Float && !scratch.last().is_some_and(u8::is_ascii_digit) => {
+                out.extend_from_slice(b"null")
+            }
+            Encoding::Json if *json != JsonAs::Text => out.extend_from_slice(scratch),
+            Encoding::Json => {
+                serde_json::to_writer(out, &*String::from_utf8_lossy(scratch)).expect("strings serialise")
+            }
         }
     }
 }

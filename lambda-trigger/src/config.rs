@@ -50,7 +50,7 @@ pub const WORKER_INSTANCE_TYPE: EnvVar = EnvVar::optional(
 
 pub const SHARD_BYTES: EnvVar = EnvVar::optional(
     "SHARD_BYTES",
-    "files larger than this many bytes (CSV, TSV, JSON Lines) are split into shards of this size that workers process at once; 0 turns splitting off",
+    "files larger than this many bytes (CSV, TSV, JSON Lines) are split into shards of this size that workers process at once, unless OUTPUT_FORMAT is parquet; 0 turns splitting off",
     "268435456",
 );
 
@@ -79,6 +79,7 @@ pub const VARS: &[EnvVar] = &[
     WORKER_CAPACITY_PROVIDER,
     WORKER_INSTANCE_TYPE,
     SHARD_BYTES,
+    shared::config::OUTPUT_FORMAT,
     METRICS_NAMESPACE,
 ];
 
@@ -99,6 +100,9 @@ pub struct JobSettings {
     pub models: Models,
     /// Files above this size are split into shards of it; 0: never.
     pub shard_bytes: u64,
+    /// Whether the worker writes Parquet (`OUTPUT_FORMAT`): such outputs are not assembled
+    /// from shards, so files are not split.
+    pub parquet_output: bool,
 }
 
 /// Where the models come from.
@@ -165,6 +169,7 @@ impl TriggerConfig {
                 output_prefix: env.string(&OUTPUT_PREFIX)?,
                 models,
                 shard_bytes: env.parse(&SHARD_BYTES)?,
+                parquet_output: shared::config::output_format(env)? == Some("parquet"),
             },
             fleet: FleetSettings {
                 cluster: env.string(&ECS_CLUSTER)?,

@@ -90,7 +90,7 @@ pub async fn handle(
                 match outcome {
                     Ok(RecordOutcome::Job(job)) => {
                         summary.jobs.push(job.describe_input());
-                        jobs.extend(messages_for(*job, config.jobs.shard_bytes));
+                        jobs.extend(messages_for(*job, &config.jobs));
                     }
                     Ok(RecordOutcome::Skipped(skip)) => {
                         tracing::info!(?skip, "record is not a job");

@@ -38,8 +38,8 @@ pub enum RecordOutcome {
 }
 
 /// The messages for a file's job: the job itself, or one per shard of a big file.
-pub fn messages_for(job: JobMessage, shard_bytes: u64) -> Vec<JobMessage> {
-    match splitting(&job.input.key, job.input.size, shard_bytes) {
+pub fn messages_for(job: JobMessage, settings: &JobSettings) -> Vec<JobMessage> {
+    match splitting(&job.input.key, job.input.size, settings.shard_bytes, settings.parquet_output) {
         Splitting::Whole => vec![job],
         Splitting::NotSplit(reason) => vec![job.with_split(Split::Whole { reason })],
         Splitting::Shards(shards) => {
@@ -111,6 +111,7 @@ mod tests {
             output_prefix: "results/".into(),
             models: Models::File("s3://models/iris.onnx".into()),
             shard_bytes: 0,
+            parquet_output: false,
         }
     }
 
@@ -179,15 +180,16 @@ mod tests {
     fn a_big_table_is_one_message_per_shard_and_a_big_archive_says_why_not() {
         let RecordOutcome::Job(job) = outcome("ObjectCreated:Put", "in", "incoming/a.csv") else { panic!() };
         // The record's object is 1024 bytes.
-        assert_eq!(messages_for((*job).clone(), 0), vec![(*job).clone()]);
-        assert_eq!(messages_for((*job).clone(), 1024), vec![(*job).clone()]);
-        let shards = messages_for((*job).clone(), 300);
+        let sharding = |shard_bytes| JobSettings { shard_bytes, ..settings() };
+        assert_eq!(messages_for((*job).clone(), &sharding(0)), vec![(*job).clone()]);
+        assert_eq!(messages_for((*job).clone(), &sharding(1024)), vec![(*job).clone()]);
+        let shards = messages_for((*job).clone(), &sharding(300));
         assert_eq!(shards.len(), 4);
         assert!(shards.iter().all(|m| m.version == 3));
         assert_eq!(shards[3].shard().map(|s| (s.index, s.count, s.start, s.end)), Some((3, 4, 900, 1024)));
 
         let RecordOutcome::Job(archive) = outcome("ObjectCreated:Put", "in", "incoming/a.tar.gz") else { panic!() };
-        let messages = messages_for(*archive, 300);
+        let messages = messages_for(*archive, &sharding(300));
         assert!(
             matches!(&messages[..], [m] if matches!(&m.split, Some(Split::Whole { reason }) if reason.contains("gzip")))
         );

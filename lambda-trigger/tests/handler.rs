@@ -109,6 +109,7 @@ fn config(max_workers: usize) -> TriggerConfig {
             output_prefix: String::new(),
             models: Models::File("s3://models/iris.onnx".into()),
             shard_bytes: 0,
+            parquet_output: false,
         },
         fleet: FleetSettings {
             cluster: "sluice".into(),

@@ -31,6 +31,9 @@ pub struct WorkerSettings {
     pub retry_delay_seconds: u32,
     /// Whether finished files are announced on EventBridge (`COMPLETION_EVENTS`).
     pub completion_events: bool,
+    /// The predictions' format (`OUTPUT_FORMAT`): `input`, `csv`, `jsonl` or `parquet`; the
+    /// trigger is told it too.
+    pub output_format: String,
     /// The worker's log filter (`RUST_LOG`).
     pub rust_log: String,
 }
@@ -45,6 +48,7 @@ impl Default for WorkerSettings {
             shutdown_grace_seconds: 10,
             retry_delay_seconds: 1,
             completion_events: true,
+            output_format: "input".to_owned(),
             rust_log: "info".to_owned(),
         }
     }
@@ -72,6 +76,8 @@ pub struct TriggerSettings {
     pub max_workers: u32,
     /// Files above this size are split into shards of it (`SHARD_BYTES`); 0: never.
     pub shard_bytes: u64,
+    /// The workers' `OUTPUT_FORMAT` (a Parquet output is not split into shards).
+    pub output_format: String,
     /// The function's log filter (`RUST_LOG`).
     pub rust_log: String,
 }
@@ -85,6 +91,7 @@ impl TriggerSettings {
             output_prefix: String::new(),
             max_workers: 2,
             shard_bytes: shared::shards::DEFAULT_SHARD_BYTES,
+            output_format: "input".to_owned(),
             rust_log: "info".to_owned(),
         }
     }
@@ -114,6 +121,7 @@ pub fn worker_environment(
         (worker::RETRY_DELAY_SECONDS, settings.retry_delay_seconds.to_string()),
         (worker::COMPLETION_EVENTS, settings.completion_events.to_string()),
         (worker::METRICS_NAMESPACE, METRICS_NAMESPACE.to_owned()),
+        (worker::OUTPUT_FORMAT, settings.output_format.clone()),
     ];
     complete(env, vars, worker::VARS, &settings.rust_log)
 }
@@ -186,6 +194,7 @@ pub fn trigger_environment(targets: &TriggerTargets<'_>, settings: &TriggerSetti
         (trigger::MAX_WORKERS, settings.max_workers.to_string()),
         (trigger::SHARD_BYTES, settings.shard_bytes.to_string()),
         (trigger::METRICS_NAMESPACE, METRICS_NAMESPACE.to_owned()),
+        (shared::config::OUTPUT_FORMAT, settings.output_format.clone()),
     ];
     complete(env, vars, trigger::VARS, &settings.rust_log)
 }

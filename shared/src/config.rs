@@ -58,6 +58,26 @@ pub fn environment_of(pairs: &[(&str, &str)]) -> Environment<impl Fn(&str) -> Op
     Environment::from_fn(move |name: &str| map.get(name).cloned())
 }
 
+/// The format predictions are written in, read by the trigger (a Parquet output is not split
+/// into shards) and the worker alike.
+pub const OUTPUT_FORMAT: EnvVar = EnvVar::optional(
+    "OUTPUT_FORMAT",
+    "the format predictions are written in: input (the input's own), csv, jsonl or parquet",
+    "input",
+);
+
+/// `OUTPUT_FORMAT`'s choice: `csv`, `jsonl` or `parquet`, or `None` for the input's own format.
+pub fn output_format<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<Option<&'static str>, ConfigError> {
+    let text = env.string(&OUTPUT_FORMAT)?;
+    match text.as_str() {
+        "input" => Ok(None),
+        "csv" => Ok(Some("csv")),
+        "jsonl" => Ok(Some("jsonl")),
+        "parquet" => Ok(Some("parquet")),
+        _ => Err(ConfigError::invalid(&OUTPUT_FORMAT, format!("is {text:?}"))),
+    }
+}
+
 /// The process environment.
 pub fn process_environment() -> Environment<impl Fn(&str) -> Option<String>> {
     Environment::from_fn(|name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use shared::config::{ConfigError, EnvVar, Environment};
 
-use crate::engine::{CsvOptions, TransformOptions, default_threads};
+use crate::engine::{CsvOptions, TableFormat, TransformOptions, default_threads};
 
 pub const QUEUE_URL: EnvVar = EnvVar::required("QUEUE_URL", "the URL of the job queue");
 pub const POLL_WAIT_SECONDS: EnvVar =
@@ -32,6 +32,10 @@ pub const CSV_DELIMITER: EnvVar =
     EnvVar::optional("CSV_DELIMITER", "the delimiter of .csv files: one ASCII character, or tab", ",");
 pub const MAX_INPUT_BYTES: EnvVar =
     EnvVar::optional("MAX_INPUT_BYTES", "the largest input file in bytes; larger ones fail", "107374182400");
+
+pub use shared::config::OUTPUT_FORMAT;
+pub const PARQUET_ROW_GROUP_ROWS: EnvVar =
+    EnvVar::optional("PARQUET_ROW_GROUP_ROWS", "rows per row group of Parquet outputs, from 1 to 67108864", "262144");
 
 pub const MAX_IMAGE_PIXELS: EnvVar = EnvVar::optional(
     "MAX_IMAGE_PIXELS",
@@ -74,6 +78,8 @@ pub const VARS: &[EnvVar] = &[
     CSV_HAS_HEADER,
     CSV_DELIMITER,
     MAX_INPUT_BYTES,
+    OUTPUT_FORMAT,
+    PARQUET_ROW_GROUP_ROWS,
     MAX_IMAGE_PIXELS,
     RETRY_DELAY_SECONDS,
     METRICS_NAMESPACE,
@@ -145,7 +151,14 @@ pub fn transform_options<F: Fn(&str) -> Option<String>>(env: &Environment<F>) ->
         max_bad_row_ratio: env.parse_in(&MAX_BAD_ROW_RATIO, 0.0..=1.0)?,
         threads,
         max_image_pixels: env.parse_in(&MAX_IMAGE_PIXELS, 1..=u64::MAX)?,
+        output_format: output_format(env)?,
+        row_group_rows: env.parse_in(&PARQUET_ROW_GROUP_ROWS, 1..=1 << 26)?,
     })
+}
+
+/// `OUTPUT_FORMAT`: `None` for `input`, the input's own format.
+pub fn output_format<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<Option<TableFormat>, ConfigError> {
+    Ok(shared::config::output_format(env)?.and_then(TableFormat::parse))
 }
 
 /// How CSV files are read, shared by queue mode and `worker transform`.
@@ -182,7 +195,9 @@ mod tests {
                 batch_size: 4096,
                 max_bad_row_ratio: 0.1,
                 threads: default_threads(),
-                max_image_pixels: 50_000_000
+                max_image_pixels: 50_000_000,
+                output_format: None,
+                row_group_rows: 262_144,
             }
         );
         assert_eq!(config.csv, CsvOptions { has_header: true, delimiter: b',' });
@@ -208,11 +223,22 @@ mod tests {
             ("RETRY_DELAY_SECONDS", "901"),
             ("COMPLETION_EVENTS", "yes"),
             ("MAX_IMAGE_PIXELS", "0"),
+            ("OUTPUT_FORMAT", "xlsx"),
+            ("PARQUET_ROW_GROUP_ROWS", "0"),
         ] {
             let err = WorkerConfig::from_env(&env(&[("QUEUE_URL", "q"), (name, value)])).unwrap_err();
             assert_eq!(err.name, name, "{err}");
         }
         assert_eq!(WorkerConfig::from_env(&env(&[])).unwrap_err().name, "QUEUE_URL");
+    }
+
+    #[test]
+    fn output_format_is_the_inputs_unless_chosen() {
+        let options = |value| transform_options(&env(&[("OUTPUT_FORMAT", value)])).unwrap().output_format;
+        assert_eq!(options("input"), None);
+        assert_eq!(options("parquet"), Some(TableFormat::Parquet));
+        assert_eq!(options("csv"), Some(TableFormat::Csv));
+        assert_eq!(options("jsonl"), Some(TableFormat::JsonLines));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
+use shared::keys::OutputKeys;
 use shared::metrics::{MetricRecord, Unit};
 use shared::report::{JobReport, JobStatus, ModelInfo, ReportOutputs, RowCounts, SplitReport};
 use shared::shards::Split;
@@ -25,8 +26,12 @@ use shared::{JobMessage, ModelSource, S3Uri};
 
 use crate::completions::CompletionEvents;
 use crate::config::WorkerConfig;
-use crate::engine::{CsvOptions, DataFormat, FileKind, TransformError, TransformOptions, TransformSummary, transform};
+use crate::engine::{
+    CsvOptions, DataFormat, FileKind, TableFormat, TransformError, TransformOptions, TransformSummary, transform,
+    transform_parquet,
+};
 use crate::models::{ModelCache, ModelLoadError};
+use crate::ranged::RangedObject;
 use crate::repository::{ModelRepository, ResolveError, ResolvedModel};
 use crate::retry::{Backoff, retry};
 use crate::store::{ObjectStore, StoreError};
@@ -197,7 +202,7 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
 
     pub(crate) async fn write_report(&self, job: &JobMessage, report: &JobReport) -> Result<(), Unfinished> {
         let body = serde_json::to_vec_pretty(report).expect("a report always serialises");
-        let report_uri = output_uri(job, &job.output_keys().report);
+        let report_uri = output_uri(job, &self.output_keys(job).report);
         self.transfers.put(&report_uri, body.into(), "application/json").await.map_err(output_failure)
     }
 
@@ -213,29 +218,42 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
             etag: Some(job.input.etag.clone()),
             version_id: job.input.version_id.clone(),
         };
-        let download = self.transfers.open_input(&input).await.map_err(|e| input_failure(&input.uri, e))?;
-
-        let keys = job.output_keys();
+        let keys = self.output_keys(job);
         let content_type = match kind.format {
-            DataFormat::JsonLines | DataFormat::ImageArchive => "application/x-ndjson",
+            DataFormat::ImageArchive => "application/x-ndjson",
             DataFormat::Image => "application/json",
-            DataFormat::Csv { .. } => "text/csv",
+            table => table.output(self.settings.transform.output_format).content_type(),
         };
-        let (chunks, reader) = input_channel();
         let (mut data_writer, data_upload) = self.transfers.upload(output_uri(job, &keys.data), content_type);
         let (mut errors_writer, errors_upload) = self.transfers.upload(output_uri(job, &keys.errors), "text/csv");
+        // A stream (a download, pumped into the engine), or a Parquet file read by ranged GETs.
+        let (download, reader, ranged) = if kind.format == DataFormat::Parquet {
+            let object = RangedObject::new(self.transfers.clone(), input.clone(), job.input.size);
+            (None, None, Some(object))
+        } else {
+            let download = self.transfers.open_input(&input).await.map_err(|e| input_failure(&input.uri, e))?;
+            let (chunks, reader) = input_channel();
+            (Some((download, chunks)), Some(reader), None)
+        };
         let options = self.settings.transform;
         let engine_model = Arc::clone(&model);
+        let engine_ranged = ranged.clone();
         let engine = tokio::task::spawn_blocking(move || {
-            let result = transform(
-                reader,
-                kind,
-                &mut data_writer,
-                &mut errors_writer,
-                &engine_model.model,
-                &options,
-                &mut |_| {},
-            );
+            let model = &engine_model.model;
+            let result = match (reader, engine_ranged) {
+                (Some(reader), _) => {
+                    transform(reader, kind, &mut data_writer, &mut errors_writer, model, &options, &mut |_| {})
+                }
+                (None, Some(file)) => transform_parquet(
+                    Arc::new(file),
+                    &mut data_writer,
+                    &mut errors_writer,
+                    model,
+                    &options,
+                    &mut |_| {},
+                ),
+                (None, None) => Err(TransformError::WrongInput("no input was opened".into())),
+            };
             // An output is finished (staged) only when complete; a dropped writer abandons it.
             let keep_errors = match &result {
                 Ok(summary) => summary.bad_rows > 0,
@@ -245,11 +263,20 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
             let data_finished = if result.is_ok() { data_writer.finish() } else { Ok(()) };
             (result, data_finished.and(errors_finished))
         });
+        let download = async move {
+            match download {
+                Some((download, chunks)) => download.pump(chunks).await.map(Some),
+                None => Ok(None),
+            }
+        };
         let (downloaded, engine, data, errors) =
-            tokio::join!(download.pump(chunks), engine, data_upload.staged(), errors_upload.staged());
+            tokio::join!(download, engine, data_upload.staged(), errors_upload.staged());
 
-        // A failed download explains whatever the engine saw after it.
+        // A failed download (or ranged read) explains whatever the engine saw after it.
         let downloaded = downloaded.map_err(|e| input_failure(&input.uri, e))?;
+        if let Some(failure) = ranged.as_ref().and_then(RangedObject::take_failure) {
+            return Err(input_failure(&input.uri, failure));
+        }
         let (result, _finished) = engine.map_err(|join| {
             Stop::from(Unfinished::Retry(RetryCause::Transient, format!("the transform stopped unexpectedly: {join}")))
         })?;
@@ -262,8 +289,9 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
                     rows_in = summary.rows_in,
                     rows_out = summary.rows_out,
                     bad_rows = summary.bad_rows,
-                    bytes = downloaded.bytes,
-                    verified_against_etag = downloaded.verified,
+                    bytes = downloaded.as_ref().map(|d| d.bytes),
+                    bytes_fetched = ranged.as_ref().map(RangedObject::bytes_read),
+                    verified_against_etag = downloaded.as_ref().map(|d| d.verified),
                     "transform complete"
                 );
                 Ok(Transformed { summary, data, errors })
@@ -329,7 +357,7 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
             (Ok(_), Ok(done)) => (JobStatus::Succeeded, None, done.summary, Some(done.data), done.errors),
             (Ok(_), Err((reason, summary, errors))) => (JobStatus::Failed, Some(reason), summary, None, errors),
         };
-        let keys = job.output_keys();
+        let keys = self.output_keys(job);
         let (data_uri, errors_uri) = (output_uri(job, &keys.data), output_uri(job, &keys.errors));
         let mut outputs = ReportOutputs::default();
         match data {
@@ -347,6 +375,19 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
             None => self.transfers.delete(&errors_uri).await.map_err(output_failure)?,
         }
         Ok((status, reason, summary, outputs))
+    }
+
+    /// The keys of the job's outputs: a Parquet output's name ends `.parquet`, so that readers
+    /// that pick files by extension (DuckDB's and polars' globs) find it.
+    pub(crate) fn output_keys(&self, job: &JobMessage) -> OutputKeys {
+        let mut keys = job.output_keys();
+        if let Ok(kind) = FileKind::from_name(&job.input.key, None, self.settings.csv)
+            && !kind.format.is_image()
+            && kind.format.output(self.settings.transform.output_format) == TableFormat::Parquet
+        {
+            keys.data.push_str(".parquet");
+        }
+        keys
     }
 
     /// Puts the completion event; a failure is logged and counted, the file stays done.

@@ -25,6 +25,7 @@ pub mod local_transform;
 pub mod metrics;
 pub mod models;
 pub mod queue;
+pub mod ranged;
 pub mod repository;
 pub mod retry;
 pub mod s3;

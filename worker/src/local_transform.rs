@@ -11,8 +11,11 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shared::location::Location;
 
-use crate::engine::{CsvOptions, FileKind, TransformOptions, TransformSummary, transform};
+use crate::engine::{
+    CsvOptions, DataFormat, FileKind, TableFormat, TransformOptions, TransformSummary, transform, transform_parquet,
+};
 use crate::models::{LoadedModel, ModelFiles, load_model};
+use crate::ranged::RangedObject;
 use crate::repository::{ModelRepository, ResolvedModel};
 use crate::s3::S3Store;
 use crate::transfer::{InputSpec, PartWriter, PendingUpload, Transfers, input_channel};
@@ -86,7 +89,7 @@ impl Sink {
         }
     }
 
-    fn writer(&mut self) -> &mut dyn Write {
+    fn writer(&mut self) -> &mut (dyn Write + Send) {
         match self {
             Sink::Local { file, .. } => file,
             Sink::S3 { writer, .. } => writer,
@@ -158,31 +161,29 @@ pub async fn run(request: TransformRequest) -> Result<TransformRun> {
     let kind = FileKind::from_name(&request.input, None, request.csv)?;
     let errors_location = request.errors.clone().unwrap_or_else(|| format!("{}.errors.csv", request.output));
 
-    let input: Box<dyn Read + Send> = match Location::parse(&request.input)? {
-        Location::Local(path) => {
-            Box::new(File::open(&path).with_context(|| format!("cannot open {}", path.display()))?)
-        }
-        Location::S3(uri) => {
-            let storage = storage.as_ref().context("S3 access is needed")?;
-            let download = storage.open_input(&InputSpec { uri, etag: None, version_id: None }).await?;
-            let (chunks, reader) = input_channel();
-            // A failed download reaches the reader as an error, which ends the transform with it.
-            tokio::spawn(download.pump(chunks));
-            Box::new(reader)
-        }
-    };
+    let input = open_input(&request.input, kind, storage.as_ref()).await?;
     let mut output = Sink::open(&request.output, storage.as_ref()).await?;
     let mut errors = Sink::open(&errors_location, storage.as_ref()).await?;
 
     let started = Instant::now();
-    let options = request.options;
+    let mut options = request.options;
+    // The output's name tells its format, unless OUTPUT_FORMAT did.
+    options.output_format = options.output_format.or_else(|| TableFormat::parse(&request.output));
     let (result, output, errors) = tokio::task::spawn_blocking(move || {
         let progress = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         progress.set_style(
             ProgressStyle::with_template("{spinner} {human_pos} rows, {per_sec}, {elapsed}").expect("valid template"),
         );
         let mut report = |rows: u64| progress.set_position(rows);
-        let result = transform(input, kind, output.writer(), errors.writer(), &loaded.model, &options, &mut report);
+        let model = &loaded.model;
+        let result = match input {
+            Input::Stream(input) => {
+                transform(input, kind, output.writer(), errors.writer(), model, &options, &mut report)
+            }
+            Input::Ranges(file) => {
+                transform_parquet(file, output.writer(), errors.writer(), model, &options, &mut report)
+            }
+        };
         progress.finish_and_clear();
         (result, output, errors)
     })
@@ -199,5 +200,38 @@ pub async fn run(request: TransformRequest) -> Result<TransformRun> {
         Ok(summary) => Ok(TransformRun { summary, elapsed, model: resolved, model_sha256 }),
         Err(error) if bad_rows > 0 => bail!("{}: {error} (rejected rows are in {errors_location})", request.input),
         Err(error) => bail!("{}: {error}", request.input),
+    }
+}
+
+/// The input, as the engine reads its format.
+enum Input {
+    Stream(Box<dyn Read + Send>),
+    /// A Parquet file, read by byte ranges.
+    Ranges(std::sync::Arc<dyn crate::engine::RangeRead>),
+}
+
+async fn open_input(location: &str, kind: FileKind, storage: Option<&Transfers<S3Store>>) -> Result<Input> {
+    let parquet = kind.format == DataFormat::Parquet;
+    match Location::parse(location)? {
+        Location::Local(path) => {
+            let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            Ok(if parquet { Input::Ranges(std::sync::Arc::new(file)) } else { Input::Stream(Box::new(file)) })
+        }
+        Location::S3(uri) if parquet => {
+            let storage = storage.context("S3 access is needed")?;
+            let listed = storage.list(&uri.bucket, &uri.key).await?;
+            let object =
+                listed.into_iter().find(|o| o.key == uri.key).with_context(|| format!("{uri} does not exist"))?;
+            let input = InputSpec { uri, etag: Some(object.etag), version_id: None };
+            Ok(Input::Ranges(std::sync::Arc::new(RangedObject::new(storage.clone(), input, object.size))))
+        }
+        Location::S3(uri) => {
+            let storage = storage.context("S3 access is needed")?;
+            let download = storage.open_input(&InputSpec { uri, etag: None, version_id: None }).await?;
+            let (chunks, reader) = input_channel();
+            // A failed download reaches the reader as an error, which ends the transform with it.
+            tokio::spawn(download.pump(chunks));
+            Ok(Input::Stream(Box::new(reader)))
+        }
     }
 }

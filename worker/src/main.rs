@@ -13,7 +13,7 @@ use tracing::Instrument;
 use worker::completions::{CompletionEvents, EventBridgeCompletions, NoCompletionEvents};
 use worker::config::{WorkerConfig, parse_delimiter};
 use worker::drain::{DrainSettings, drain};
-use worker::engine::{CsvOptions, TransformOptions, default_threads};
+use worker::engine::{CsvOptions, TableFormat, TransformOptions, default_threads};
 use worker::job::{JobRunner, JobSettings};
 use worker::local_transform::{self, TransformRequest};
 use worker::models::{ModelCache, ModelFiles};
@@ -46,12 +46,19 @@ enum Command {
         /// A model repository, s3://bucket/prefix/ or a folder, laid out <name>/<version>/model.onnx.
         #[arg(long)]
         model_repository: Option<String>,
-        /// The input: .csv, .tsv, .jsonl or .ndjson, optionally .gz.
+        /// The input: .csv, .tsv, .jsonl or .ndjson (optionally .gz), .parquet, or images.
         #[arg(long)]
         input: String,
         /// Where to write the predictions.
         #[arg(long)]
         output: String,
+        /// The predictions' format: csv, jsonl or parquet [default: the output's extension, or
+        /// else the input's format].
+        #[arg(long, value_parser = ["csv", "jsonl", "parquet"])]
+        output_format: Option<String>,
+        /// Rows per row group of a Parquet output.
+        #[arg(long, default_value_t = worker::engine::DEFAULT_ROW_GROUP_ROWS)]
+        row_group_rows: usize,
         /// Where to write rejected rows [default: <output>.errors.csv].
         #[arg(long)]
         errors: Option<String>,
@@ -134,6 +141,8 @@ fn main() -> ExitCode {
                 model_repository,
                 input,
                 output,
+                output_format,
+                row_group_rows,
                 errors,
                 batch_size,
                 max_bad_row_ratio,
@@ -149,6 +158,8 @@ fn main() -> ExitCode {
                     max_bad_row_ratio,
                     threads: threads.filter(|&n| n > 0).unwrap_or_else(default_threads),
                     max_image_pixels,
+                    output_format: output_format.as_deref().and_then(TableFormat::parse),
+                    row_group_rows: row_group_rows.max(1),
                 };
                 let csv = CsvOptions { has_header: !no_header, delimiter };
                 let request = TransformRequest { model, model_repository, input, output, errors, options, csv };

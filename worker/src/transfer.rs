@@ -119,9 +119,21 @@ impl<S: ObjectStore> Transfers<S> {
     }
 
     /// Bytes `[start, end)` of an object, into memory (a few MiB at most).
-    pub async fn read_range(&self, uri: &S3Uri, (start, end): (u64, u64)) -> Result<Bytes, StoreError> {
+    pub async fn read_range(&self, uri: &S3Uri, range: (u64, u64)) -> Result<Bytes, StoreError> {
+        self.read_input_range(&InputSpec { uri: uri.clone(), etag: None, version_id: None }, range).await
+    }
+
+    /// Bytes `[start, end)` of the input's version (its ETag, or version id, when known).
+    pub async fn read_input_range(&self, input: &InputSpec, (start, end): (u64, u64)) -> Result<Bytes, StoreError> {
+        let uri = &input.uri;
         retry(&self.retry, || async {
-            let request = GetRequest { range_start: start, range_end: Some(end), ..GetRequest::whole(uri.clone()) };
+            let request = GetRequest {
+                if_match: input.etag.clone(),
+                version_id: input.version_id.clone(),
+                range_start: start,
+                range_end: Some(end),
+                ..GetRequest::whole(uri.clone())
+            };
             let mut object = self.store.get(&request).await?;
             let mut bytes = Vec::with_capacity((end - start) as usize);
             object.body.read_to_end(&mut bytes).await.map_err(|e| broken_download(uri, e))?;

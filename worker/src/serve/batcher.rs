@@ -69,7 +69,7 @@ enum Input {
     /// `rows * n_features` floats, row-major.
     Features(Vec<f32>),
     /// A model of column inputs' typed columns.
-    Columns(Batch),
+    Columns(Box<Batch>),
 }
 
 impl Batcher {
@@ -98,7 +98,7 @@ impl Batcher {
     /// queued beside them, each request's columns a run of its own.
     pub async fn infer_columns(&self, columns: Batch) -> Result<Vec<OutputValues>, InferError> {
         let rows = columns.rows;
-        self.send(Input::Columns(columns), rows).await
+        self.send(Input::Columns(Box::new(columns)), rows).await
     }
 
     async fn send(&self, input: Input, rows: usize) -> Result<Vec<OutputValues>, InferError> {

@@ -92,7 +92,7 @@ async fn predict_with(
         model.batcher.infer_columns(batch.take_inputs()).await?
     };
     let mut text = layout.header().map_err(|e| ServeError::Internal(e.to_string()))?;
-    layout.format(&batch, &outputs, &model.loaded.model, &mut text);
+    layout.format(&batch, &outputs, &model.loaded.model, &mut text).map_err(|e| ServeError::Internal(e.to_string()))?;
     drop((batch, outputs));
     let response = match shape {
         Shape::Csv => {
