@@ -13,9 +13,10 @@ PYTHON  ?= python3
 CARGO   ?= cargo
 
 # The SAM CLI and checkov pin boto3 versions that conflict with each other and with .venv's AWS
-# CLI, so each has a venv of its own: .tools/NAME from tools/requirements-NAME.txt; so does
-# Triton's Python client, for the online mode's client test.
-TOOLS       := sam checkov tritonclient
+# CLI, so each has a venv of its own: .tools/NAME from tools/requirements-NAME.txt; so do
+# Triton's Python client, for the online mode's client test, and the Parquet readers (pyarrow,
+# polars, DuckDB) that read the Parquet outputs back in the tests.
+TOOLS       := sam checkov tritonclient parquet
 TOOL_STAMPS := $(foreach tool,$(TOOLS),.tools/$(tool)/.installed-$(shell sha256sum tools/requirements-$(tool).txt | cut -c1-12))
 SAM         := .tools/sam/bin/sam
 # cargo-lambda and zig, for sam-build only.

@@ -125,7 +125,6 @@ impl<W: Write + Send> ParquetWriter<W> {
         let properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-            .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
             .build();
         let writer = ArrowWriter::try_new(output, schema, Some(properties)).map_err(write_error)?;
         Ok(Self { writer })
