@@ -4,6 +4,8 @@ Run from the repository root with the venv of tools/requirements-models.txt (mak
 
     .tools/models/bin/python models/parquet_data.py
 
+examples/data/iris.parquet, the example make local uploads, is iris_snappy.parquet below.
+
 Every file holds sklearn's iris rows of examples/data/iris.csv (the answers are
 models/reference/iris_logreg.csv, onnxruntime's), laid out another way:
 
@@ -70,6 +72,7 @@ def main():
     table = iris_table(rows)
     for codec in CODECS:
         pq.write_table(table, os.path.join(OUT, f"iris_{codec}.parquet"), compression=codec, row_group_size=50)
+    pq.write_table(table, os.path.join(ROOT, "examples", "data", "iris.parquet"), row_group_size=50)
     pq.write_table(
         table,
         os.path.join(OUT, "iris_page_v2.parquet"),

@@ -296,6 +296,12 @@ async fn parquet_through_the_queue_reads_only_the_columns_it_needs() {
     std::fs::write(&nulls, object(&pipeline, "lake/nulls.parquet.out.parquet").await.expect("output")).unwrap();
     let read = read_back(&[iris.clone(), nulls.clone()]).await;
     assert_iris_answers("queue", &read[&iris.display().to_string()], 0);
+    // AND make local's preview of it is its header and first rows, read by ranged GETs
+    let (lines, rows) = pipeline.read_parquet_head("lake/iris.parquet.out.parquet", 2).await.unwrap();
+    assert_eq!(rows, 150);
+    assert_eq!(lines[0], "id,label,probabilities_setosa,probabilities_versicolor,probabilities_virginica");
+    assert_eq!(lines.len(), 3);
+    assert!(lines[1].starts_with("1,setosa,0.98165"), "{lines:?}");
     // AND the worker fetched the footer and the columns it needed, not the whole object
     let log = worker_output(&pipeline);
     let fetched: Vec<u64> = log

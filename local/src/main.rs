@@ -152,6 +152,7 @@ async fn run(args: RunArgs) -> Result<()> {
         [
             ("examples/data/iris.csv", "iris/iris.csv"),
             ("examples/data/iris.csv", "iris@1/iris.csv"),
+            ("examples/data/iris.parquet", "iris/iris.parquet"),
             ("examples/data/half_plus_two.csv", "half_plus_two/half_plus_two.csv"),
             ("examples/data/diabetes.csv", "diabetes/diabetes.csv"),
             ("examples/data/digits/0344-6.png", "digits/0344-6.png"),
@@ -267,6 +268,16 @@ async fn print_output_set(pipeline: &LocalPipeline, set: &OutputSet, report_text
     let bucket = &pipeline.stack.output_bucket;
     println!();
     match &set.output_key {
+        Some(key) if key.ends_with(".parquet") => {
+            println!("== s3://{bucket}/{key} (Parquet; its first rows)");
+            let (lines, rows) = pipeline.read_parquet_head(key, 4).await?;
+            for line in &lines {
+                println!("   {line}");
+            }
+            if rows + 1 > lines.len() as u64 {
+                println!("   … ({rows} rows)");
+            }
+        }
         Some(key) => {
             println!("== s3://{bucket}/{key}");
             let head = pipeline.read_output_head(key, 64 * 1024).await?;

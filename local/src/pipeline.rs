@@ -26,7 +26,9 @@ use crate::moto::MotoServer;
 use crate::provision::{Stack, StackSettings, ensure_bucket};
 
 /// Suffixes of what the worker writes beside each input (SageMaker Batch Transform's layout).
-pub use shared::keys::{DATA_SUFFIX as OUTPUT_SUFFIX, ERRORS_SUFFIX, REPORT_SUFFIX};
+pub use shared::keys::{
+    DATA_SUFFIX as OUTPUT_SUFFIX, ERRORS_SUFFIX, PARQUET_DATA_SUFFIX as PARQUET_OUTPUT_SUFFIX, REPORT_SUFFIX,
+};
 
 /// How to set the pipeline up.
 #[derive(Debug, Clone)]
@@ -409,7 +411,9 @@ impl LocalPipeline {
                 (base, 1)
             } else if let Some(base) = key.strip_suffix(ERRORS_SUFFIX) {
                 (base, 2)
-            } else if let Some(base) = key.strip_suffix(OUTPUT_SUFFIX) {
+            } else if let Some(base) =
+                key.strip_suffix(PARQUET_OUTPUT_SUFFIX).or_else(|| key.strip_suffix(OUTPUT_SUFFIX))
+            {
                 (base, 0)
             } else {
                 continue;
@@ -433,6 +437,22 @@ impl LocalPipeline {
     /// An output object's content as text.
     pub async fn read_output(&self, key: &str) -> Result<String> {
         self.read_output_range(key, None).await
+    }
+
+    /// The first `rows` rows of a Parquet output as CSV lines (after its header), and how many
+    /// rows it holds: its footer and first row group, read by ranged GETs.
+    pub async fn read_parquet_head(&self, key: &str, rows: usize) -> Result<(Vec<String>, u64)> {
+        let head = self.s3.head_object().bucket(&self.stack.output_bucket).key(key).send().await;
+        let size = head.with_context(|| format!("cannot find s3://{}/{key}", self.stack.output_bucket))?;
+        let object = OutputObject {
+            s3: self.s3.clone(),
+            bucket: self.stack.output_bucket.clone(),
+            key: key.to_owned(),
+            size: size.content_length().unwrap_or(0).max(0) as u64,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let preview = tokio::task::spawn_blocking(move || worker::engine::parquet::preview(Arc::new(object), rows));
+        preview.await?.with_context(|| format!("cannot read s3://{}/{key} as Parquet", self.stack.output_bucket))
     }
 
     /// The first `bytes` of an output object (or less), as text: enough to show its first lines
@@ -669,4 +689,33 @@ fn file_name(path: &Path) -> Result<String> {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .with_context(|| format!("{} has no file name", path.display()))
+}
+
+/// An output object read by ranged GETs, for the engine's Parquet reader (on a blocking thread).
+struct OutputObject {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+    size: u64,
+    runtime: tokio::runtime::Handle,
+}
+
+impl worker::engine::RangeRead for OutputObject {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_range(&self, range: std::ops::Range<u64>) -> std::io::Result<bytes::Bytes> {
+        self.runtime.block_on(async {
+            let request = self.s3.get_object().bucket(&self.bucket).key(&self.key);
+            let object =
+                request
+                    .range(format!("bytes={}-{}", range.start, range.end.saturating_sub(1)))
+                    .send()
+                    .await
+                    .map_err(|e| std::io::Error::other(shared::aws_error::AwsError::from_sdk("S3", "GetObject", e)))?;
+            let body = object.body.collect().await.map_err(std::io::Error::other)?;
+            Ok(body.into_bytes())
+        })
+    }
 }

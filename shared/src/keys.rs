@@ -4,6 +4,8 @@ use percent_encoding::percent_decode_str;
 
 /// The suffixes of the files written for each input, SageMaker Batch Transform style.
 pub const DATA_SUFFIX: &str = ".out";
+/// A Parquet output's suffix: `.out` and the extension that readers' globs pick files by.
+pub const PARQUET_DATA_SUFFIX: &str = ".out.parquet";
 pub const REPORT_SUFFIX: &str = ".report.json";
 pub const ERRORS_SUFFIX: &str = ".errors.csv";
 
@@ -42,6 +44,14 @@ impl OutputKeys {
             report: format!("{base}{REPORT_SUFFIX}"),
             errors: format!("{base}{ERRORS_SUFFIX}"),
         }
+    }
+
+    /// The same keys for a Parquet output: `<input key>.out.parquet`.
+    pub fn with_parquet_data(mut self) -> Self {
+        if let Some(base) = self.data.strip_suffix(DATA_SUFFIX) {
+            self.data = format!("{base}{PARQUET_DATA_SUFFIX}");
+        }
+        self
     }
 }
 
@@ -82,5 +92,8 @@ mod tests {
         assert_eq!(keys.report, "results/path/data.csv.report.json");
         assert_eq!(keys.errors, "results/path/data.csv.errors.csv");
         assert_eq!(OutputKeys::for_input("", "a.csv").data, "a.csv.out");
+        let parquet = OutputKeys::for_input("results/", "lake/sales.parquet").with_parquet_data();
+        assert_eq!(parquet.data, "results/lake/sales.parquet.out.parquet");
+        assert_eq!(parquet.report, "results/lake/sales.parquet.report.json");
     }
 }

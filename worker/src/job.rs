@@ -380,12 +380,12 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
     /// The keys of the job's outputs: a Parquet output's name ends `.parquet`, so that readers
     /// that pick files by extension (DuckDB's and polars' globs) find it.
     pub(crate) fn output_keys(&self, job: &JobMessage) -> OutputKeys {
-        let mut keys = job.output_keys();
+        let keys = job.output_keys();
         if let Ok(kind) = FileKind::from_name(&job.input.key, None, self.settings.csv)
             && !kind.format.is_image()
             && kind.format.output(self.settings.transform.output_format) == TableFormat::Parquet
         {
-            keys.data.push_str(".parquet");
+            return keys.with_parquet_data();
         }
         keys
     }
