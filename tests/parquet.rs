@@ -74,9 +74,15 @@ async fn worker_transform(model: &Path, input: &Path, output: &Path, extra: &[&s
 
 /// What pyarrow, polars and DuckDB each read of `files`.
 async fn read_back(files: &[PathBuf]) -> BTreeMap<String, Value> {
+    let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    serde_json::from_value(read_parquet(&files).await).unwrap()
+}
+
+/// Runs tests/clients/read_parquet.py with `args`; what it printed.
+async fn read_parquet(args: &[String]) -> Value {
     let python = repo(".tools/parquet/bin/python");
     assert!(python.exists(), "{} is missing: run `make setup`", python.display());
-    let output = Command::new(python).arg(repo("tests/clients/read_parquet.py")).args(files).output().await.unwrap();
+    let output = Command::new(python).arg(repo("tests/clients/read_parquet.py")).args(args).output().await.unwrap();
     assert!(output.status.success(), "read_parquet.py failed: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).unwrap()
 }
@@ -276,10 +282,16 @@ async fn bad_files_fail_with_a_reason_and_null_features_are_bad_rows() {
 
 #[tokio::test]
 async fn parquet_through_the_queue_reads_only_the_columns_it_needs() {
-    // GIVEN the pipeline with the iris model (features and id only), and Parquet uploads: a good
-    // file with columns the model does not need, a file with two null features, a broken one
-    let mut pipeline =
-        start(PipelineOptions { models: LocalModels::File(repo("models/iris_logreg.onnx")), ..quick_options() }).await;
+    // GIVEN the pipeline with the iris model (features and id only), outputs under results/ and
+    // reports apart under results/_reports/, and Parquet uploads: a good file with columns the
+    // model does not need, a file with two null features, a broken one
+    let mut pipeline = start(PipelineOptions {
+        models: LocalModels::File(repo("models/iris_logreg.onnx")),
+        output_prefix: "results/".into(),
+        reports_prefix: "_reports/".into(),
+        ..quick_options()
+    })
+    .await;
     let good = std::fs::read(data("iris_brotli")).unwrap();
     pipeline.put_input("lake/iris.parquet", good.clone()).await.unwrap();
     pipeline.put_input("lake/nulls.parquet", std::fs::read(data("iris_nulls")).unwrap()).await.unwrap();
@@ -289,15 +301,38 @@ async fn parquet_through_the_queue_reads_only_the_columns_it_needs() {
     // THEN each good file has a Parquet output named for DuckDB's and polars' globs
     let iris_report = report(&pipeline, "lake/iris.parquet").await;
     assert_eq!(iris_report.status, JobStatus::Succeeded, "{:?}", iris_report.reason);
-    assert!(iris_report.outputs.data.as_deref().is_some_and(|uri| uri.ends_with("lake/iris.parquet.out.parquet")));
+    assert!(
+        iris_report.outputs.data.as_deref().is_some_and(|uri| uri.ends_with("/results/lake/iris.parquet.out.parquet"))
+    );
+    // AND the output prefix holds predictions only, the reports and errors files apart
+    let keys = output_keys(&pipeline).await;
+    let (reports, data): (Vec<&String>, Vec<&String>) =
+        keys.iter().filter(|k| k.starts_with("results/")).partition(|k| k.starts_with("results/_reports/"));
+    assert_eq!(data, ["results/lake/iris.parquet.out.parquet", "results/lake/nulls.parquet.out.parquet"], "{keys:?}");
+    assert_eq!(reports.len(), 4, "three reports and an errors file: {keys:?}");
+    // AND DuckDB reads the prefix (synced to a folder, as `aws s3 sync` does) as one table
     let dir = scratch("queue");
-    let (iris, nulls) = (dir.join("iris.parquet"), dir.join("nulls.parquet"));
-    std::fs::write(&iris, object(&pipeline, "lake/iris.parquet.out.parquet").await.expect("output")).unwrap();
-    std::fs::write(&nulls, object(&pipeline, "lake/nulls.parquet.out.parquet").await.expect("output")).unwrap();
+    let (iris, nulls) = (dir.join("lake/iris.parquet.out.parquet"), dir.join("lake/nulls.parquet.out.parquet"));
+    std::fs::create_dir_all(dir.join("lake")).unwrap();
+    for (key, file) in data.iter().zip([&iris, &nulls]) {
+        std::fs::write(file, object(&pipeline, key).await.expect("output")).unwrap();
+    }
+    let query = format!(
+        "SELECT label, count(*) FROM read_parquet('{}/**/*.parquet') GROUP BY label ORDER BY label",
+        dir.display()
+    );
+    let counts = read_parquet(&["--duckdb".into(), query]).await;
+    // Both files' rows: the iris rows twice, but rows 3 and 7 of the file with null features.
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for (id, label, _) in reference() {
+        *want.entry(label).or_default() += if id == 3 || id == 7 { 1 } else { 2 };
+    }
+    let want: Vec<Value> = want.into_iter().map(|(label, n)| serde_json::json!([label, n])).collect();
+    assert_eq!(counts, Value::Array(want));
     let read = read_back(&[iris.clone(), nulls.clone()]).await;
     assert_iris_answers("queue", &read[&iris.display().to_string()], 0);
     // AND make local's preview of it is its header and first rows, read by ranged GETs
-    let (lines, rows) = pipeline.read_parquet_head("lake/iris.parquet.out.parquet", 2).await.unwrap();
+    let (lines, rows) = pipeline.read_parquet_head("results/lake/iris.parquet.out.parquet", 2).await.unwrap();
     assert_eq!(rows, 150);
     assert_eq!(lines[0], "id,label,probabilities_setosa,probabilities_versicolor,probabilities_virginica");
     assert_eq!(lines.len(), 3);
@@ -318,14 +353,14 @@ async fn parquet_through_the_queue_reads_only_the_columns_it_needs() {
     let report_nulls = report(&pipeline, "lake/nulls.parquet").await;
     assert_eq!((report_nulls.rows.input, report_nulls.rows.output, report_nulls.rows.bad), (150, 148, 2));
     assert_eq!(report_nulls.first_errors[0].line, 3);
-    let errors = object(&pipeline, "lake/nulls.parquet.errors.csv").await.expect("errors file");
+    let errors = object(&pipeline, "results/_reports/lake/nulls.parquet.errors.csv").await.expect("errors file");
     assert!(String::from_utf8_lossy(&errors).starts_with("row,reason,values\n3,"));
     assert_eq!(read[&nulls.display().to_string()]["pyarrow"].as_array().unwrap().len(), 148);
     // AND the broken file's report says why it failed
     let broken = report(&pipeline, "lake/broken.parquet").await;
     assert_eq!(broken.status, JobStatus::Failed);
     assert!(broken.reason.as_deref().is_some_and(|r| r.contains("cannot be read as Parquet")), "{:?}", broken.reason);
-    assert!(object(&pipeline, "lake/broken.parquet.out.parquet").await.is_none());
+    assert!(object(&pipeline, "results/lake/broken.parquet.out.parquet").await.is_none());
     pipeline.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,6 +7,11 @@ use shared::location::Location;
 pub const QUEUE_URL: EnvVar = EnvVar::required("QUEUE_URL", "the URL of the job queue");
 pub const OUTPUT_BUCKET: EnvVar = EnvVar::required("OUTPUT_BUCKET", "the name of the output bucket");
 pub const OUTPUT_PREFIX: EnvVar = EnvVar::optional("OUTPUT_PREFIX", "a key prefix for outputs, e.g. results/", "");
+pub const REPORTS_PREFIX: EnvVar = EnvVar::optional(
+    "REPORTS_PREFIX",
+    "a prefix under OUTPUT_PREFIX for reports and errors files, e.g. _reports/ (so that the output prefix holds predictions only); empty: beside the predictions",
+    "",
+);
 pub const INPUT_PREFIX: EnvVar =
     EnvVar::optional("INPUT_PREFIX", "the key prefix of input files; other keys are ignored", "");
 pub const MODEL_URI: EnvVar = EnvVar::optional(
@@ -65,6 +70,7 @@ pub const VARS: &[EnvVar] = &[
     QUEUE_URL,
     OUTPUT_BUCKET,
     OUTPUT_PREFIX,
+    REPORTS_PREFIX,
     INPUT_PREFIX,
     MODEL_URI,
     MODEL_REPOSITORY,
@@ -97,6 +103,8 @@ pub struct JobSettings {
     pub input_prefix: String,
     pub output_bucket: String,
     pub output_prefix: String,
+    /// Reports and errors files go under `<output_prefix><reports_prefix>`; empty: beside.
+    pub reports_prefix: String,
     pub models: Models,
     /// Files above this size are split into shards of it; 0: never.
     pub shard_bytes: u64,
@@ -167,6 +175,7 @@ impl TriggerConfig {
                 input_prefix: env.string(&INPUT_PREFIX)?,
                 output_bucket: env.string(&OUTPUT_BUCKET)?,
                 output_prefix: env.string(&OUTPUT_PREFIX)?,
+                reports_prefix: reports_prefix(env)?,
                 models,
                 shard_bytes: env.parse(&SHARD_BYTES)?,
                 parquet_output: shared::config::output_format(env)? == Some("parquet"),
@@ -256,6 +265,16 @@ fn capacity<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<Capac
             })
         }
         other => Err(ConfigError::invalid(&WORKER_CAPACITY, format!("is {other:?}"))),
+    }
+}
+
+/// `REPORTS_PREFIX`: empty, or a relative prefix that ends with `/`.
+fn reports_prefix<F: Fn(&str) -> Option<String>>(env: &Environment<F>) -> Result<String, ConfigError> {
+    let prefix = env.string(&REPORTS_PREFIX)?;
+    if prefix.is_empty() || (prefix.ends_with('/') && !prefix.starts_with('/')) {
+        Ok(prefix)
+    } else {
+        Err(ConfigError::invalid(&REPORTS_PREFIX, format!("is {prefix:?}; it must end with / and not start with one")))
     }
 }
 
@@ -397,6 +416,16 @@ mod tests {
     }
 
     #[test]
+    fn reports_apart_and_parquet_outputs() {
+        let config = TriggerConfig::from_env(&env(COMPLETE)).unwrap();
+        assert_eq!((config.jobs.reports_prefix.as_str(), config.jobs.parquet_output), ("", false));
+        let config =
+            TriggerConfig::from_env(&env(&with(&[("REPORTS_PREFIX", "_reports/"), ("OUTPUT_FORMAT", "parquet")])))
+                .unwrap();
+        assert_eq!((config.jobs.reports_prefix.as_str(), config.jobs.parquet_output), ("_reports/", true));
+    }
+
+    #[test]
     fn rejects_invalid_values_with_the_variable_name() {
         for (name, value) in [
             ("MAX_WORKERS", "0"),
@@ -404,6 +433,9 @@ mod tests {
             ("WORKER_ASSIGN_PUBLIC_IP", "yes"),
             ("MODEL_URI", "s3://bucket-only"),
             ("WORKER_SUBNETS", " , "),
+            ("REPORTS_PREFIX", "_reports"),
+            ("REPORTS_PREFIX", "/reports/"),
+            ("OUTPUT_FORMAT", "xlsx"),
         ] {
             let mut pairs: Vec<_> = COMPLETE.iter().copied().filter(|(k, _)| *k != name).collect();
             pairs.push((name, value));

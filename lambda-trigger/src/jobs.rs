@@ -86,7 +86,11 @@ pub fn job_for_record(
     let etag = object.e_tag.clone().filter(|e| !e.is_empty()).ok_or_else(|| bad(format!("{key:?} has no eTag")))?;
     let input =
         InputObject { bucket, key, size, etag, version_id: object.version_id.clone().filter(|v| !v.is_empty()) };
-    let output = OutputLocation { bucket: settings.output_bucket.clone(), prefix: settings.output_prefix.clone() };
+    let output = OutputLocation {
+        bucket: settings.output_bucket.clone(),
+        prefix: settings.output_prefix.clone(),
+        reports: settings.reports_prefix.clone(),
+    };
     // The key says which model it wants; whether the repository has it is the worker's to see
     // (the trigger reads no model).
     let model = match &settings.models {
@@ -109,6 +113,7 @@ mod tests {
             input_prefix: "incoming/".into(),
             output_bucket: "out".into(),
             output_prefix: "results/".into(),
+            reports_prefix: String::new(),
             models: Models::File("s3://models/iris.onnx".into()),
             shard_bytes: 0,
             parquet_output: false,

@@ -107,6 +107,7 @@ fn config(max_workers: usize) -> TriggerConfig {
             input_prefix: "incoming/".into(),
             output_bucket: "sluice-output".into(),
             output_prefix: String::new(),
+            reports_prefix: String::new(),
             models: Models::File("s3://models/iris.onnx".into()),
             shard_bytes: 0,
             parquet_output: false,

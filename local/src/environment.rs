@@ -72,6 +72,8 @@ pub struct TriggerSettings {
     pub input_prefix: String,
     /// Prefix of output keys in the output bucket (`OUTPUT_PREFIX`).
     pub output_prefix: String,
+    /// Where reports and errors files go under it (`REPORTS_PREFIX`); empty: beside.
+    pub reports_prefix: String,
     /// The most worker tasks to run at once (`MAX_WORKERS`).
     pub max_workers: u32,
     /// Files above this size are split into shards of it (`SHARD_BYTES`); 0: never.
@@ -89,6 +91,7 @@ impl TriggerSettings {
             models: TriggerModels::File(model_uri.into()),
             input_prefix: String::new(),
             output_prefix: String::new(),
+            reports_prefix: String::new(),
             max_workers: 2,
             shard_bytes: shared::shards::DEFAULT_SHARD_BYTES,
             output_format: "input".to_owned(),
@@ -164,6 +167,7 @@ pub fn trigger_environment(targets: &TriggerTargets<'_>, settings: &TriggerSetti
         (trigger::QUEUE_URL, targets.queue_url.to_owned()),
         (trigger::OUTPUT_BUCKET, targets.output_bucket.to_owned()),
         (trigger::OUTPUT_PREFIX, settings.output_prefix.clone()),
+        (trigger::REPORTS_PREFIX, settings.reports_prefix.clone()),
         (trigger::INPUT_PREFIX, settings.input_prefix.clone()),
         (
             trigger::MODEL_URI,

@@ -43,6 +43,8 @@ pub struct PipelineOptions {
     /// Trigger settings other than the model URI.
     pub input_prefix: String,
     pub output_prefix: String,
+    /// Reports and errors files go under `<output_prefix><reports_prefix>` (`REPORTS_PREFIX`).
+    pub reports_prefix: String,
     pub max_workers: u32,
     /// Files above this size are split into shards of it; 0: never.
     pub shard_bytes: u64,
@@ -72,6 +74,7 @@ impl Default for PipelineOptions {
             stack: StackSettings::default(),
             input_prefix: String::new(),
             output_prefix: String::new(),
+            reports_prefix: String::new(),
             max_workers: 2,
             shard_bytes: shared::shards::DEFAULT_SHARD_BYTES,
             trigger_rust_log: "info".to_owned(),
@@ -177,6 +180,10 @@ pub struct LocalPipeline {
     pub ecs: aws_sdk_ecs::Client,
     /// `s3://…` of the one model file, or of the model repository's root.
     pub model_uri: String,
+    /// The prefix of output keys (`OUTPUT_PREFIX`), and where reports and errors files go
+    /// under it (`REPORTS_PREFIX`).
+    pub output_prefix: String,
+    pub reports_prefix: String,
     trigger_dead_letter_queue: DeadLetterQueue,
     events: S3EventSource,
     /// Completion events received from their queue so far.
@@ -242,6 +249,7 @@ impl LocalPipeline {
             models,
             input_prefix: options.input_prefix.clone(),
             output_prefix: options.output_prefix.clone(),
+            reports_prefix: options.reports_prefix.clone(),
             max_workers: options.max_workers,
             shard_bytes: options.shard_bytes,
             output_format: options.stack.worker.output_format.clone(),
@@ -277,6 +285,8 @@ impl LocalPipeline {
             sqs,
             ecs,
             model_uri,
+            output_prefix: options.output_prefix.clone(),
+            reports_prefix: options.reports_prefix.clone(),
             trigger_dead_letter_queue,
             events,
             completion_events: Mutex::default(),
@@ -403,23 +413,39 @@ impl LocalPipeline {
         }
     }
 
+    /// The key of the report of `input_key`.
+    pub fn report_key(&self, input_key: &str) -> String {
+        format!("{}{}{input_key}{REPORT_SUFFIX}", self.output_prefix, self.reports_prefix)
+    }
+
+    /// The key of the errors file of `input_key`.
+    pub fn errors_key(&self, input_key: &str) -> String {
+        format!("{}{}{input_key}{ERRORS_SUFFIX}", self.output_prefix, self.reports_prefix)
+    }
+
     /// Every output set in the output bucket, by key.
     pub async fn outputs(&self) -> Result<Vec<OutputSet>> {
         let mut sets: std::collections::BTreeMap<String, OutputSet> = std::collections::BTreeMap::new();
         for key in list_keys(&self.s3, &self.stack.output_bucket).await? {
+            // Reports and errors files may sit under a prefix of their own.
+            let reports = format!("{}{}", self.output_prefix, self.reports_prefix);
+            let apart = |base: &str| match base.strip_prefix(&reports) {
+                Some(input) if !self.reports_prefix.is_empty() => format!("{}{input}", self.output_prefix),
+                _ => base.to_owned(),
+            };
             let (base, kind) = if let Some(base) = key.strip_suffix(REPORT_SUFFIX) {
-                (base, 1)
+                (apart(base), 1)
             } else if let Some(base) = key.strip_suffix(ERRORS_SUFFIX) {
-                (base, 2)
+                (apart(base), 2)
             } else if let Some(base) =
                 key.strip_suffix(PARQUET_OUTPUT_SUFFIX).or_else(|| key.strip_suffix(OUTPUT_SUFFIX))
             {
-                (base, 0)
+                (base.to_owned(), 0)
             } else {
                 continue;
             };
-            let set = sets.entry(base.to_owned()).or_insert_with(|| OutputSet {
-                base_key: base.to_owned(),
+            let set = sets.entry(base.clone()).or_insert_with(|| OutputSet {
+                base_key: base.clone(),
                 output_key: None,
                 report_key: None,
                 errors_key: None,

@@ -102,6 +102,10 @@ pub struct OutputLocation {
     pub bucket: String,
     #[serde(default)]
     pub prefix: String,
+    /// Reports and errors files go under `<prefix><reports>` (`REPORTS_PREFIX`); empty: beside
+    /// the predictions.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reports: String,
 }
 
 /// Why a message body is not a job this code can run.
@@ -229,7 +233,7 @@ impl JobMessage {
 
     /// The keys of this job's outputs in the output bucket.
     pub fn output_keys(&self) -> OutputKeys {
-        OutputKeys::for_input(&self.output.prefix, &self.input.key)
+        OutputKeys::for_input(&self.output.prefix, &self.output.reports, &self.input.key)
     }
 
     /// A stable identity of the input object version, for logs and de-duplication.
@@ -251,7 +255,7 @@ mod tests {
                 etag: "9b2cf535f27731c974343645a3985328".into(),
                 version_id: Some("3HL4kqtJlcpXroDTDmjVBH40Nrjfkd".into()),
             },
-            OutputLocation { bucket: "out".into(), prefix: "results/".into() },
+            OutputLocation { bucket: "out".into(), prefix: "results/".into(), reports: String::new() },
             "s3://models/iris.onnx",
             "2026-11-21T08:00:00.123Z".parse().unwrap(),
         )

@@ -36,13 +36,13 @@ pub struct OutputKeys {
 
 impl OutputKeys {
     /// `path/data.csv` with prefix `out/` gives `out/path/data.csv.out`, `.report.json` and
-    /// `.errors.csv`.
-    pub fn for_input(prefix: &str, input_key: &str) -> Self {
-        let base = format!("{prefix}{input_key}");
+    /// `.errors.csv`; with `reports` (a prefix under `prefix`, such as `_reports/`) the report
+    /// and errors file go under it, so that the output prefix holds predictions only.
+    pub fn for_input(prefix: &str, reports: &str, input_key: &str) -> Self {
         Self {
-            data: format!("{base}{DATA_SUFFIX}"),
-            report: format!("{base}{REPORT_SUFFIX}"),
-            errors: format!("{base}{ERRORS_SUFFIX}"),
+            data: format!("{prefix}{input_key}{DATA_SUFFIX}"),
+            report: format!("{prefix}{reports}{input_key}{REPORT_SUFFIX}"),
+            errors: format!("{prefix}{reports}{input_key}{ERRORS_SUFFIX}"),
         }
     }
 
@@ -87,13 +87,18 @@ mod tests {
 
     #[test]
     fn output_keys_sit_beside_the_input_path() {
-        let keys = OutputKeys::for_input("results/", "path/data.csv");
+        let keys = OutputKeys::for_input("results/", "", "path/data.csv");
         assert_eq!(keys.data, "results/path/data.csv.out");
         assert_eq!(keys.report, "results/path/data.csv.report.json");
         assert_eq!(keys.errors, "results/path/data.csv.errors.csv");
-        assert_eq!(OutputKeys::for_input("", "a.csv").data, "a.csv.out");
-        let parquet = OutputKeys::for_input("results/", "lake/sales.parquet").with_parquet_data();
+        assert_eq!(OutputKeys::for_input("", "", "a.csv").data, "a.csv.out");
+        let parquet = OutputKeys::for_input("results/", "", "lake/sales.parquet").with_parquet_data();
         assert_eq!(parquet.data, "results/lake/sales.parquet.out.parquet");
         assert_eq!(parquet.report, "results/lake/sales.parquet.report.json");
+        // Reports and errors apart, for a table over the output prefix.
+        let apart = OutputKeys::for_input("results/", "_reports/", "lake/sales.parquet").with_parquet_data();
+        assert_eq!(apart.data, "results/lake/sales.parquet.out.parquet");
+        assert_eq!(apart.report, "results/_reports/lake/sales.parquet.report.json");
+        assert_eq!(apart.errors, "results/_reports/lake/sales.parquet.errors.csv");
     }
 }

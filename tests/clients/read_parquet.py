@@ -2,6 +2,7 @@
 saw as one JSON object, for tests/parquet.rs:
 
     read_parquet.py FILE...
+    read_parquet.py --duckdb SQL      (prints the query's rows as a JSON list of lists)
 
 {FILE: {"schema": {column: pyarrow type}, "row_groups": n, "codecs": [codec, ...],
         "statistics": bool (DuckDB finds min/max in every column chunk that has values),
@@ -66,4 +67,7 @@ def describe(path):
 
 
 if __name__ == "__main__":
-    json.dump({path: describe(path) for path in sys.argv[1:]}, sys.stdout)
+    if sys.argv[1] == "--duckdb":
+        json.dump(rows_of(duckdb.connect().execute(sys.argv[2]).fetchall()), sys.stdout)
+    else:
+        json.dump({path: describe(path) for path in sys.argv[1:]}, sys.stdout)

@@ -82,7 +82,7 @@ pub async fn object(pipeline: &LocalPipeline, key: &str) -> Option<Vec<u8>> {
 }
 
 pub async fn report(pipeline: &LocalPipeline, input_key: &str) -> JobReport {
-    let key = format!("{input_key}.report.json");
+    let key = pipeline.report_key(input_key);
     let bytes = object(pipeline, &key).await.with_context(|| format!("no report {key}")).unwrap();
     serde_json::from_slice(&bytes).expect("the report parses as a JobReport")
 }

@@ -89,7 +89,7 @@ mod tests {
         let started: DateTime<Utc> = "2026-11-21T08:00:30Z".parse().unwrap();
         let job = JobMessage::new(
             InputObject { bucket: "in".into(), key: "a.csv".into(), size: 1, etag: "e".into(), version_id: None },
-            OutputLocation { bucket: "out".into(), prefix: String::new() },
+            OutputLocation { bucket: "out".into(), prefix: String::new(), reports: String::new() },
             "s3://m/model.onnx",
             uploaded,
         );

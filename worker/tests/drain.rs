@@ -30,7 +30,7 @@ fn settings() -> DrainSettings {
 fn job(key: &str) -> String {
     JobMessage::new(
         InputObject { bucket: "in".into(), key: key.into(), size: 10, etag: "e".into(), version_id: None },
-        OutputLocation { bucket: "out".into(), prefix: String::new() },
+        OutputLocation { bucket: "out".into(), prefix: String::new(), reports: String::new() },
         "s3://models/m.onnx",
         Utc::now(),
     )

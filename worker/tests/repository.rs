@@ -64,7 +64,7 @@ fn upload(store: &MemoryStore, key: &str, data: Vec<u8>, default: Option<&str>) 
     };
     JobMessage::new(
         InputObject { bucket: "in".into(), key: key.into(), size, etag, version_id: None },
-        OutputLocation { bucket: "out".into(), prefix: String::new() },
+        OutputLocation { bucket: "out".into(), prefix: String::new(), reports: String::new() },
         model,
         Utc::now(),
     )

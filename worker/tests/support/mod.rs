@@ -604,7 +604,7 @@ pub fn iris_like(rows: usize) -> Vec<u8> {
 pub fn job_for(key: &str, etag: &str, size: usize) -> JobMessage {
     JobMessage::new(
         InputObject { bucket: "in".into(), key: key.into(), size: size as u64, etag: etag.into(), version_id: None },
-        OutputLocation { bucket: "out".into(), prefix: String::new() },
+        OutputLocation { bucket: "out".into(), prefix: String::new(), reports: String::new() },
         format!("s3://models/{MODEL}"),
         Utc::now(),
     )
