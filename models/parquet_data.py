@@ -20,6 +20,8 @@ models/reference/iris_logreg.csv, onnxruntime's), laid out another way:
   iris_nulls.parquet     rows 3 and 7 have a null feature
   typed_colour.parquet   the rows of models/zoo/column_transformer_strings_numbers.csv: a
                          string column (dictionary) and a float64 one for a typed model
+  double_iris.parquet    the rows of models/zoo/logreg_iris_double.csv as float64 columns, for
+                         a model exported from float64 data
 and files that must fail, each for a reason a person can act on:
   bad_truncated.parquet  a valid file cut short
   bad_not_parquet.parquet  a CSV file under a Parquet name
@@ -115,6 +117,12 @@ def main():
         ),
         os.path.join(OUT, "typed_colour.parquet"),
     )
+
+    with open(os.path.join(ROOT, "models", "zoo", "logreg_iris_double.csv"), newline="") as f:
+        double = list(csv.DictReader(f))
+    columns = {"id": pa.array([int(r["id"]) for r in double], pa.int64())}
+    columns.update({f"x{i}": pa.array([float(r[f"x{i}"]) for r in double], pa.float64()) for i in range(4)})
+    pq.write_table(pa.table(columns), os.path.join(OUT, "double_iris.parquet"))
 
     whole = open(os.path.join(OUT, "iris_snappy.parquet"), "rb").read()
     open(os.path.join(OUT, "bad_truncated.parquet"), "wb").write(whole[: len(whole) // 2])

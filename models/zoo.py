@@ -42,6 +42,7 @@ from sklearn.ensemble import (
     ExtraTreesRegressor,
     GradientBoostingClassifier,
     GradientBoostingRegressor,
+    IsolationForest,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
     RandomForestClassifier,
@@ -66,13 +67,13 @@ ROWS = 120
 warnings.filterwarnings("ignore")
 
 
-def split(data, rows=ROWS, seed=0):
+def split(data, rows=ROWS, seed=0, dtype=np.float32):
     """Train on most of the data set, keep `rows` rows (at most a third) for the zoo's input."""
     x, y = data
     order = np.random.default_rng(seed).permutation(len(x))
     held = min(rows, len(x) // 3)
     test, train = order[:held], order[held:]
-    return x[train].astype(np.float32), y[train], x[test].astype(np.float32)
+    return x[train].astype(dtype), y[train], x[test].astype(dtype)
 
 
 def with_missing(x, share=0.1, seed=1):
@@ -301,6 +302,26 @@ def models():
 
         return name, family, "skl2onnx", build, missing
 
+    def double(name, estimator, dataset, family, zipmap=True):
+        """Exported from the data as scikit-learn holds it, float64 (to_onnx with an uncast
+        sample): the model takes and computes in double. (A classifier's ZipMap takes no
+        doubles, so onnxruntime refuses it: such classifiers are exported without.)"""
+
+        def build():
+            x_train, y_train, x_test = split(data(dataset), dtype=np.float64)
+            estimator.fit(x_train, y_train)
+            return skl(estimator, x_train, zipmap), x_test
+
+        return name, family, "skl2onnx", build, False
+
+    def unsupervised(name, estimator, dataset, family):
+        def build():
+            x_train, _, x_test = split(data(dataset))
+            estimator.fit(x_train)
+            return skl(estimator, x_train), x_test
+
+        return name, family, "skl2onnx", build, False
+
     def boosted(name, estimator, dataset, convert, converter, family, binary_of=None, missing=False):
         def build():
             x, y = data(dataset)
@@ -345,6 +366,11 @@ def models():
         classifier("svc_rbf_wine_decision", make_pipeline(StandardScaler(), SVC()), "wine", "SVM"),
         classifier("svc_linear_binary", make_pipeline(StandardScaler(), SVC(kernel="linear")), "breast_cancer", "SVM"),
         classifier("svc_poly_iris_names", SVC(kernel="poly", degree=3, probability=True, random_state=0), "iris", "SVM", labels=True),
+        # Exported from float64 arrays, skl2onnx's default when the data are not cast.
+        double("logreg_iris_double", LogisticRegression(max_iter=1000), "iris", "float64", zipmap=False),
+        double("scaler_linreg_diabetes_double", make_pipeline(StandardScaler(), LinearRegression()), "diabetes", "float64"),
+        # Outlier detection: a label (1 inlier, -1 outlier) and a score.
+        unsupervised("isolation_forest_breast_cancer", IsolationForest(n_estimators=50, **seed), "breast_cancer", "outlier detection"),
         regressor("svr_rbf_diabetes", make_pipeline(StandardScaler(), SVR(C=50.0)), "diabetes", "SVM"),
         regressor("svr_linear_diabetes", SVR(kernel="linear", C=100.0), "diabetes", "SVM"),
         regressor("mlp_scaler_diabetes", make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(16,), max_iter=2000, **seed)), "diabetes", "neural network"),

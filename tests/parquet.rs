@@ -202,7 +202,13 @@ async fn row_groups_formats_and_typed_models() {
     let run = worker_transform(&zoo, &data("typed_colour"), &typed, &[]).await;
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 
-    let read = read_back(&[grouped.clone(), typed.clone()]).await;
+    // AND a model exported from float64 data reads float64 columns as they are
+    let double = dir.join("double.parquet");
+    let zoo64 = repo("models/zoo/logreg_iris_double.onnx");
+    let run = worker_transform(&zoo64, &data("double_iris"), &double, &[]).await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    let read = read_back(&[grouped.clone(), typed.clone(), double.clone()]).await;
     // THEN the output has 4 row groups and the answers
     let file = &read[&grouped.display().to_string()];
     assert_eq!(file["row_groups"], 4);
@@ -219,19 +225,23 @@ async fn row_groups_formats_and_typed_models() {
     assert_eq!(lines.len(), 150);
     assert_eq!(lines[0]["id"], 1);
     assert_eq!(lines[0]["label"], want[0].1.as_str());
-    // AND the typed model's answers are onnxruntime's, its integer labels int64
-    let file = &read[&typed.display().to_string()];
-    assert_eq!(file["schema"]["output_label"], "int64");
-    let expected =
-        csv_rows(&std::fs::read(repo("models/zoo/column_transformer_strings_numbers.expected.csv")).unwrap());
-    let rows = file["pyarrow"].as_array().unwrap();
-    assert_eq!(rows.len(), expected.len());
-    for (row, want) in rows.iter().zip(&expected) {
-        let row = row.as_array().unwrap();
-        assert_eq!(row[0].to_string(), want[0]);
-        assert_eq!(row[1].to_string(), want[1]);
-        for (got, want) in row[2..].iter().zip(&want[2..]) {
-            assert!((got.as_f64().unwrap() - want.parse::<f64>().unwrap()).abs() < 1e-6);
+    // AND the typed and the float64 models' answers are onnxruntime's, their integer labels int64
+    for (output, name, label) in
+        [(&typed, "column_transformer_strings_numbers", "output_label"), (&double, "logreg_iris_double", "label")]
+    {
+        let file = &read[&output.display().to_string()];
+        assert_eq!(file["schema"][label], "int64", "{name}");
+        let expected = csv_rows(&std::fs::read(repo(&format!("models/zoo/{name}.expected.csv"))).unwrap());
+        let rows = file["pyarrow"].as_array().unwrap();
+        assert_eq!(rows.len(), expected.len(), "{name}");
+        for (row, want) in rows.iter().zip(&expected) {
+            let row = row.as_array().unwrap();
+            assert_eq!(row[0].to_string(), want[0], "{name}");
+            assert_eq!(row[1].to_string(), want[1], "{name}");
+            for (got, want) in row[2..].iter().zip(&want[2..]) {
+                let want: f64 = want.parse().unwrap();
+                assert!((got.as_f64().unwrap() - want).abs() < 1e-6, "{name}: {got} vs {want}");
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

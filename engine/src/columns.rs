@@ -61,7 +61,7 @@ impl ColumnPlan {
             None if matches!(config.passthrough, Passthrough::All(_)) => (0..names.len()).collect(),
             None => (0..names.len()).filter(|i| !passthrough.contains(i)).collect(),
         };
-        let kinds = model.column_inputs.iter().map(|input| input.kind).collect();
+        let kinds = model.feature_kinds();
         Ok(Self { names, features, passthrough, missing: model.handles_missing, kinds })
     }
 

@@ -54,8 +54,11 @@ pub struct Model {
     pub image: Option<ImageModel>,
     /// For a model of several inputs (as skl2onnx exports a `ColumnTransformer`), or of one input
     /// that is not float: its inputs, each `[batch, 1]` and fed from the column of its name.
-    /// Empty for a model of one float input `[batch, features]`.
+    /// Empty for a model of one input `[batch, features]`.
     pub column_inputs: Vec<ColumnInput>,
+    /// The element type of that one input: float32, or float64 for a model exported from float64
+    /// data (it is fed values parsed as float64 and computes in double).
+    pub matrix: ColumnType,
     pub outputs: Vec<OutputSpec>,
     /// The configuration in force: the sidecar's, the model's embedded one, or the default.
     pub config: ModelConfig,
@@ -103,6 +106,19 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    /// The name of an ONNX element type, as the errors show it.
+    fn name_of(elem_type: i32) -> String {
+        use pb::tensor_proto::DataType;
+        match DataType::try_from(elem_type) {
+            Ok(DataType::Float) => Self::Float.name().into(),
+            Ok(DataType::Double) => Self::Double.name().into(),
+            Ok(DataType::Int64) => Self::Int64.name().into(),
+            Ok(DataType::String) => Self::Text.name().into(),
+            Ok(other) => other.as_str_name().to_ascii_lowercase(),
+            Err(_) => format!("element type {elem_type}"),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Float => "float32",
@@ -207,6 +223,8 @@ impl Model {
             Some(image) => image_input(graph, image)?,
         };
         let n_features = input_shape.iter().product();
+        let matrix =
+            if column_inputs.is_empty() && config.image.is_none() { matrix_type(graph) } else { ColumnType::Float };
         let operators = operators(graph);
         let handles_missing = handles_missing(graph);
         let declared = declared_labels(graph)?;
@@ -223,7 +241,8 @@ impl Model {
         let mut shape: TVec<TDim> = tvec![batch];
         shape.extend(input_shape.iter().map(|&d| d.to_dim()));
         let model = if column_inputs.is_empty() {
-            model.with_input_fact(0, f32::fact(shape).into())
+            let datum_type = if matrix == ColumnType::Double { f64::datum_type() } else { f32::datum_type() };
+            model.with_input_fact(0, datum_type.fact(shape).into())
         } else {
             let rows: TDim = model.sym("N").into();
             column_inputs.iter().enumerate().try_fold(model, |model, (i, input)| {
@@ -258,6 +277,7 @@ impl Model {
             input_shape,
             image,
             column_inputs,
+            matrix,
             outputs,
             config,
             operators,
@@ -289,6 +309,11 @@ impl Model {
             let message = format!("{} input values for {rows} rows of {}", features.len(), self.n_features);
             return Err(ModelError::Inference { rows, message });
         }
+        if self.matrix == ColumnType::Double {
+            // Values that came as float32 (the online protocols' rows): widened, exactly.
+            let doubles: Vec<f64> = features.iter().map(|&v| f64::from(v)).collect();
+            return self.run(&doubles, rows);
+        }
         if self.image.is_none() || rows <= 1 {
             return self.run(features, rows);
         }
@@ -306,6 +331,15 @@ impl Model {
     /// Runs the model on a batch's rows: its features, or for a model of column inputs the
     /// batch's columns of each type.
     pub fn predict_batch(&self, batch: &Batch) -> Result<Vec<OutputValues>, ModelError> {
+        if self.column_inputs.is_empty() && self.matrix == ColumnType::Double && batch.features.is_empty() {
+            // Parsed as float64 from the file (see `feature_kinds`).
+            if batch.doubles.len() != batch.rows * self.n_features {
+                let message =
+                    format!("{} input values for {} rows of {}", batch.doubles.len(), batch.rows, self.n_features);
+                return Err(ModelError::Inference { rows: batch.rows, message });
+            }
+            return self.run(&batch.doubles, batch.rows);
+        }
         if self.column_inputs.is_empty() {
             return self.predict(&batch.features, batch.rows);
         }
@@ -346,8 +380,17 @@ impl Model {
         self.run_inputs(inputs, rows)
     }
 
+    /// What each feature column is parsed as: the column inputs' types, float64 for every
+    /// feature of a float64 matrix, or (empty) float32 for every feature.
+    pub fn feature_kinds(&self) -> Vec<ColumnType> {
+        match self.matrix {
+            ColumnType::Double if self.column_inputs.is_empty() => vec![ColumnType::Double; self.n_features],
+            _ => self.column_inputs.iter().map(|input| input.kind).collect(),
+        }
+    }
+
     /// One run of the plan.
-    fn run(&self, features: &[f32], rows: usize) -> Result<Vec<OutputValues>, ModelError> {
+    fn run<T: Datum + Copy + Default>(&self, features: &[T], rows: usize) -> Result<Vec<OutputValues>, ModelError> {
         let failed = |e: TractError| ModelError::Inference { rows, message: format!("{e:#}") };
         // Table runs are padded (see RUN_ROW_MULTIPLE); an image model's plan takes one image.
         let multiple = if self.image.is_some() { 1 } else { RUN_ROW_MULTIPLE };
@@ -358,7 +401,7 @@ impl Model {
         } else {
             let mut padded = Vec::with_capacity(padded_rows * self.n_features);
             padded.extend_from_slice(features);
-            padded.resize(padded_rows * self.n_features, 0.0);
+            padded.resize(padded_rows * self.n_features, T::default());
             Tensor::from_shape(&shape(padded_rows), &padded)
         }
         .map_err(failed)?;
@@ -438,8 +481,9 @@ fn single_input<'g>(
     }
 }
 
-/// The inputs of a model fed column by column: one of several inputs, or one input that is not
-/// float; empty for a model of one float input. Each must be `[batch, 1]`.
+/// The inputs of a model fed column by column: one of several inputs, or one `[batch, 1]` input
+/// that is not float; empty for a model of one float input, or of one float64 matrix
+/// `[batch, features]`. Each must be `[batch, 1]`.
 fn column_inputs(graph: &pb::GraphProto) -> Result<Vec<ColumnInput>, ModelError> {
     use pb::tensor_proto::DataType;
     use pb::tensor_shape_proto::dimension::Value;
@@ -451,13 +495,18 @@ fn column_inputs(graph: &pb::GraphProto) -> Result<Vec<ColumnInput>, ModelError>
         Some(Type::TensorType(tensor)) => Some(tensor.clone()),
         _ => None,
     };
-    let one_float = match inputs[..] {
-        [input] => tensor(input).is_some_and(|t| t.elem_type == DataType::Float as i32),
+    let one_matrix = match inputs[..] {
+        [input] => tensor(input).is_some_and(|t| {
+            let width = t.shape.as_ref().and_then(|s| s.dim.get(1)).and_then(|d| d.value.as_ref());
+            t.elem_type == DataType::Float as i32
+                || (t.elem_type == DataType::Double as i32 && !matches!(width, Some(Value::DimValue(1))))
+        }),
         _ => false,
     };
-    if one_float || inputs.is_empty() {
+    if one_matrix || inputs.is_empty() {
         return Ok(vec![]);
     }
+    let several = inputs.len() > 1;
     inputs
         .iter()
         .map(|input| {
@@ -478,15 +527,46 @@ fn column_inputs(graph: &pb::GraphProto) -> Result<Vec<ColumnInput>, ModelError>
             let dims = tensor.shape.map(|s| s.dim).unwrap_or_default();
             match dims.get(1).and_then(|d| d.value.as_ref()) {
                 Some(Value::DimValue(1)) if dims.len() == 2 => {}
-                _ => {
+                _ if several => {
                     return Err(unsupported(
                         "must be [batch, 1]: a model of several inputs is fed one column per input".into(),
                     ));
+                }
+                _ => {
+                    return Err(unsupported(format!(
+                        "is {} of shape {}: sluice feeds a model's one input as [batch, features] of float or double, or as [batch, 1] of int64 or string",
+                        ColumnType::name_of(tensor.elem_type),
+                        shape_text(&dims)
+                    )));
                 }
             }
             Ok(ColumnInput { name: input.name.clone(), kind })
         })
         .collect()
+}
+
+/// A shape as the errors show it: `[N, 4]`.
+fn shape_text(dims: &[pb::tensor_shape_proto::Dimension]) -> String {
+    use pb::tensor_shape_proto::dimension::Value;
+    let dims: Vec<String> = dims
+        .iter()
+        .map(|d| match &d.value {
+            Some(Value::DimValue(n)) => n.to_string(),
+            Some(Value::DimParam(name)) => name.clone(),
+            None => "?".into(),
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// The element type of a model's one matrix input: float64 for a model exported from float64
+/// data, float32 otherwise.
+fn matrix_type(graph: &pb::GraphProto) -> ColumnType {
+    use pb::type_proto::Value as Type;
+    match single_input(graph, "[batch, features]").ok().and_then(|(input, _)| input.r#type.as_ref()?.value.as_ref()) {
+        Some(Type::TensorType(t)) if t.elem_type == pb::tensor_proto::DataType::Double as i32 => ColumnType::Double,
+        _ => ColumnType::Float,
+    }
 }
 
 /// The name and the fixed second dimension of the model's single 2-D input.

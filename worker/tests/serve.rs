@@ -1150,3 +1150,46 @@ async fn the_repository_api_takes_only_its_own_keys() {
     assert_eq!(http(&server, "POST", "/v2/repository/models/half_plus_two/load", &[admin], b"").await.status, 200);
     assert_eq!(http(&server, "POST", predict, &[inference], body.as_bytes()).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_model_exported_from_float64_data_is_served_in_double() {
+    // GIVEN a logistic regression exported from float64 arrays (its input is double [N, 4]), and
+    // onnxruntime's answers for its first two held-out rows
+    let uri = repo("models/zoo/logreg_iris_double.onnx").display().to_string();
+    let server = start_with(ServeSource::File { uri, name: "iris64".into() }, settings()).await;
+    let read = |path: &str| -> Vec<Vec<String>> {
+        csv::Reader::from_path(repo(path))
+            .unwrap()
+            .records()
+            .take(2)
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect()
+    };
+    let (inputs, expected) =
+        (read("models/zoo/logreg_iris_double.csv"), read("models/zoo/logreg_iris_double.expected.csv"));
+    let features = |row: usize| -> Vec<f64> { inputs[row][1..].iter().map(|v| v.parse().unwrap()).collect() };
+    // WHEN its metadata is asked for, THEN it says FP64
+    let metadata = http(&server, "GET", "/v2/models/iris64", &[], b"").await.json();
+    assert_eq!(metadata["inputs"][0]["datatype"], "FP64", "{metadata}");
+    // WHEN the rows come as TF Serving instances and as KServe v2 FP64 tensors
+    let tf = post_json(&server, "/v1/models/iris64:predict", &json!({"instances": [features(0), features(1)]})).await;
+    assert_eq!(tf.status, 200, "{:?}", tf.json());
+    let data: Vec<f64> = features(0).into_iter().chain(features(1)).collect();
+    let kserve = json!({"inputs": [{"name": "X", "datatype": "FP64", "shape": [2, 4], "data": data}]});
+    let kserve = post_json(&server, "/v2/models/iris64/infer", &kserve).await;
+    assert_eq!(kserve.status, 200, "{:?}", kserve.json());
+    // THEN both answer onnxruntime's labels and probabilities
+    let (tf, kserve) = (tf.json(), kserve.json());
+    for row in 0..2 {
+        assert_eq!(tf["predictions"][row]["label"].to_string(), expected[row][1]);
+        assert_eq!(kserve["outputs"][0]["data"][row].to_string(), expected[row][1]);
+        for k in 0..3 {
+            let want: f64 = expected[row][2 + k].parse().unwrap();
+            let got = tf["predictions"][row]["probabilities"][k].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-6, "row {row} probability {k}: {got} vs {want}");
+            let got = kserve["outputs"][1]["data"][row * 3 + k].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-6, "row {row} probability {k}: {got} vs {want}");
+        }
+    }
+    server.stop.trigger();
+}

@@ -129,16 +129,25 @@ fn check_model_shows_how_a_file_feeds_the_model_and_runs_it() {
     assert!(err.contains("does not run") && err.contains("operator DictVectorizer (ai.onnx.ml)"), "{err}");
 }
 
-/// Runs a zoo model over `input` with the engine, as a job does.
+/// Runs a zoo model over `input` (CSV) with the engine, as a job does.
 fn transform_text(
     name: &str,
+    input: &str,
+) -> (Result<worker::engine::TransformSummary, worker::engine::TransformError>, String, String) {
+    transform_file(name, "data.csv", input)
+}
+
+/// Runs a zoo model over `input`, a file named `file_name`, with the engine.
+fn transform_file(
+    name: &str,
+    file_name: &str,
     input: &str,
 ) -> (Result<worker::engine::TransformSummary, worker::engine::TransformError>, String, String) {
     let bytes = std::fs::read(repo(&format!("models/zoo/{name}.onnx"))).unwrap();
     let sidecar = std::fs::read(repo(&format!("models/zoo/{name}.onnx.json"))).unwrap();
     let model =
         worker::engine::Model::load(&bytes, Some(worker::engine::ModelConfig::from_json(&sidecar).unwrap())).unwrap();
-    let kind = worker::engine::FileKind::from_name("data.csv", None, CsvOptions::default()).unwrap();
+    let kind = worker::engine::FileKind::from_name(file_name, None, CsvOptions::default()).unwrap();
     let (mut output, mut errors) = (Vec::new(), Vec::new());
     let options = TransformOptions { max_bad_row_ratio: 0.5, ..Default::default() };
     let result =
@@ -167,6 +176,41 @@ fn typed_columns_are_checked_row_by_row_and_unknown_categories_behave_as_exporte
     let err = result.unwrap_err().to_string();
     assert!(err.contains("\"purple\" is not one of the categories it was fitted on"), "{err}");
     assert!(err.contains("handle_unknown=\"ignore\""), "{err}");
+}
+
+#[test]
+fn a_float64_model_reads_json_lines_as_float64_and_names_what_is_wrong() {
+    // GIVEN a logistic regression exported from float64 data, and its rows as JSON Lines
+    let rows = rows(&repo("models/zoo/logreg_iris_double.csv"));
+    let input: String = rows
+        .iter()
+        .map(|r| {
+            format!("{{\"id\": {}, \"x0\": {}, \"x1\": {}, \"x2\": {}, \"x3\": {}}}\n", r[0], r[1], r[2], r[3], r[4])
+        })
+        .collect();
+    // WHEN it runs
+    let (result, output, _) = transform_file("logreg_iris_double", "data.jsonl", &input);
+    // THEN the answers are onnxruntime's
+    assert_eq!(result.unwrap().rows_out, rows.len() as u64);
+    let want = rows_of_csv(&std::fs::read_to_string(repo("models/zoo/logreg_iris_double.expected.csv")).unwrap());
+    let got: Vec<Vec<String>> = output
+        .lines()
+        .map(|line| {
+            let object: Value = serde_json::from_str(line).unwrap();
+            object.as_object().unwrap().values().map(|v| v.to_string().trim_matches('"').to_owned()).collect()
+        })
+        .collect();
+    assert_eq!(differences("logreg_iris_double", &got, &want, 1e-6), Vec::<String>::new());
+
+    // GIVEN a CSV file whose columns are not the model's; THEN the error names the columns
+    let (result, _, _) = transform_text("logreg_iris_double", "id,a,b\n1,2,3\n");
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("names column \"x0\", which the input's columns [\"id\", \"a\", \"b\"] lack"), "{err}");
+}
+
+fn rows_of_csv(text: &str) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    reader.records().map(|r| r.unwrap().iter().map(str::to_owned).collect()).collect()
 }
 
 /// A tensor of a node test, as `models/zoo.py` writes it.

@@ -111,7 +111,14 @@ impl Expansion for LabelEncoder {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let fact = model.outlet_fact(inputs[0])?;
+        let fact = model.outlet_fact(inputs[0])?.clone();
+        // tract types an integer that came from a Cast to int64 as a symbolic dimension (TDim),
+        // as in IsolationForest's leaf indices: made int64 again for the keys.
+        if fact.datum_type == TDim::datum_type() && self.input.is_integer() {
+            let cast = tract_onnx::tract_core::ops::cast::cast(i64::datum_type());
+            let inputs = model.wire_node(format!("{prefix}.as_int64"), cast, inputs)?;
+            return model.wire_node(prefix, self.clone(), &inputs);
+        }
         let kind = |dt: DatumType| (dt == String::datum_type(), dt.is_integer(), dt.is_float());
         ensure!(
             kind(fact.datum_type) == kind(self.input),

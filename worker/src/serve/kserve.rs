@@ -117,7 +117,8 @@ pub fn input_metadata(model: &ServedModel) -> Vec<(String, &'static str, Vec<i64
         return vec![(loaded.input_name.clone(), "BYTES", vec![-1])];
     }
     if loaded.column_inputs.is_empty() {
-        return vec![(loaded.input_name.clone(), "FP32", vec![-1, loaded.n_features as i64])];
+        let datatype = if loaded.matrix == ColumnType::Double { "FP64" } else { "FP32" };
+        return vec![(loaded.input_name.clone(), datatype, vec![-1, loaded.n_features as i64])];
     }
     loaded
         .column_inputs
