@@ -232,6 +232,21 @@ impl JobMessage {
     }
 
     /// The keys of this job's outputs in the output bucket.
+    /// The id of the file's completion event: the same for every message, attempt and worker
+    /// of one upload (the input's bucket, key, ETag, version and event time), so that a consumer
+    /// can drop the repeats that at-least-once delivery brings.
+    pub fn event_id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let input = &self.input;
+        let mut digest = Sha256::new();
+        let time = self.event_time.to_rfc3339();
+        for part in [&input.bucket, &input.key, &input.etag, input.version_id.as_deref().unwrap_or(""), &time] {
+            digest.update(part.as_bytes());
+            digest.update([0]);
+        }
+        digest.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     pub fn output_keys(&self) -> OutputKeys {
         OutputKeys::for_input(&self.output.prefix, &self.output.reports, &self.input.key)
     }

@@ -162,6 +162,19 @@ impl Staging {
     pub fn announced(&self) -> String {
         format!("{}announced", self.prefix)
     }
+
+    /// Written by the worker that puts the completion event, before it does: an [`Announcing`].
+    pub fn announcing(&self) -> String {
+        format!("{}announcing.json", self.prefix)
+    }
+}
+
+/// Who is putting a file's completion event, since when: a claim that outlives the time a
+/// worker has for it belongs to a worker that stopped, and the event is put again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcing {
+    pub worker_id: String,
+    pub since: chrono::DateTime<chrono::Utc>,
 }
 
 /// What a shard leaves when its work is staged.

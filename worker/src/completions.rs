@@ -2,6 +2,11 @@
 //! report as the event's detail, so that finishing can start anything (a Lambda function, a Step
 //! Functions workflow, an SNS notification), as SageMaker Async Inference's success and error
 //! topics do. A failure to announce is logged and counted; it does not undo the file.
+//!
+//! Delivery is at least once, as EventBridge's own: a worker that stops between putting the
+//! event and recording that it did puts it again on the next try. The detail's `event_id` is
+//! the same every time for one upload ([`shared::JobMessage::event_id`]); consumers deduplicate
+//! on it.
 
 use std::future::Future;
 
@@ -17,7 +22,17 @@ pub const FAILED: &str = "Sluice File Failed";
 
 /// Where finished files are announced.
 pub trait CompletionEvents: Send + Sync {
-    fn file_finished(&self, report: &JobReport) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Announces `report`, under `event_id`.
+    fn file_finished(&self, report: &JobReport, event_id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// The event's detail: the report, and the event's id.
+pub fn detail(report: &JobReport, event_id: &str) -> serde_json::Value {
+    let mut detail = serde_json::to_value(report).expect("a report always serialises");
+    if let serde_json::Value::Object(fields) = &mut detail {
+        fields.insert("event_id".into(), event_id.into());
+    }
+    detail
 }
 
 /// The `detail-type` for a report.
@@ -32,7 +47,7 @@ pub fn detail_type(report: &JobReport) -> &'static str {
 pub struct NoCompletionEvents;
 
 impl CompletionEvents for NoCompletionEvents {
-    async fn file_finished(&self, _report: &JobReport) -> Result<(), AwsError> {
+    async fn file_finished(&self, _report: &JobReport, _event_id: &str) -> Result<(), AwsError> {
         Ok(())
     }
 }
@@ -49,8 +64,8 @@ impl EventBridgeCompletions {
 }
 
 impl CompletionEvents for EventBridgeCompletions {
-    async fn file_finished(&self, report: &JobReport) -> Result<(), AwsError> {
-        let detail = serde_json::to_string(report).expect("a report always serialises");
+    async fn file_finished(&self, report: &JobReport, event_id: &str) -> Result<(), AwsError> {
+        let detail = detail(report, event_id).to_string();
         let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
             .source(SOURCE)
             .detail_type(detail_type(report))

@@ -33,7 +33,7 @@ use crate::engine::{
 use crate::models::{ModelCache, ModelLoadError};
 use crate::ranged::RangedObject;
 use crate::repository::{ModelRepository, ResolveError, ResolvedModel};
-use crate::retry::{Backoff, retry};
+use crate::retry::retry;
 use crate::store::{ObjectStore, StoreError};
 use crate::transfer::{InputSpec, ObjectState, Staged, Transfers, UploadError, input_channel};
 
@@ -67,6 +67,10 @@ pub struct JobSettings {
     pub csv: CsvOptions,
     pub max_input_bytes: u64,
     pub metrics_namespace: String,
+    /// How long a worker's claim to put a file's completion event holds: after it, the worker
+    /// is taken to have stopped and the event is put again (the queue's visibility timeout,
+    /// after which SQS hands a stopped worker's message to another).
+    pub announcement_timeout: std::time::Duration,
 }
 
 impl From<&WorkerConfig> for JobSettings {
@@ -76,6 +80,7 @@ impl From<&WorkerConfig> for JobSettings {
             csv: config.csv,
             max_input_bytes: config.max_input_bytes,
             metrics_namespace: config.metrics_namespace.clone(),
+            announcement_timeout: config.visibility_timeout,
         }
     }
 }
@@ -142,10 +147,12 @@ impl<S: ObjectStore, E: CompletionEvents> JobHandler for JobRunner<S, E> {
             None => self.complete(job, attempt, None).await.map(MessageEnd::Reported),
         };
         match result {
-            Ok(MessageEnd::Reported(report)) => {
-                self.announce(&report).await;
-                JobOutcome::Reported(Box::new(report))
-            }
+            // An event that could not be put is put on the message's next try: never lost.
+            Ok(MessageEnd::Reported(report)) if !self.announce(job, &report).await => JobOutcome::Retry {
+                cause: RetryCause::Transient,
+                reason: "the file is done but its completion event could not be put".into(),
+            },
+            Ok(MessageEnd::Reported(report)) => JobOutcome::Reported(Box::new(report)),
             Ok(MessageEnd::Announced(report)) => JobOutcome::Reported(Box::new(report)),
             Ok(MessageEnd::Done(what)) => JobOutcome::ShardDone(what),
             Err(Unfinished::Superseded(reason)) => JobOutcome::Superseded(reason),
@@ -390,14 +397,18 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
         keys
     }
 
-    /// Puts the completion event; a failure is logged and counted, the file stays done.
-    pub(crate) async fn announce(&self, report: &JobReport) {
-        if let Err(error) = retry(&Backoff::CALLS, || self.events.file_finished(report)).await {
+    /// Puts the completion event; a failure is logged and counted, the file stays done. `true`
+    /// when it was put.
+    pub(crate) async fn announce(&self, job: &JobMessage, report: &JobReport) -> bool {
+        let event_id = job.event_id();
+        let put = retry(self.transfers.retry_policy(), || self.events.file_finished(report, &event_id)).await;
+        if let Err(error) = &put {
             tracing::error!(%error, "could not put the completion event");
             MetricRecord::new(&self.settings.metrics_namespace)
                 .metric("CompletionEventFailures", Unit::Count, 1.0)
                 .emit();
         }
+        put.is_ok()
     }
 }
 

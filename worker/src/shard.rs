@@ -22,7 +22,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use shared::report::{JobReport, JobStatus, ModelInfo, ReportOutputs, RowCounts, RowError, ShardReport, SplitReport};
-use shared::shards::{Assembled, Claim, Shard, ShardDone, Staging};
+use shared::shards::{Announcing, Assembled, Claim, Shard, ShardDone, Staging};
 use shared::{JobMessage, S3Uri};
 
 use crate::completions::CompletionEvents;
@@ -234,7 +234,9 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
     }
 
     /// Makes the claim's outputs visible and writes its report (again, if a worker died after
-    /// doing so); puts the completion event unless it was put. `true` when this call put it.
+    /// doing so); puts the completion event unless its marker says it was put. `true` when this
+    /// call put it. The marker is written after the event: a worker that dies between the two
+    /// leaves the event to be put again (same event id), never lost.
     async fn publish(
         &self,
         report: &JobReport,
@@ -263,13 +265,42 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
         self.complete(&keys.data, data).await?;
         self.complete(&keys.errors, errors).await?;
         self.runner.write_report(self.job, report).await?;
-        let first =
-            self.transfers().put_if_absent(&announced, Bytes::new(), "text/plain").await.map_err(output_failure)?;
-        if first {
-            self.runner.announce(report).await;
-        }
+        self.put_event(report).await?;
+        self.transfers().put(&announced, Bytes::new(), "text/plain").await.map_err(output_failure)?;
         self.clean_up().await;
-        Ok(first)
+        Ok(true)
+    }
+
+    /// Puts the file's completion event, once a claim to do so is this worker's: one worker
+    /// puts it while others wait, and a claim older than the announcement timeout is a stopped
+    /// worker's, taken over (its event may then be put twice, under the same event id).
+    async fn put_event(&self, report: &JobReport) -> Result<(), Unfinished> {
+        let uri = self.at(self.staging.announcing());
+        let now = Utc::now();
+        let claim = Announcing { worker_id: self.runner.worker_id.clone(), since: now };
+        let body = Bytes::from(serde_json::to_vec(&claim).expect("a claim serialises"));
+        let transfers = self.transfers();
+        if !transfers.put_if_absent(&uri, body.clone(), "application/json").await.map_err(output_failure)? {
+            let theirs: Option<Announcing> = transfers.read_json(&uri).await.map_err(output_failure)?;
+            let timeout = chrono::Duration::from_std(self.runner.settings.announcement_timeout).unwrap_or_default();
+            if let Some(theirs) = theirs
+                && theirs.worker_id != claim.worker_id
+                && now - theirs.since < timeout
+            {
+                return Err(Unfinished::Retry(
+                    RetryCause::Transient,
+                    format!("{} is putting the file's completion event", theirs.worker_id),
+                ));
+            }
+            transfers.put(&uri, body, "application/json").await.map_err(output_failure)?;
+        }
+        if self.runner.announce(self.job, report).await {
+            Ok(())
+        } else {
+            // Another try of some message puts it.
+            let _ = transfers.delete(&uri).await;
+            Err(Unfinished::Retry(RetryCause::Transient, "the completion event could not be put".into()))
+        }
     }
 
     /// Completes an assembled output (a completed one again: S3 answers `NoSuchUpload` once
@@ -306,8 +337,9 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
         }
     }
 
-    /// Removes the staged objects, keeping the claim (late messages read it) and the
-    /// announcement's marker; the lifecycle rule removes those.
+    /// Removes the staged objects (the claim to put the event among them, once its marker is
+    /// there), keeping the claim (late messages read it) and the announcement's marker; the
+    /// lifecycle rule removes those.
     async fn clean_up(&self) {
         let keep = [self.staging.claim(), self.staging.announced()];
         let listed = match self.transfers().list(&self.staging.bucket, &self.staging.prefix).await {

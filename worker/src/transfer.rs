@@ -73,6 +73,11 @@ impl<S: ObjectStore> Transfers<S> {
         Self { store, retry, cleanups: Arc::default() }
     }
 
+    /// How calls are retried.
+    pub fn retry_policy(&self) -> &Backoff {
+        &self.retry
+    }
+
     pub fn store(&self) -> &S {
         &self.store
     }

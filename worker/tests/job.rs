@@ -232,3 +232,19 @@ async fn a_failure_that_persists_is_handed_back_as_transient_and_leaves_no_uploa
     assert_eq!(store.open_uploads(), 0);
     assert!(store.calls().iter().any(|c| c == "CreateMultipartUpload big.csv.out"), "the output spans several parts");
 }
+
+#[tokio::test]
+async fn a_completion_event_that_cannot_be_put_is_put_on_the_next_try() {
+    // GIVEN an event bus that refuses the next puts (more than a job's retries)
+    let (store, runner, events) = setup();
+    let job = upload(&store, "a.csv", iris());
+    events.refuse(4);
+    // WHEN the job runs, THEN the file is done but the message is kept for another try
+    let outcome = runner.run(&job, 1).await;
+    let JobOutcome::Retry { reason, .. } = outcome else { panic!("{outcome:?}") };
+    assert!(reason.contains("completion event could not be put"), "{reason}");
+    assert!(store.object("out", "a.csv.out").is_some());
+    // WHEN it is tried again, THEN the event is put, with the upload's event id
+    let JobOutcome::Reported(_) = runner.run(&job, 2).await else { panic!("the second try reports") };
+    assert_eq!(events.ids(), [job.event_id()]);
+}

@@ -47,6 +47,7 @@ fn setup(budget: u64) -> (MemoryStore, JobRunner<MemoryStore, RecordedEvents>) {
             csv: CsvOptions { has_header: true, delimiter: b',' },
             max_input_bytes: 1 << 30,
             metrics_namespace: "sluice-test".into(),
+            announcement_timeout: Duration::from_secs(30),
         },
         worker_id: "worker-1".into(),
     };

@@ -7,7 +7,7 @@ mod support;
 use shared::JobStatus;
 use shared::report::SplitReport;
 use shared::shards::{Split, plan};
-use support::{MemoryStore, RecordedEvents, iris_like, setup, upload};
+use support::{Fault, MemoryStore, RecordedEvents, iris_like, runner_on, setup, upload};
 use worker::job::{JobHandler, JobOutcome, JobRunner};
 
 /// The outputs one worker writes for `data` as `key`: data, errors file (if any), report status.
@@ -73,9 +73,10 @@ async fn shards_in_any_order_give_the_whole_files_bytes_one_report_and_one_event
     let Some(SplitReport::Shards { count: 7, shards, .. }) = &report.split else { panic!("{:?}", report.split) };
     assert_eq!(shards.iter().map(|s| s.rows).sum::<u64>(), expected.rows.input);
     assert_eq!(events.0.lock().unwrap().len(), 1);
-    // AND nothing is left staged but the claim and its announcement
+    // AND nothing is left staged but the claim and its announcement's marker
     let staged: Vec<_> = store.keys("out").into_iter().filter(|k| k.starts_with("_sluice/")).collect();
     assert_eq!(staged.len(), 2, "{staged:?}");
+    assert!(staged.iter().any(|k| k.ends_with("/announced")), "{staged:?}");
     assert_eq!(store.open_uploads(), 0);
 }
 
@@ -201,4 +202,51 @@ async fn a_row_longer_than_a_shard_and_the_window_past_it_is_read_whole_by_its_s
     let JobOutcome::Reported(report) = outcomes.last().unwrap() else { panic!("{outcomes:?}") };
     assert_eq!(report.rows, expected.rows);
     assert_eq!(store.object("out", "long.csv.out").map(|b| b.to_vec()), expected_out);
+}
+
+#[tokio::test]
+async fn a_worker_that_stops_between_the_event_and_its_marker_leaves_the_event_to_be_put_again() {
+    // GIVEN a file in two shards, and a store that will not take the marker that records the
+    // completion event as put: what a worker killed between the two leaves behind
+    let data = iris_like(2_000);
+    let (store, runner, events) = setup();
+    let messages = shard_messages(&store, "crash.csv", data.clone(), data.len() as u64 / 2 + 1);
+    let internal = || shared::aws_error::AwsError::service("S3", "PutObject", "InternalError", "internal error", 500);
+    store.inject(Fault::Refuse { operation: "PutObject", key: "/announced".into(), error: internal, times: Some(4) });
+    // WHEN both shards run: the last one publishes and puts the event, and cannot record it
+    let outcomes = run_all(&runner, &messages, &[0, 1]).await;
+    assert!(matches!(outcomes[1], JobOutcome::Retry { .. }), "{outcomes:?}");
+    assert_eq!(events.ids().len(), 1);
+    // WHEN another worker takes the message up once the first one's claim has timed out (as SQS
+    // hands a stopped worker's message on), and an earlier shard's message comes again after it
+    let mut other = runner_on(&store, &events, "worker-2");
+    other.settings.announcement_timeout = std::time::Duration::ZERO;
+    let again = run_all(&other, &messages, &[1, 0]).await;
+    // THEN the event is put again, under the same id, and recorded; the later message puts none
+    assert!(matches!(again[0], JobOutcome::Reported(_)), "{again:?}");
+    assert!(matches!(again[1], JobOutcome::ShardDone(_)), "{again:?}");
+    let ids = events.ids();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1], "a consumer deduplicates on the event id");
+    assert_eq!(ids[0], messages[0].event_id());
+    let (expected_out, _, _) = whole("crash.csv", &data).await;
+    assert_eq!(store.object("out", "crash.csv.out").map(|b| b.to_vec()), expected_out);
+}
+
+#[tokio::test]
+async fn a_claim_to_put_the_event_holds_while_its_worker_may_still_be_putting_it() {
+    // GIVEN a file whose event one worker has claimed to put, just now, and not yet put
+    let data = iris_like(2_000);
+    let (store, runner, events) = setup();
+    let messages = shard_messages(&store, "held.csv", data.clone(), data.len() as u64 / 2 + 1);
+    let internal = || shared::aws_error::AwsError::service("S3", "PutObject", "InternalError", "internal error", 500);
+    store.inject(Fault::Refuse { operation: "PutObject", key: "/announced".into(), error: internal, times: Some(4) });
+    run_all(&runner, &messages, &[0, 1]).await;
+    // WHEN another worker runs the message within the claim's time
+    let other = runner_on(&store, &events, "worker-2");
+    let outcome = other.run(&messages[1], 2).await;
+    // THEN it waits for the next try rather than putting the event twice
+    let JobOutcome::Retry { reason, .. } = outcome else { panic!("{outcome:?}") };
+    assert!(reason.contains("worker-1 is putting the file's completion event"), "{reason}");
+    assert_eq!(events.ids().len(), 1);
 }

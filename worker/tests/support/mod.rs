@@ -537,13 +537,32 @@ impl AsyncRead for Body {
 // Completion events
 // ---------------------------------------------------------------------------------------------
 
-/// Keeps the reports it is told about.
+/// Keeps the reports it is told about, and their event ids; refuses the next `.2` puts.
 #[derive(Clone, Default)]
-pub struct RecordedEvents(pub Arc<Mutex<Vec<JobReport>>>);
+pub struct RecordedEvents(pub Arc<Mutex<Vec<JobReport>>>, pub Arc<Mutex<Vec<String>>>, pub Arc<Mutex<u32>>);
+
+impl RecordedEvents {
+    pub fn ids(&self) -> Vec<String> {
+        self.1.lock().unwrap().clone()
+    }
+
+    /// The next `count` puts fail, as EventBridge does when it throttles.
+    pub fn refuse(&self, count: u32) {
+        *self.2.lock().unwrap() = count;
+    }
+}
 
 impl CompletionEvents for RecordedEvents {
-    async fn file_finished(&self, report: &JobReport) -> Result<(), AwsError> {
+    async fn file_finished(&self, report: &JobReport, event_id: &str) -> Result<(), AwsError> {
+        {
+            let mut refused = self.2.lock().unwrap();
+            if *refused > 0 {
+                *refused -= 1;
+                return Err(AwsError::service("EventBridge", "PutEvents", "ThrottlingException", "Rate exceeded", 400));
+            }
+        }
         self.0.lock().unwrap().push(report.clone());
+        self.1.lock().unwrap().push(event_id.to_owned());
         Ok(())
     }
 }
@@ -567,10 +586,20 @@ pub fn setup() -> (MemoryStore, JobRunner<MemoryStore, RecordedEvents>, Recorded
     let store = MemoryStore::with_buckets(&["in", "out", "models"]);
     store.put_object("models", MODEL, std::fs::read(repo("models/iris_logreg.onnx")).unwrap());
     store.put_object("models", &format!("{MODEL}.json"), std::fs::read(repo("models/iris_logreg.onnx.json")).unwrap());
+    let events = RecordedEvents::default();
+    let runner = runner_on(&store, &events, "worker-1");
+    (store, runner, events)
+}
+
+/// A runner, as worker `worker_id`, over `store`, announcing to `events`.
+pub fn runner_on(
+    store: &MemoryStore,
+    events: &RecordedEvents,
+    worker_id: &str,
+) -> JobRunner<MemoryStore, RecordedEvents> {
     let quick = Backoff { attempts: 4, first: Duration::from_millis(5), max: Duration::from_millis(20) };
     let transfers = Transfers::with_retry(store.clone(), quick);
-    let events = RecordedEvents::default();
-    let runner = JobRunner {
+    JobRunner {
         models: ModelCache::new(transfers.clone(), 1 << 30),
         transfers,
         events: events.clone(),
@@ -579,10 +608,10 @@ pub fn setup() -> (MemoryStore, JobRunner<MemoryStore, RecordedEvents>, Recorded
             csv: CsvOptions { has_header: true, delimiter: b',' },
             max_input_bytes: 1 << 30,
             metrics_namespace: "sluice-test".into(),
+            announcement_timeout: Duration::from_secs(30),
         },
-        worker_id: "worker-1".into(),
-    };
-    (store, runner, events)
+        worker_id: worker_id.into(),
+    }
 }
 
 pub fn iris() -> Vec<u8> {
