@@ -16,6 +16,7 @@
 //!   writing it leaves nothing undone. A shard that finds the file cannot be split claims it
 //!   whole and runs it as one job.
 
+use crate::models::LoadedModel;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -357,19 +358,46 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
     }
 
     /// The model every shard of the file runs: the first shard to resolve it records it.
-    async fn pinned_model(&self) -> Result<ModelInfo, ShardStop> {
+    /// The pin holds the model's bytes (their SHA-256), not only its URI: a model replaced in
+    /// place while the file runs fails the file rather than letting its shards run two models.
+    async fn pinned_model(&self) -> Result<(ModelInfo, Arc<LoadedModel>), ShardStop> {
         let uri = self.at(self.staging.model());
-        if let Some(info) = self.transfers().read_json(&uri).await.map_err(output_failure)? {
-            return Ok(info);
+        let pinned: Option<ModelInfo> = self.transfers().read_json(&uri).await.map_err(output_failure)?;
+        let pinned = match pinned {
+            Some(info) => info,
+            None => {
+                let resolved = self.runner.resolve(&self.job.model).await?;
+                let model =
+                    self.runner.models.get(&resolved.uri).await.map_err(|e| ShardStop::from(model_failure(e)))?;
+                let info = ModelInfo {
+                    uri: resolved.uri,
+                    name: resolved.name,
+                    version: resolved.version,
+                    sha256: Some(model.model.sha256.clone()),
+                };
+                let body = serde_json::to_vec(&info).expect("model info serialises");
+                if self
+                    .transfers()
+                    .put_if_absent(&uri, body.into(), "application/json")
+                    .await
+                    .map_err(output_failure)?
+                {
+                    return Ok((info, model));
+                }
+                let pinned = self.transfers().read_json(&uri).await.map_err(output_failure)?;
+                pinned.ok_or_else(|| Unfinished::Retry(RetryCause::Transient, "the pinned model vanished".into()))?
+            }
+        };
+        let model = self.runner.models.get(&pinned.uri).await.map_err(|e| ShardStop::from(model_failure(e)))?;
+        match &pinned.sha256 {
+            Some(sha256) if *sha256 != model.model.sha256 => Err(ShardStop::File(format!(
+                "the model {} was replaced while the file was processed (sha256 {}… when the file started, {}… now), and every part of a file runs one model: upload the file again to run it with the new model",
+                pinned.uri,
+                &sha256[..sha256.len().min(12)],
+                &model.model.sha256[..model.model.sha256.len().min(12)]
+            ))),
+            _ => Ok((pinned, model)),
         }
-        let resolved = self.runner.resolve(&self.job.model).await?;
-        let info = ModelInfo { uri: resolved.uri, name: resolved.name, version: resolved.version, sha256: None };
-        let body = serde_json::to_vec(&info).expect("model info serialises");
-        if self.transfers().put_if_absent(&uri, body.into(), "application/json").await.map_err(output_failure)? {
-            return Ok(info);
-        }
-        let pinned = self.transfers().read_json(&uri).await.map_err(output_failure)?;
-        pinned.ok_or_else(|| Unfinished::Retry(RetryCause::Transient, "the pinned model vanished".into()).into())
     }
 
     /// Runs the shard's rows into its staged objects.
@@ -382,8 +410,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
             FileKind { format: DataFormat::JsonLines, .. } => false,
             _ => return Err(ShardStop::Unsplittable("only tables are split".into())),
         };
-        let info = self.pinned_model().await?;
-        let model = self.runner.models.get(&info.uri).await.map_err(|e| ShardStop::from(model_failure(e)))?;
+        let (info, model) = self.pinned_model().await?;
         let input = self.input();
         let first_row = match shard.index {
             0 => None,

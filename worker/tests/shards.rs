@@ -250,3 +250,24 @@ async fn a_claim_to_put_the_event_holds_while_its_worker_may_still_be_putting_it
     assert!(reason.contains("worker-1 is putting the file's completion event"), "{reason}");
     assert_eq!(events.ids().len(), 1);
 }
+
+#[tokio::test]
+async fn a_model_replaced_in_place_mid_file_fails_the_file_rather_than_mixing_models() {
+    // GIVEN a file in two shards, the first run with the iris logistic regression
+    let data = iris_like(2_000);
+    let (store, runner, events) = setup();
+    let messages = shard_messages(&store, "mixed.csv", data.clone(), data.len() as u64 / 2 + 1);
+    let first = run_all(&runner, &messages, &[0]).await;
+    assert!(matches!(first[0], JobOutcome::ShardDone(_)), "{first:?}");
+    // WHEN the model file is replaced in place (another model, same key) before the second runs
+    store.put_object("models", support::MODEL, std::fs::read(support::repo("models/iris_mlp.onnx")).unwrap());
+    let second = run_all(&runner, &messages, &[1]).await;
+    // THEN the file fails, saying why and what to do, with no output: no row ran another model
+    let JobOutcome::Reported(report) = &second[0] else { panic!("{second:?}") };
+    assert_eq!(report.status, JobStatus::Failed);
+    let reason = report.reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("was replaced while the file was processed"), "{reason}");
+    assert!(reason.contains("upload the file again"), "{reason}");
+    assert!(store.object("out", "mixed.csv.out").is_none());
+    assert_eq!(events.ids().len(), 1);
+}
