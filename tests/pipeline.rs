@@ -423,3 +423,69 @@ async fn images_and_archives_of_images_are_classified_by_the_model_their_folder_
     assert!(object(&pipeline, "squeezenet/broken.jpg.out").await.is_none());
     pipeline.shutdown().await;
 }
+
+/// The processes descended from `pid`, from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let child: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            // pid (comm) state ppid ...: the command may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((child, ppid))
+        })
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(child, _)| *child));
+        i += 1;
+    }
+    found.split_off(1)
+}
+
+/// Whether `pid` is still a running (not a dead, unreaped) process.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+#[tokio::test]
+async fn make_local_stopped_with_sigterm_stops_everything_it_started() {
+    use tokio::io::AsyncBufReadExt;
+    // GIVEN `make local`'s program running: moto, the trigger and the workers under it
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let binary = sluice_local::binaries::workspace_binary("sluice-local").unwrap();
+    let mut harness = tokio::process::Command::new(binary)
+        .args(["run", "--port", &port.to_string(), "--model"])
+        .arg(repo("models/iris_logreg.onnx"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = harness.id().unwrap();
+    let mut lines = tokio::io::BufReader::new(harness.stdout.take().unwrap()).lines();
+    let waiting = tokio::time::timeout(Duration::from_secs(180), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("The pipeline keeps running") {
+                return;
+            }
+        }
+        panic!("sluice-local ended before it was ready");
+    });
+    waiting.await.expect("sluice-local is ready within 180 s");
+    let started = descendants(pid);
+    assert!(!started.is_empty(), "moto at least runs under the harness");
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok(), "moto answers");
+    // WHEN it gets SIGTERM, as `kill` or a CI runner's time-out sends it
+    assert!(sluice_local::process::signal_process(pid, Signal::Term));
+    let status = tokio::time::timeout(Duration::from_secs(60), harness.wait()).await.expect("it stops").unwrap();
+    // THEN it stops cleanly, and with it every process it started: moto no longer answers
+    assert!(status.success(), "{status}");
+    let left: Vec<u32> = started.into_iter().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "still running after the harness stopped: {left:?}");
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "moto still answers");
+}

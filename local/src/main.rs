@@ -120,6 +120,8 @@ fn iam_coverage(audit: &std::path::Path) -> Result<()> {
 
 async fn run(args: RunArgs) -> Result<()> {
     let started = Instant::now();
+    // From the start: a signal that stops the harness stops everything it started.
+    let mut stop = StopSignals::new()?;
     let models = match &args.model {
         Some(model) => LocalModels::File(model.clone()),
         None => LocalModels::Repository {
@@ -169,18 +171,57 @@ async fn run(args: RunArgs) -> Result<()> {
         }
     }
 
-    let mut pipeline = LocalPipeline::start(options).await?;
+    // Dropping a half-started pipeline stops what it had started.
+    let mut pipeline = tokio::select! {
+        pipeline = LocalPipeline::start(options) => pipeline?,
+        signal = stop.recv() => {
+            eprintln!("\n{signal}: stopped while starting");
+            return Ok(());
+        }
+    };
     let ready = started.elapsed();
     let outcome = tokio::select! {
         result = process_and_watch(&mut pipeline, &args, &data, ready) => result,
-        signal = tokio::signal::ctrl_c() => {
-            signal.context("cannot listen for Ctrl-C")?;
-            eprintln!("\nstopping…");
+        signal = stop.recv() => {
+            eprintln!("\n{signal}: stopping…");
             Ok(())
         }
     };
     pipeline.shutdown().await;
     outcome
+}
+
+/// The signals that stop the harness (Ctrl-C, `kill`, a closed terminal, Ctrl-\): each stops
+/// moto, the trigger and the workers with it, instead of leaving them running.
+struct StopSignals {
+    /// SIGINT, SIGTERM, SIGHUP and SIGQUIT.
+    signals: [tokio::signal::unix::Signal; 4],
+}
+
+impl StopSignals {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind| signal(kind).context("cannot listen for the signals that stop the harness");
+        Ok(Self {
+            signals: [
+                listen(SignalKind::interrupt())?,
+                listen(SignalKind::terminate())?,
+                listen(SignalKind::hangup())?,
+                listen(SignalKind::quit())?,
+            ],
+        })
+    }
+
+    /// The name of the next signal to arrive.
+    async fn recv(&mut self) -> &'static str {
+        let [interrupt, terminate, hangup, quit] = &mut self.signals;
+        tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+            _ = hangup.recv() => "SIGHUP",
+            _ = quit.recv() => "SIGQUIT",
+        }
+    }
 }
 
 async fn process_and_watch(
