@@ -116,7 +116,8 @@ async fn files_split_among_three_workers_give_what_one_worker_writes() {
         assert_eq!(object(&pipeline, &format!("{key}.errors.csv")).await, expected_errors, "{key}");
         assert_eq!(report.rows.input, 20_000);
         assert_eq!(report.rows.bad, 80);
-        assert_eq!(completion_events_for(&pipeline, key).await.len(), 1, "{key}: one event");
+        let events = completion_events_for(&pipeline, key).await;
+        assert_eq!(events.len(), 1, "{key}: one event: {events:#?}\n{}", worker_output(&pipeline));
     }
     let Some(SplitReport::Shards { shards, .. }) = report(&pipeline, "rows.csv").await.split else { unreachable!() };
     let workers: std::collections::BTreeSet<_> = shards.iter().map(|s| s.worker_id.clone()).collect();

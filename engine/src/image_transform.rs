@@ -5,12 +5,12 @@
 use std::io::{self, Read, Write};
 
 use super::batch::BadRow;
-use super::format::open_text;
+use super::formats::open_text;
 use super::image::ImageModel;
 use super::image::decode::{ImageError, MAX_ENCODED_BYTES};
 use super::model::Model;
 use super::parallel::ordered_map;
-use super::pipeline::ErrorWriter;
+use super::rejects::ErrorWriter;
 use super::{TransformError, TransformOptions, TransformSummary};
 
 /// The errors file's header for archives: the image's position in the archive (from 1), why,

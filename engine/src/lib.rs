@@ -2,14 +2,13 @@
 //! so the compiler keeps that boundary). The batch side (`worker`'s jobs) and the online side
 //! (`worker serve`) both use it.
 //!
-//! - [`format`]: which format a file is in (CSV, TSV, JSON Lines, Parquet; gzip or not), and
-//!   which format its predictions are written in.
+//! - [`formats`]: which format a file is in (CSV, TSV, JSON Lines, Parquet; gzip or not), each
+//!   table format's source of rows and sink of predictions, and which one a file gets.
 //! - [`model`]: loading a model once and running it on mini-batches; [`outputs`], what a run gives.
 //! - [`model_config`]: the optional configuration that maps input columns to the model.
 //! - [`ops`]: every operator the engine adds to tract: the ONNX-ML operators of scikit-learn,
 //!   XGBoost and LightGBM exports, and faster kernels in place of some of tract's.
-//! - [`columns`], [`sources`], [`sinks`]: columns resolved, rows read, predictions written (text);
-//!   [`parquet`], the same for Parquet; `encode`, the output whatever its format.
+//! - [`columns`]: input columns resolved against the model; [`rejects`]: the errors file.
 //! - [`pipeline`]: parse, infer and write overlapped on the task's cores ([`parallel`]), in
 //!   input order.
 //! - [`image`]: image models, from an image's bytes to the top k classes; [`image_transform`],
@@ -17,8 +16,7 @@
 
 pub mod batch;
 pub mod columns;
-mod encode;
-pub mod format;
+pub mod formats;
 pub mod image;
 pub mod image_transform;
 pub mod model;
@@ -26,24 +24,20 @@ pub mod model_config;
 pub mod ops;
 pub mod outputs;
 pub mod parallel;
-pub mod parquet;
 pub mod pipeline;
+pub mod rejects;
 pub mod shard;
-pub mod sinks;
-pub mod sources;
 
 use std::io;
 
-pub use format::{CsvOptions, DataFormat, FileKind, TableFormat, UnsupportedFile};
+pub use formats::parquet::RangeRead;
+pub use formats::{CsvOptions, DataFormat, FileKind, TableFormat, UnsupportedFile};
 pub use model::{
     ColumnInput, ColumnType, Element, METADATA_KEY, Model, ModelError, OutputKind, OutputSpec, OutputValues,
 };
 pub use model_config::{ColumnRef, ModelConfig, Passthrough};
-pub use parquet::RangeRead;
-pub use pipeline::{
-    PARQUET_ROW_ERROR_HEADER, Portion, ROW_ERROR_HEADER, check_whole_file, transform, transform_parquet,
-    transform_shard,
-};
+pub use pipeline::{Portion, transform, transform_parquet, transform_shard};
+pub use rejects::{PARQUET_ROW_ERROR_HEADER, ROW_ERROR_HEADER, check_whole_file};
 use shared::report::RowError;
 
 #[derive(Debug, Clone, Copy, PartialEq)]

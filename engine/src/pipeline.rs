@@ -3,19 +3,17 @@
 //! calling thread writes them out in input order. Memory stays bounded by the batch size
 //! whatever the file size. Images go to [`super::image`].
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::sync::Arc;
 
-use shared::report::{REPORTED_ROW_ERRORS, RowError};
-
 use super::batch::{BadRow, Batch};
-use super::encode::{Encoded, Encoder};
-use super::format::{DataFormat, FileKind, TableFormat, open_text};
+use super::formats::encode::{Encoded, Encoder};
+use super::formats::parquet::RangeRead;
+use super::formats::{DataFormat, FileKind, RowSource, TableFormat, open_text, parquet_source, text_source};
 use super::image_transform;
 use super::model::{Model, RUN_ROW_MULTIPLE};
 use super::parallel::ordered_map;
-use super::parquet::{ParquetSource, RangeRead};
-use super::sources::{CsvSource, JsonLinesSource, RowSource};
+use super::rejects::{ErrorWriter, PARQUET_ROW_ERROR_HEADER, ROW_ERROR_HEADER};
 use super::{TransformError, TransformOptions, TransformSummary};
 
 /// A batch's output, ready to write.
@@ -59,15 +57,9 @@ pub fn transform(
                 input, kind.gzip, output, errors, model, image, options, progress,
             );
         }
-        (_, Some(_)) => {
-            return Err(TransformError::WrongInput(
-                "the model takes images: upload .jpg, .jpeg, .png or .webp files, or a .tar or .tar.gz of them".into(),
-            ));
-        }
-        (DataFormat::Parquet, None) => {
-            return Err(TransformError::WrongInput("a Parquet file is read by byte ranges, not as a stream".into()));
-        }
-        // A table model: an image is refused where the rows' source is chosen, below.
+        (_, Some(_)) => return Err(takes_images()),
+        // A table model: an image (or Parquet, read by ranges) is refused where the rows' source
+        // is chosen, below.
         (_, None) => {}
     }
     let text = open_text(input, kind.gzip)?;
@@ -75,7 +67,7 @@ pub fn transform(
     transform_table(source, kind.format, (output, errors), model, options, Portion::Whole, progress)
 }
 
-/// Runs a table model over a Parquet file, read by byte ranges (see [`crate::parquet`]).
+/// Runs a table model over a Parquet file, read by byte ranges (see [`crate::formats::parquet`]).
 pub fn transform_parquet(
     file: Arc<dyn RangeRead>,
     output: impl Write + Send,
@@ -85,11 +77,9 @@ pub fn transform_parquet(
     progress: &mut dyn FnMut(u64),
 ) -> Result<TransformSummary, TransformError> {
     if model.image.is_some() {
-        return Err(TransformError::WrongInput(
-            "the model takes images: upload .jpg, .jpeg, .png or .webp files, or a .tar or .tar.gz of them".into(),
-        ));
+        return Err(takes_images());
     }
-    let source = Box::new(ParquetSource::open(file, model)?);
+    let source = parquet_source(file, model)?;
     transform_table(source, DataFormat::Parquet, (output, errors), model, options, Portion::Whole, progress)
 }
 
@@ -117,31 +107,10 @@ pub fn transform_shard(
     transform_table(source, format, (output, errors), model, options, Portion::Shard { first_row }, &mut |_| {})
 }
 
-/// The rows of a text table (CSV or JSON Lines); `first_row` for a later shard.
-fn text_source<'a>(
-    text: impl BufRead + Send + 'a,
-    format: DataFormat,
-    model: &Model,
-    first_row: Option<&[u8]>,
-) -> Result<Box<dyn RowSource + 'a>, TransformError> {
-    Ok(match (format, first_row) {
-        (DataFormat::Csv { delimiter, has_header }, None) => {
-            Box::new(CsvSource::open(text, delimiter, has_header, model)?)
-        }
-        (DataFormat::Csv { delimiter, has_header }, Some(first)) => {
-            Box::new(CsvSource::open_after(first, text, delimiter, has_header, model)?)
-        }
-        (DataFormat::JsonLines, None) => Box::new(JsonLinesSource::open(text, model)?),
-        (DataFormat::JsonLines, Some(first)) => Box::new(JsonLinesSource::open_after(first, text, model)?),
-        (DataFormat::Image | DataFormat::ImageArchive, _) => {
-            return Err(TransformError::WrongInput(
-                "the model takes rows of features, not images (its configuration has no \"image\" section)".into(),
-            ));
-        }
-        (DataFormat::Parquet, _) => {
-            return Err(TransformError::WrongInput("a Parquet file is read by byte ranges, not as a stream".into()));
-        }
-    })
+fn takes_images() -> TransformError {
+    TransformError::WrongInput(
+        "the model takes images: upload .jpg, .jpeg, .png or .webp files, or a .tar or .tar.gz of them".into(),
+    )
 }
 
 /// Runs the model over the rows of `source`, in input order, into the output chosen for them.
@@ -208,65 +177,4 @@ fn run_batch(batch: Batch, model: &Model, encoder: &Encoder, capacity: usize) ->
         Encoded::Text(Vec::new())
     };
     Ok(Formatted { encoded, rows_read: batch.rows_read, rows_out: batch.rows, bad: batch.bad })
-}
-
-/// The errors file's header for text tables: the line a bad row starts on, why, and the row.
-pub const ROW_ERROR_HEADER: [&str; 3] = ["line", "reason", "row"];
-
-/// The errors file's header for Parquet: the row's number (from 1), why, and its values.
-pub const PARQUET_ROW_ERROR_HEADER: [&str; 3] = ["row", "reason", "values"];
-
-/// Bad rows (or images): `line,reason,row`, the header written with the first one.
-pub(super) struct ErrorWriter<E: Write> {
-    header: [&'static str; 3],
-    csv: csv::Writer<E>,
-    first: Vec<RowError>,
-    count: u64,
-}
-
-impl<E: Write> ErrorWriter<E> {
-    pub(super) fn new(errors: E, header: [&'static str; 3]) -> Self {
-        Self { header, csv: csv::Writer::from_writer(errors), first: Vec::new(), count: 0 }
-    }
-
-    pub(super) fn write(&mut self, bad: &BadRow) -> Result<(), TransformError> {
-        if self.count == 0 {
-            self.csv.write_record(self.header)?;
-        }
-        self.count += 1;
-        self.csv.write_record([itoa::Buffer::new().format(bad.line), bad.reason.as_str(), bad.raw.as_str()])?;
-        if self.first.len() < REPORTED_ROW_ERRORS {
-            self.first.push(RowError { line: bad.line, reason: bad.reason.clone() });
-        }
-        Ok(())
-    }
-
-    /// Completes `summary` with the bad rows, and (for a whole file) fails it when there are
-    /// none at all or too many bad ones.
-    pub(super) fn finish(
-        mut self,
-        mut summary: TransformSummary,
-        options: &TransformOptions,
-        whole_file: bool,
-    ) -> Result<TransformSummary, TransformError> {
-        self.csv.flush()?;
-        summary.bad_rows = self.count;
-        summary.first_errors = self.first;
-        if whole_file { check_whole_file(summary, options.max_bad_row_ratio) } else { Ok(summary) }
-    }
-}
-
-/// A whole file fails when it has no rows at all, or more bad ones than `max_bad_row_ratio`.
-pub fn check_whole_file(
-    mut summary: TransformSummary,
-    max_bad_row_ratio: f64,
-) -> Result<TransformSummary, TransformError> {
-    if summary.rows_in == 0 {
-        return Err(TransformError::NoDataRows);
-    }
-    if summary.bad_rows as f64 > max_bad_row_ratio * summary.rows_in as f64 {
-        summary.rows_out = 0;
-        return Err(TransformError::TooManyBadRows { summary, limit: max_bad_row_ratio });
-    }
-    Ok(summary)
 }

@@ -354,7 +354,7 @@ mod tests {
     fn error_lines_shift_to_the_whole_files() {
         let shard = "line,reason,row\n1,\"column \"\"x\"\" is empty\",\"1,,3\"\n4,bad,\"a\"\n";
         let mut out = csv::Writer::from_writer(Vec::new());
-        out.write_record(crate::pipeline::ROW_ERROR_HEADER).unwrap();
+        out.write_record(crate::rejects::ROW_ERROR_HEADER).unwrap();
         append_errors(shard.as_bytes(), 1000, &mut out).unwrap();
         append_errors("line,reason,row\n2,short,x\n".as_bytes(), 2000, &mut out).unwrap();
         let text = String::from_utf8(out.into_inner().unwrap()).unwrap();

@@ -477,7 +477,8 @@ impl LocalPipeline {
             size: size.content_length().unwrap_or(0).max(0) as u64,
             runtime: tokio::runtime::Handle::current(),
         };
-        let preview = tokio::task::spawn_blocking(move || worker::engine::parquet::preview(Arc::new(object), rows));
+        let preview =
+            tokio::task::spawn_blocking(move || worker::engine::formats::parquet::preview(Arc::new(object), rows));
         preview.await?.with_context(|| format!("cannot read s3://{}/{key} as Parquet", self.stack.output_bucket))
     }
 

@@ -17,9 +17,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::input::InputObject;
 use crate::keys::OutputKeys;
 use crate::models::ModelRequest;
-use crate::shards::Split;
+use crate::split::Split;
 
 /// The newest version this code writes and understands (it understands every earlier one).
 pub const JOB_MESSAGE_VERSION: u32 = 3;
@@ -82,18 +83,6 @@ impl std::fmt::Display for ModelSource {
             }
         }
     }
-}
-
-/// The object that triggered the job, as the S3 event described it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InputObject {
-    pub bucket: String,
-    /// The decoded key (the event carries it form-urlencoded).
-    pub key: String,
-    pub size: u64,
-    pub etag: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version_id: Option<String>,
 }
 
 /// Where the outputs of the job go: `s3://bucket/<prefix><input key>.out` and its siblings.
@@ -168,7 +157,7 @@ impl JobMessage {
     }
 
     /// The shard this message is, if it is one.
-    pub fn shard(&self) -> Option<crate::shards::Shard> {
+    pub fn shard(&self) -> Option<crate::split::Shard> {
         match self.split {
             Some(Split::Shard(shard)) => Some(shard),
             _ => None,
@@ -325,7 +314,7 @@ mod tests {
 
     #[test]
     fn a_shard_is_version_3_and_round_trips() {
-        let shard = crate::shards::Shard { index: 2, count: 8, start: 512, end: 768 };
+        let shard = crate::split::Shard { index: 2, count: 8, start: 512, end: 768 };
         let job = sample().with_split(Split::Shard(shard));
         let value: serde_json::Value = serde_json::from_str(&job.to_json()).unwrap();
         assert_eq!(value["version"], 3);

@@ -9,10 +9,12 @@
 //! - [`logging`]: text logs on a terminal, JSON lines elsewhere.
 //! - [`metrics`]: CloudWatch embedded-metric-format records.
 //! - [`models`]: the model repository's layout and the routing of inputs to models.
-//! - [`shards`]: big files in byte-range shards, and what their workers leave each other.
+//! - [`shards`]: big files in byte-range shards, and what their workers leave each other;
+//!   [`split`], what a job message says of them; [`input`], the object a job reads.
 
 pub mod aws_error;
 pub mod config;
+pub mod input;
 pub mod job;
 pub mod keys;
 pub mod location;
@@ -21,6 +23,7 @@ pub mod metrics;
 pub mod models;
 pub mod report;
 pub mod shards;
+pub mod split;
 
 pub use job::{InputObject, JobMessage, JobMessageError, ModelSource, OutputLocation};
 pub use keys::{KeyDecodeError, OutputKeys, decode_event_key};

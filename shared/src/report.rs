@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::job::InputObject;
+use crate::input::InputObject;
 
 /// How many row errors the report lists; the errors file has all of them.
 pub const REPORTED_ROW_ERRORS: usize = 10;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::job::JobMessage;
 use crate::report::{JobReport, ModelInfo, RowCounts, RowError};
+pub use crate::split::{Shard, Split};
 
 /// The default shard size: 256 MiB.
 pub const DEFAULT_SHARD_BYTES: u64 = 256 * 1024 * 1024;
@@ -23,36 +24,6 @@ pub const DEFAULT_SHARD_BYTES: u64 = 256 * 1024 * 1024;
 pub const MAX_SHARDS: u64 = 1000;
 /// The folder of the output location under which shards stage their work.
 pub const STAGING_FOLDER: &str = "_sluice/shards/";
-
-/// One shard of a file: bytes `[start, end)`, shard `index` of `count` (from 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-    pub start: u64,
-    pub end: u64,
-}
-
-impl Shard {
-    /// The plan's shard size, as every shard of one plan tells it.
-    pub fn stride(&self) -> u64 {
-        match self.index {
-            0 if self.count > 1 => self.end,
-            0 => 0,
-            index => self.start / u64::from(index),
-        }
-    }
-}
-
-/// What a job message says of splitting (version 3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Split {
-    /// This message is one shard of the file.
-    Shard(Shard),
-    /// The file is larger than the shard size but runs whole, for this reason.
-    Whole { reason: String },
-}
 
 /// How the trigger sends a file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -266,7 +266,10 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
         self.complete(&keys.data, data).await?;
         self.complete(&keys.errors, errors).await?;
         self.runner.write_report(self.job, report).await?;
-        self.put_event(report).await?;
+        if !self.put_event(report, &announced).await? {
+            // Another worker put it, and recorded it, meanwhile.
+            return Ok(false);
+        }
         self.transfers().put(&announced, Bytes::new(), "text/plain").await.map_err(output_failure)?;
         self.clean_up().await;
         Ok(true)
@@ -274,15 +277,33 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
 
     /// Puts the file's completion event, once a claim to do so is this worker's: one worker
     /// puts it while others wait, and a claim older than the announcement timeout is a stopped
-    /// worker's, taken over (its event may then be put twice, under the same event id).
-    async fn put_event(&self, report: &JobReport) -> Result<(), Unfinished> {
+    /// worker's, taken over (its event may then be put twice, under the same event id). `false`
+    /// when another worker put it and recorded that it did (at `announced`) meanwhile.
+    async fn put_event(&self, report: &JobReport, announced: &S3Uri) -> Result<bool, Unfinished> {
         let uri = self.at(self.staging.announcing());
         let now = Utc::now();
         let claim = Announcing { worker_id: self.runner.worker_id.clone(), since: now };
         let body = Bytes::from(serde_json::to_vec(&claim).expect("a claim serialises"));
         let transfers = self.transfers();
-        if !transfers.put_if_absent(&uri, body.clone(), "application/json").await.map_err(output_failure)? {
+        let recorded = || async {
+            match transfers.store().head(announced, None).await {
+                Ok(_) => Ok(true),
+                Err(error) if error.is_not_found() => Ok(false),
+                Err(error) => Err(output_failure(error)),
+            }
+        };
+        if transfers.put_if_absent(&uri, body.clone(), "application/json").await.map_err(output_failure)? {
+            // A claim is removed only once its event is recorded (or could not be put): a claim
+            // this worker could make may follow another's that was recorded.
+            if recorded().await? {
+                let _ = transfers.delete(&uri).await;
+                return Ok(false);
+            }
+        } else {
             let theirs: Option<Announcing> = transfers.read_json(&uri).await.map_err(output_failure)?;
+            if recorded().await? {
+                return Ok(false);
+            }
             let timeout = chrono::Duration::from_std(self.runner.settings.announcement_timeout).unwrap_or_default();
             if let Some(theirs) = theirs
                 && theirs.worker_id != claim.worker_id
@@ -296,7 +317,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
             transfers.put(&uri, body, "application/json").await.map_err(output_failure)?;
         }
         if self.runner.announce(self.job, report).await {
-            Ok(())
+            Ok(true)
         } else {
             // Another try of some message puts it.
             let _ = transfers.delete(&uri).await;

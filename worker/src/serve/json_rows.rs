@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::tensors::{Features, RowForm, kind_of};
 use crate::engine::Model;
 use crate::engine::batch::Batch;
-use crate::engine::sources::push_json_value;
+use crate::engine::formats::values::push_json_value;
 
 /// The reason a parse was stopped, when a seed stopped it.
 #[derive(Default)]

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::engine::batch::Batch;
-use crate::engine::sources::push_json_value;
+use crate::engine::formats::values::push_json_value;
 use crate::engine::{Element, Model, OutputSpec, OutputValues};
 
 /// How a request gave each row.

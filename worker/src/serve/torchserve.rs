@@ -28,8 +28,10 @@ use super::registry::ServedModel;
 use super::tensors::{RowForm, output_bytes};
 use super::{AppState, ModelPath};
 use crate::engine::batch::Batch;
-use crate::engine::sinks::OutputLayout;
-use crate::engine::sources::{CsvSource, JsonLinesSource, RowSource};
+use crate::engine::formats::RowSource;
+use crate::engine::formats::csv::CsvSource;
+use crate::engine::formats::json_lines::JsonLinesSource;
+use crate::engine::formats::text_sink::OutputLayout;
 use crate::engine::{DataFormat, TransformError};
 
 const PROTOCOL: Protocol = Protocol::TorchServe;

@@ -1,7 +1,5 @@
-//! Data formats: which one a file is in, and opening it (gzip included).
-//!
-//! Tables (CSV, TSV, JSON Lines, Parquet) and images (JPEG, PNG, WebP; or a tar archive of them) are told
-//! apart by the file name.
+//! Which format a file is in, told from its name; which format its predictions are written in;
+//! and opening text (gzip included).
 
 use std::io::{self, BufRead, BufReader, Read};
 

@@ -22,8 +22,8 @@ use super::ranges::File;
 use crate::TransformError;
 use crate::batch::{BadRow, Batch};
 use crate::columns::ColumnPlan;
+use crate::formats::source::RowSource;
 use crate::model::{ColumnType, Model};
-use crate::sources::RowSource;
 
 /// What a feature column gives the model.
 #[derive(Debug, Clone, Copy)]
@@ -158,6 +158,14 @@ impl ParquetSource {
             .collect::<Result<Vec<_>, ArrowError>>()
             .map_err(|e| TransformError::Parquet(e.to_string()))?;
         let rows = read.num_rows();
+        if transpose_floats(&feeds, rows, batch) {
+            // Every row good: the columns went straight into the rows.
+            batch.rows_read += rows as u64;
+            batch.rows += rows;
+            self.rows_before += rows as u64;
+            batch.columns = Some(self.passthrough_columns(read, None)?);
+            return Ok(());
+        }
         let mut good = Vec::with_capacity(rows);
         for row in 0..rows {
             batch.rows_read += 1;
@@ -177,19 +185,29 @@ impl ParquetSource {
             }
         }
         self.rows_before += rows as u64;
+        let good = (good.len() > batch.rows).then(|| BooleanArray::from(good));
+        batch.columns = Some(self.passthrough_columns(read, good.as_ref())?);
+        Ok(())
+    }
+
+    /// The pass-through columns of `read`, of the `good` rows only when some were bad.
+    fn passthrough_columns(
+        &self,
+        read: &RecordBatch,
+        good: Option<&BooleanArray>,
+    ) -> Result<RecordBatch, TransformError> {
         let columns: Vec<ArrayRef> = self.passthrough.iter().map(|&p| Arc::clone(read.column(p))).collect();
-        let mut passthrough = RecordBatch::try_new_with_options(
+        let passthrough = RecordBatch::try_new_with_options(
             Arc::clone(&self.passthrough_schema),
             columns,
-            &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(read.num_rows())),
         )
         .map_err(|e| TransformError::Parquet(e.to_string()))?;
-        if batch.rows < rows {
-            passthrough = arrow_select::filter::filter_record_batch(&passthrough, &BooleanArray::from(good))
-                .map_err(|e| TransformError::Parquet(e.to_string()))?;
+        match good {
+            Some(good) => arrow_select::filter::filter_record_batch(&passthrough, good)
+                .map_err(|e| TransformError::Parquet(e.to_string())),
+            None => Ok(passthrough),
         }
-        batch.columns = Some(passthrough);
-        Ok(())
     }
 }
 
@@ -383,6 +401,33 @@ impl Feed {
         }
         Ok(())
     }
+}
+
+/// The usual case, fast: float features with no nulls and only finite values, written column
+/// by column into the rows. `false` (and nothing written) when any column is of another kind,
+/// has a null, or holds a value that is not finite: the rows are then read one by one.
+fn transpose_floats(feeds: &[Feed], rows: usize, batch: &mut Batch) -> bool {
+    let columns: Option<Vec<&[f32]>> = feeds
+        .iter()
+        .map(|feed| match feed {
+            Feed::Floats(values) if values.null_count() == 0 => Some(&values.values()[..]),
+            _ => None,
+        })
+        .collect();
+    let Some(columns) = columns else { return false };
+    if columns.iter().any(|column| column.iter().any(|v| !v.is_finite())) {
+        return false;
+    }
+    let n = columns.len();
+    let start = batch.features.len();
+    batch.features.resize(start + rows * n, 0.0);
+    let rows_out = &mut batch.features[start..];
+    for (j, column) in columns.iter().enumerate() {
+        for (row, &value) in rows_out.chunks_exact_mut(n).zip(column.iter()) {
+            row[j] = value;
+        }
+    }
+    true
 }
 
 /// A float feature: null (and NaN) is a missing value when the model takes them.

@@ -12,11 +12,11 @@ use arrow_array::{Array, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::DataType;
 
-use super::TransformError;
-use super::batch::Batch;
-use super::columns::ColumnPlan;
-use super::format::DataFormat;
-use super::model::{Model, OutputKind, OutputValues};
+use super::kind::DataFormat;
+use crate::TransformError;
+use crate::batch::Batch;
+use crate::columns::ColumnPlan;
+use crate::model::{Model, OutputKind, OutputValues};
 
 /// How output rows are laid out.
 pub struct OutputLayout {

@@ -5,13 +5,13 @@ use std::io::Write;
 
 use arrow_array::RecordBatch;
 
-use super::batch::Batch;
-use super::format::{DataFormat, TableFormat};
-use super::model::{Model, OutputValues};
+use super::kind::{DataFormat, TableFormat};
 use super::parquet::{ParquetLayout, ParquetWriter};
-use super::sinks::OutputLayout;
-use super::sources::RowSource;
-use super::{TransformError, TransformOptions};
+use super::source::RowSource;
+use super::text_sink::OutputLayout;
+use crate::batch::Batch;
+use crate::model::{Model, OutputValues};
+use crate::{TransformError, TransformOptions};
 
 /// How batches become output.
 pub(crate) enum Encoder {

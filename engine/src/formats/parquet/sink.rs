@@ -11,6 +11,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::TransformError;
 use crate::batch::Batch;
@@ -84,10 +85,10 @@ impl ParquetLayout {
                             (0..rows)
                                 .map(|r| {
                                     let label = values[r * width + c];
-                                    classes
-                                        .index_of(label)
-                                        .map(|i| classes.names[i].clone())
-                                        .or(Some(label.to_string()))
+                                    Some(match classes.index_of(label) {
+                                        Some(i) => std::borrow::Cow::Borrowed(classes.names[i].as_str()),
+                                        None => std::borrow::Cow::Owned(label.to_string()),
+                                    })
                                 })
                                 .collect::<StringArray>(),
                         ),
@@ -122,7 +123,17 @@ pub struct ParquetWriter<W: Write + Send> {
 
 impl<W: Write + Send> ParquetWriter<W> {
     pub fn new(output: W, schema: SchemaRef, row_group_rows: usize) -> Result<Self, TransformError> {
-        let properties = WriterProperties::builder()
+        // Dictionaries for text (labels and categories repeat), not for numbers: ids and
+        // probabilities are nearly all distinct, and building a dictionary only to drop it costs
+        // a hash of every value.
+        let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Dictionary(..));
+        let properties = schema
+            .fields()
+            .iter()
+            .filter(|field| text(field.data_type()))
+            .fold(WriterProperties::builder().set_dictionary_enabled(false), |builder, field| {
+                builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true)
+            })
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(row_group_rows.max(1)))
             .build();
