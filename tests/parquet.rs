@@ -374,3 +374,71 @@ async fn parquet_through_the_queue_reads_only_the_columns_it_needs() {
     pipeline.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_big_parquet_file_is_read_by_the_columns_it_needs_in_bounded_memory() {
+    // GIVEN a Parquet file of 130 MB or more in row groups of 256Ki rows: the iris features and
+    // id, and four columns of random numbers the model does not read
+    let dir = scratch("big");
+    let file = dir.join("big.parquet");
+    let rows = 2_000_000;
+    let script = format!(
+        "import numpy as np, pyarrow as pa, pyarrow.parquet as pq\n\
+         rng = np.random.default_rng(7)\n\
+         n = {rows}\n\
+         x = np.round(rng.uniform([4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], (n, 4)), 1)\n\
+         cols = {{'id': np.arange(1, n + 1)}}\n\
+         cols.update({{name: x[:, i] for i, name in enumerate(['sepal_length', 'sepal_width', 'petal_length', 'petal_width'])}})\n\
+         cols.update({{f'noise{{i}}': rng.random(n) for i in range(8)}})\n\
+         pq.write_table(pa.table(cols), '{}', row_group_size=1 << 18)\n",
+        file.display()
+    );
+    let python = repo(".tools/parquet/bin/python");
+    let made = Command::new(python).args(["-c", &script]).output().await.unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let data = std::fs::read(&file).unwrap();
+    assert!(data.len() > 130_000_000, "{} bytes", data.len());
+    let size = data.len() as u64;
+    let mut options = quick_options();
+    options.stack.visibility_timeout = Duration::from_secs(30);
+    let pipeline = start(options).await;
+    pipeline.put_input("big.parquet", data).await.unwrap();
+    drop(std::fs::remove_dir_all(&dir));
+    let enqueued = deliver(&pipeline, "big.parquet").await.unwrap();
+    assert!(enqueued.succeeded());
+    eventually(Duration::from_secs(30), "the emulated task has started", || async {
+        pipeline.fargate().started_count() == 1
+    })
+    .await;
+    let pid = pipeline.fargate().running().first().map(|w| w.pid).expect("a running worker");
+    // WHEN it processes the file, its peak resident memory is sampled until it exits
+    let mut peak_kib = 0u64;
+    let deadline = std::time::Instant::now() + DRAIN;
+    while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        if let Some(kib) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        {
+            peak_kib = kib;
+        }
+        assert!(std::time::Instant::now() < deadline, "the worker did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // THEN every row came out while memory stayed far below the file's size, and the worker
+    // fetched the id and features, not the columns it does not need
+    let report = report(&pipeline, "big.parquet").await;
+    assert_eq!(report.status, JobStatus::Succeeded, "{:?}", report.reason);
+    assert_eq!(report.rows.output, rows);
+    let peak_mb = peak_kib / 1024;
+    let log = worker_output(&pipeline);
+    let fetched: u64 = log
+        .lines()
+        .filter(|l| l.contains("transform complete"))
+        .find_map(|l| l.split("\"bytes_fetched\":").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .expect("the worker says what it fetched");
+    println!("worker peak RSS for a {size}-byte Parquet file: {peak_mb} MB; fetched {fetched} bytes");
+    assert!(peak_mb < 96, "peak RSS {peak_mb} MB for a {size}-byte file: memory must not follow file size");
+    assert!(fetched < size / 2, "fetched {fetched} of {size} bytes: the unused columns were downloaded");
+    pipeline.shutdown().await;
+}
