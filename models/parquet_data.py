@@ -18,6 +18,7 @@ models/reference/iris_logreg.csv, onnxruntime's), laid out another way:
   iris_vector.parquet    the features as one list<float> column, "features"
   iris_fixed_vector.parquet  the same as fixed_size_list<float, 4>
   iris_nulls.parquet     rows 3 and 7 have a null feature
+  all_null.parquet       every row has a null feature
   typed_colour.parquet   the rows of models/zoo/column_transformer_strings_numbers.csv: a
                          string column (dictionary) and a float64 one for a typed model
   double_iris.parquet    the rows of models/zoo/logreg_iris_double.csv as float64 columns, for
@@ -104,6 +105,8 @@ def main():
     with_nulls["sepal_width"][2] = None
     with_nulls["petal_length"][6] = None
     pq.write_table(pa.table(with_nulls, schema=plain.schema), os.path.join(OUT, "iris_nulls.parquet"))
+    with_nulls["sepal_length"] = [None] * len(with_nulls["sepal_length"])
+    pq.write_table(pa.table(with_nulls, schema=plain.schema), os.path.join(OUT, "all_null.parquet"))
 
     with open(os.path.join(ROOT, "models", "zoo", "column_transformer_strings_numbers.csv"), newline="") as f:
         typed = list(csv.DictReader(f))

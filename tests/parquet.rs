@@ -278,7 +278,15 @@ async fn bad_files_fail_with_a_reason_and_null_features_are_bad_rows() {
     let errors = csv_rows(&errors);
     assert_eq!(errors[0][..2], ["3", "column \"sepal_width\" is null"]);
     assert_eq!(errors[1][..2], ["7", "column \"petal_length\" is null"]);
-    let read = read_back(std::slice::from_ref(&output)).await;
+    // GIVEN a file whose every row has a null feature, WHEN bad rows may be all of it
+    let empty = dir.join("none-good.parquet");
+    let run = worker_transform(&model, &data("all_null"), &empty, &["--max-bad-row-ratio", "1"]).await;
+    // THEN it succeeds with a valid Parquet output of no rows, and every row in the errors file
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("150 rows in, 0 out, 150 bad"));
+    let read = read_back(&[output.clone(), empty.clone()]).await;
+    assert_eq!(read[&empty.display().to_string()]["pyarrow"], serde_json::json!([]));
+    assert_eq!(read[&empty.display().to_string()]["schema"]["label"], "string");
     let ids: Vec<i64> = read[&output.display().to_string()]["pyarrow"]
         .as_array()
         .unwrap()

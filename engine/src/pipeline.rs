@@ -170,11 +170,11 @@ fn transform_table(
 }
 
 fn run_batch(batch: Batch, model: &Model, encoder: &Encoder, capacity: usize) -> Result<Formatted, TransformError> {
-    let predictions = if batch.rows > 0 { model.predict_batch(&batch)? } else { Vec::new() };
-    let encoded = if batch.rows > 0 || matches!(encoder, Encoder::Text(_)) {
-        encoder.encode(&batch, &predictions, model, capacity)?
+    // A batch of bad rows only has nothing to write, in any format.
+    let encoded = if batch.rows > 0 {
+        encoder.encode(&batch, &model.predict_batch(&batch)?, model, capacity)?
     } else {
-        Encoded::Text(Vec::new())
+        Encoded::Nothing
     };
     Ok(Formatted { encoded, rows_read: batch.rows_read, rows_out: batch.rows, bad: batch.bad })
 }

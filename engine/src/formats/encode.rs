@@ -23,6 +23,8 @@ pub(crate) enum Encoder {
 pub(crate) enum Encoded {
     Text(Vec<u8>),
     Table(RecordBatch),
+    /// No good rows.
+    Nothing,
 }
 
 impl Encoded {
@@ -30,7 +32,7 @@ impl Encoded {
     pub(crate) fn size(&self) -> usize {
         match self {
             Encoded::Text(bytes) => bytes.len(),
-            Encoded::Table(_) => 0,
+            Encoded::Table(_) | Encoded::Nothing => 0,
         }
     }
 }
@@ -111,6 +113,7 @@ impl Encoder {
 impl<W: Write + Send> Writer<W> {
     pub(crate) fn write(&mut self, encoded: &Encoded) -> Result<(), TransformError> {
         match (self, encoded) {
+            (_, Encoded::Nothing) => Ok(()),
             (Writer::Text(output), Encoded::Text(bytes)) => Ok(output.write_all(bytes)?),
             (Writer::Parquet(writer), Encoded::Table(table)) if table.num_rows() > 0 => writer.write(table),
             (Writer::Parquet(_), Encoded::Table(_)) => Ok(()),
