@@ -12,7 +12,7 @@ pub enum DataFormat {
     Csv { delimiter: u8, has_header: bool },
     /// One JSON object (features by field name) or array (by position) per line.
     JsonLines,
-    /// Apache Parquet: typed columns, read by byte ranges ([`crate::parquet`]).
+    /// Apache Parquet: typed columns, read by byte ranges ([`crate::formats::parquet`]).
     Parquet,
     /// One image (`.jpg`, `.jpeg`, `.png`, `.webp`); its format is told from its bytes.
     Image,
