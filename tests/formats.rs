@@ -123,19 +123,7 @@ async fn a_100_mb_input_keeps_the_worker_memory_bounded() {
     .await;
     let pid = pipeline.fargate().running().first().map(|w| w.pid).expect("a running worker");
     // WHEN it processes the file, its peak resident memory is sampled until it exits
-    let mut peak_kib = 0u64;
-    let deadline = std::time::Instant::now() + DRAIN;
-    while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        if let Some(kib) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        {
-            peak_kib = kib;
-        }
-        assert!(std::time::Instant::now() < deadline, "the worker did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let peak_kib = peak_rss_kib_until_exit(pid, DRAIN).await;
     // THEN the whole output was written while memory stayed far below the file's size
     let report = report(&pipeline, "big.csv").await;
     assert_eq!(report.status, JobStatus::Succeeded, "{:?}", report.reason);

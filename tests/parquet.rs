@@ -420,19 +420,7 @@ async fn a_big_parquet_file_is_read_by_the_columns_it_needs_in_bounded_memory() 
     .await;
     let pid = pipeline.fargate().running().first().map(|w| w.pid).expect("a running worker");
     // WHEN it processes the file, its peak resident memory is sampled until it exits
-    let mut peak_kib = 0u64;
-    let deadline = std::time::Instant::now() + DRAIN;
-    while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        if let Some(kib) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        {
-            peak_kib = kib;
-        }
-        assert!(std::time::Instant::now() < deadline, "the worker did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let peak_kib = peak_rss_kib_until_exit(pid, DRAIN).await;
     // THEN every row came out while memory stayed far below the file's size, and the worker
     // fetched the id and features, not the columns it does not need
     let report = report(&pipeline, "big.parquet").await;

@@ -116,6 +116,25 @@ pub fn iris_like_csv(rows: usize) -> String {
 }
 
 /// Polls `check` every 100 ms until it holds or `timeout` passes.
+/// The peak resident memory (KiB, the kernel's high-water mark) of process `pid`, sampled until
+/// it exits; fails if it runs longer than `timeout`.
+pub async fn peak_rss_kib_until_exit(pid: u32, timeout: Duration) -> u64 {
+    let mut peak_kib = 0u64;
+    let deadline = std::time::Instant::now() + timeout;
+    while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        if let Some(kib) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        {
+            peak_kib = kib;
+        }
+        assert!(std::time::Instant::now() < deadline, "the process did not finish within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    peak_kib
+}
+
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,

@@ -35,7 +35,7 @@ use crate::ranged::RangedObject;
 use crate::repository::{ModelRepository, ResolveError, ResolvedModel};
 use crate::retry::retry;
 use crate::store::{ObjectStore, StoreError};
-use crate::transfer::{InputSpec, ObjectState, Staged, Transfers, UploadError, input_channel};
+use crate::transfer::{ChannelReader, InputSpec, ObjectState, Staged, Transfers, UploadError, input_channel};
 
 /// Runs one job to its outcome.
 pub trait JobHandler: Send + Sync {
@@ -234,32 +234,29 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
         let (mut data_writer, data_upload) = self.transfers.upload(output_uri(job, &keys.data), content_type);
         let (mut errors_writer, errors_upload) = self.transfers.upload(output_uri(job, &keys.errors), "text/csv");
         // A stream (a download, pumped into the engine), or a Parquet file read by ranged GETs.
-        let (download, reader, ranged) = if kind.format == DataFormat::Parquet {
+        let (download, engine_input) = if kind.format == DataFormat::Parquet {
             let object = RangedObject::new(self.transfers.clone(), input.clone(), job.input.size);
-            (None, None, Some(object))
+            (None, EngineInput::Ranges(object))
         } else {
             let download = self.transfers.open_input(&input).await.map_err(|e| input_failure(&input.uri, e))?;
             let (chunks, reader) = input_channel();
-            (Some((download, chunks)), Some(reader), None)
+            (Some((download, chunks)), EngineInput::Stream(reader))
+        };
+        let ranged = match &engine_input {
+            EngineInput::Ranges(object) => Some(object.clone()),
+            EngineInput::Stream(_) => None,
         };
         let options = self.settings.transform;
         let engine_model = Arc::clone(&model);
-        let engine_ranged = ranged.clone();
         let engine = tokio::task::spawn_blocking(move || {
-            let model = &engine_model.model;
-            let result = match (reader, engine_ranged) {
-                (Some(reader), _) => {
-                    transform(reader, kind, &mut data_writer, &mut errors_writer, model, &options, &mut |_| {})
+            let (model, progress) = (&engine_model.model, &mut |_| {});
+            let result = match engine_input {
+                EngineInput::Stream(reader) => {
+                    transform(reader, kind, &mut data_writer, &mut errors_writer, model, &options, progress)
                 }
-                (None, Some(file)) => transform_parquet(
-                    Arc::new(file),
-                    &mut data_writer,
-                    &mut errors_writer,
-                    model,
-                    &options,
-                    &mut |_| {},
-                ),
-                (None, None) => Err(TransformError::WrongInput("no input was opened".into())),
+                EngineInput::Ranges(file) => {
+                    transform_parquet(Arc::new(file), &mut data_writer, &mut errors_writer, model, &options, progress)
+                }
             };
             // An output is finished (staged) only when complete; a dropped writer abandons it.
             let keep_errors = match &result {
@@ -410,6 +407,13 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
         }
         put.is_ok()
     }
+}
+
+/// What the engine reads: a download pumped into it as a stream, or a Parquet file that it reads
+/// by ranged GETs.
+enum EngineInput<S: ObjectStore> {
+    Stream(ChannelReader),
+    Ranges(RangedObject<S>),
 }
 
 pub(crate) fn input_uri(job: &JobMessage) -> S3Uri {
