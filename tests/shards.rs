@@ -202,3 +202,95 @@ async fn a_reupload_during_a_sharded_job_leaves_only_the_newest_versions_output(
     assert_eq!(open_uploads(&pipeline).await, 0);
     pipeline.shutdown().await;
 }
+
+/// A Parquet file as pyarrow writes it: `rows` iris-like rows (`id`, four float64 features
+/// drawn at random) in row groups of `row_group_rows`, rows 3 and 7's `petal_width` null.
+fn pyarrow_iris(rows: usize, row_group_rows: usize) -> Vec<u8> {
+    let file = std::env::temp_dir().join(format!("sluice-shards-{}-made.parquet", std::process::id()));
+    let script = format!(
+        "import numpy as np, pyarrow as pa, pyarrow.parquet as pq\n\
+         rng = np.random.default_rng(11)\n\
+         x = rng.uniform([4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], ({rows}, 4))\n\
+         cols = {{'id': np.arange(1, {rows} + 1)}}\n\
+         names = ['sepal_length', 'sepal_width', 'petal_length', 'petal_width']\n\
+         cols.update({{name: pa.array(x[:, i]) for i, name in enumerate(names)}})\n\
+         cols['petal_width'] = pa.array([None if i in (2, 6) else v for i, v in enumerate(x[:, 3].tolist())])\n\
+         pq.write_table(pa.table(cols), '{}', row_group_size={row_group_rows})\n",
+        file.display()
+    );
+    let made = std::process::Command::new(repo(".tools/parquet/bin/python")).args(["-c", &script]).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let data = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    data
+}
+
+/// Whether pyarrow, polars and DuckDB each read the same rows from Parquet files `a` and `b`
+/// (tests/clients/read_parquet.py).
+fn same_parquet_rows(a: &[u8], b: &[u8]) -> serde_json::Value {
+    let dir = std::env::temp_dir().join(format!("sluice-shards-{}-compare", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (file_a, file_b) = (dir.join("a.parquet"), dir.join("b.parquet"));
+    std::fs::write(&file_a, a).unwrap();
+    std::fs::write(&file_b, b).unwrap();
+    let output = std::process::Command::new(repo(".tools/parquet/bin/python"))
+        .arg(repo("tests/clients/read_parquet.py"))
+        .arg("--compare")
+        .args([&file_a, &file_b])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(output.status.success(), "read_parquet.py: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_big_parquet_file_is_split_by_row_groups_killed_repeated_and_joined_into_one_file() {
+    // GIVEN a Parquet file of 40 MB in 20 row groups, shards of 4 MiB, and two workers
+    let mut pipeline = start_sharded(2, 4 * 1024 * 1024).await;
+    let data = pyarrow_iris(1_000_000, 50_000);
+    assert!(data.len() > 30_000_000, "{} bytes", data.len());
+    pipeline.put_input("big.parquet", data.clone()).await.unwrap();
+    // AND its upload event delivered twice: every shard message comes twice
+    pipeline.deliver_new_uploads().await.unwrap();
+    assert!(deliver(&pipeline, "big.parquet").await.unwrap().succeeded());
+    // WHEN a worker is killed while both hold a shard and shards are still to do
+    eventually(DRAIN, "both workers hold a shard", || async {
+        let running = pipeline.fargate().running().len() as u64;
+        let depth = pipeline.queue_depth().await.unwrap();
+        running == 2 && depth.in_flight == 2 && depth.visible > 0
+    })
+    .await;
+    let victim = pipeline.fargate().running()[0].task_arn.clone();
+    pipeline.fargate().kill(&victim, Signal::Kill).unwrap();
+    pipeline.wait_until_drained(DRAIN).await.unwrap();
+    // THEN one report counts every row, with the whole file's bad rows by row number
+    let report = report(&pipeline, "big.parquet").await;
+    assert_eq!(report.status, JobStatus::Succeeded, "{:?}", report.reason);
+    assert_eq!((report.rows.input, report.rows.bad), (1_000_000, 2));
+    assert_eq!(report.first_errors.iter().map(|e| e.line).collect::<Vec<_>>(), [3, 7]);
+    assert!(shard_count(&report) >= 8, "{} shards", shard_count(&report));
+    // AND the output is one Parquet file of the shards' row groups that pyarrow, polars and
+    // DuckDB read as the rows `worker transform` writes for the whole file, in order
+    let (expected_out, expected_errors) = whole_file(&data, "big.parquet");
+    let out = object(&pipeline, "big.parquet.out.parquet").await.expect("the output");
+    let compared = same_parquet_rows(&out, &expected_out);
+    assert_eq!(compared["rows"], serde_json::json!([999_998, 999_998]), "{compared}");
+    for reader in ["pyarrow", "polars", "duckdb"] {
+        assert_eq!(compared[reader], true, "{reader}: {compared}");
+    }
+    assert!(compared["row_groups"][0].as_u64().unwrap() >= 8, "{compared}");
+    assert_eq!(object(&pipeline, "big.parquet.errors.csv").await, expected_errors);
+    // AND the killed worker's shard was done again, and one event says the file is done
+    let redelivered = worker_output(&pipeline)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .any(|line| line["message"] == "job started" && line["attempt"] == 2);
+    assert!(redelivered, "the killed worker's message came back");
+    assert_eq!(completion_events_for(&pipeline, "big.parquet").await.len(), 1, "completed once");
+    assert_eq!(pipeline.dead_lettered_jobs().await.unwrap(), 0);
+    assert_eq!(open_uploads(&pipeline).await, 0);
+    let staged = staged_objects(&pipeline).await;
+    assert!(staged.iter().all(|k| k.ends_with("/announced")), "{staged:?}");
+    pipeline.shutdown().await;
+}

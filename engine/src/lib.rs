@@ -36,7 +36,7 @@ pub use model::{
     ColumnInput, ColumnType, Element, METADATA_KEY, Model, ModelError, OutputKind, OutputSpec, OutputValues,
 };
 pub use model_config::{ColumnRef, ModelConfig, Passthrough};
-pub use pipeline::{Portion, transform, transform_parquet, transform_shard};
+pub use pipeline::{Portion, transform, transform_parquet, transform_parquet_shard, transform_shard};
 pub use rejects::{PARQUET_ROW_ERROR_HEADER, ROW_ERROR_HEADER, check_whole_file};
 use shared::report::RowError;
 

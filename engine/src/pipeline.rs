@@ -4,12 +4,13 @@
 //! whatever the file size. Images go to [`super::image`].
 
 use std::io::{Read, Write};
+use std::ops::Range;
 use std::sync::Arc;
 
 use super::batch::{BadRow, Batch};
 use super::formats::encode::{Encoded, Encoder};
 use super::formats::parquet::RangeRead;
-use super::formats::{DataFormat, FileKind, RowSource, TableFormat, open_text, parquet_source, text_source};
+use super::formats::{DataFormat, FileKind, RowSource, open_text, parquet_source, text_source};
 use super::image_transform;
 use super::model::{Model, RUN_ROW_MULTIPLE};
 use super::parallel::ordered_map;
@@ -26,14 +27,12 @@ struct Formatted {
 
 /// Which part of a file a transform reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Portion<'a> {
+pub enum Portion {
     /// The whole file: a file with no rows, or too many bad ones, fails.
     Whole,
     /// A shard of it ([`super::shard`]): the whole file's checks are made once all shards are
-    /// done. The first shard is read as a file is; a later one is told the file's first row
-    /// (`first_row`, from [`super::shard::first_row_line`]) for its columns, writes no header,
-    /// and numbers its lines from 1.
-    Shard { first_row: Option<&'a [u8]> },
+    /// done. Only the `first` shard writes a CSV header; every shard numbers its rows from 1.
+    Shard { first: bool },
 }
 
 /// Runs `model` over `input` (its columns mapped by `model.config`; or an image, or an archive of
@@ -79,8 +78,28 @@ pub fn transform_parquet(
     if model.image.is_some() {
         return Err(takes_images());
     }
-    let source = parquet_source(file, model)?;
+    let source = parquet_source(file, model, None)?;
     transform_table(source, DataFormat::Parquet, (output, errors), model, options, Portion::Whole, progress)
+}
+
+/// Runs a table model over one shard of a Parquet file: the row groups whose first byte is in
+/// `bytes` (a file of one row group cannot be split: an [`super::shard::Unsplittable`] error).
+#[allow(clippy::too_many_arguments)]
+pub fn transform_parquet_shard(
+    file: Arc<dyn RangeRead>,
+    bytes: Range<u64>,
+    first: bool,
+    output: impl Write + Send,
+    errors: impl Write,
+    model: &Model,
+    options: &TransformOptions,
+) -> Result<TransformSummary, TransformError> {
+    if model.image.is_some() {
+        return Err(takes_images());
+    }
+    let source = parquet_source(file, model, Some(bytes))?;
+    let portion = Portion::Shard { first };
+    transform_table(source, DataFormat::Parquet, (output, errors), model, options, portion, &mut |_| {})
 }
 
 /// Runs a table model over the rows of one shard of a file (uncompressed text: a compressed file
@@ -97,14 +116,10 @@ pub fn transform_shard(
     if model.image.is_some() || format.is_image() {
         return Err(TransformError::WrongInput("only tables are split into shards".into()));
     }
-    if format.output(options.output_format) == TableFormat::Parquet {
-        return Err(TransformError::WrongInput(
-            "a Parquet output is not yet assembled from shards: the trigger sends such files whole when its OUTPUT_FORMAT is parquet too".into(),
-        ));
-    }
     let text = std::io::BufReader::with_capacity(256 * 1024, rows);
     let source = text_source(text, format, model, first_row)?;
-    transform_table(source, format, (output, errors), model, options, Portion::Shard { first_row }, &mut |_| {})
+    let portion = Portion::Shard { first: first_row.is_none() };
+    transform_table(source, format, (output, errors), model, options, portion, &mut |_| {})
 }
 
 fn takes_images() -> TransformError {
@@ -120,10 +135,10 @@ fn transform_table(
     (output, errors): (impl Write + Send, impl Write),
     model: &Model,
     options: &TransformOptions,
-    portion: Portion<'_>,
+    portion: Portion,
     progress: &mut dyn FnMut(u64),
 ) -> Result<TransformSummary, TransformError> {
-    let starts_file = !matches!(portion, Portion::Shard { first_row: Some(_) });
+    let starts_file = !matches!(portion, Portion::Shard { first: false });
     let encoder = Encoder::new(format, source.as_ref(), model, options);
     let mut output = encoder.writer(output, starts_file, options)?;
     let header = if format == DataFormat::Parquet { PARQUET_ROW_ERROR_HEADER } else { ROW_ERROR_HEADER };

@@ -29,6 +29,8 @@ pub enum Unsplittable {
         "a quoted field holds a line break (line {line} of its shard has an odd number of double quotes), so rows cannot be found from the middle of the file"
     )]
     QuotedLineBreak { line: u64 },
+    #[error("it is a Parquet file of one row group, and a row group is the smallest part of a Parquet file read alone")]
+    OneRowGroup,
 }
 
 impl Unsplittable {
@@ -37,7 +39,7 @@ impl Unsplittable {
         error.get_ref().and_then(|inner| inner.downcast_ref::<Unsplittable>())
     }
 
-    fn into_io(self) -> io::Error {
+    pub(crate) fn into_io(self) -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, self)
     }
 }

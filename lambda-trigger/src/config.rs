@@ -55,7 +55,7 @@ pub const WORKER_INSTANCE_TYPE: EnvVar = EnvVar::optional(
 
 pub const SHARD_BYTES: EnvVar = EnvVar::optional(
     "SHARD_BYTES",
-    "files larger than this many bytes (CSV, TSV, JSON Lines) are split into shards of this size that workers process at once, unless OUTPUT_FORMAT is parquet; 0 turns splitting off",
+    "files larger than this many bytes (CSV, TSV, JSON Lines, Parquet) are split into shards of this size that workers process at once; 0 turns splitting off",
     "268435456",
 );
 
@@ -85,7 +85,6 @@ pub const VARS: &[EnvVar] = &[
     WORKER_CAPACITY_PROVIDER,
     WORKER_INSTANCE_TYPE,
     SHARD_BYTES,
-    shared::config::OUTPUT_FORMAT,
     METRICS_NAMESPACE,
 ];
 
@@ -108,9 +107,6 @@ pub struct JobSettings {
     pub models: Models,
     /// Files above this size are split into shards of it; 0: never.
     pub shard_bytes: u64,
-    /// Whether the worker writes Parquet (`OUTPUT_FORMAT`): such outputs are not assembled
-    /// from shards, so files are not split.
-    pub parquet_output: bool,
 }
 
 /// Where the models come from.
@@ -178,7 +174,6 @@ impl TriggerConfig {
                 reports_prefix: reports_prefix(env)?,
                 models,
                 shard_bytes: env.parse(&SHARD_BYTES)?,
-                parquet_output: shared::config::output_format(env)? == Some("parquet"),
             },
             fleet: FleetSettings {
                 cluster: env.string(&ECS_CLUSTER)?,
@@ -416,13 +411,11 @@ mod tests {
     }
 
     #[test]
-    fn reports_apart_and_parquet_outputs() {
+    fn reports_apart() {
         let config = TriggerConfig::from_env(&env(COMPLETE)).unwrap();
-        assert_eq!((config.jobs.reports_prefix.as_str(), config.jobs.parquet_output), ("", false));
-        let config =
-            TriggerConfig::from_env(&env(&with(&[("REPORTS_PREFIX", "_reports/"), ("OUTPUT_FORMAT", "parquet")])))
-                .unwrap();
-        assert_eq!((config.jobs.reports_prefix.as_str(), config.jobs.parquet_output), ("_reports/", true));
+        assert_eq!(config.jobs.reports_prefix, "");
+        let config = TriggerConfig::from_env(&env(&with(&[("REPORTS_PREFIX", "_reports/")]))).unwrap();
+        assert_eq!(config.jobs.reports_prefix, "_reports/");
     }
 
     #[test]
@@ -435,7 +428,6 @@ mod tests {
             ("WORKER_SUBNETS", " , "),
             ("REPORTS_PREFIX", "_reports"),
             ("REPORTS_PREFIX", "/reports/"),
-            ("OUTPUT_FORMAT", "xlsx"),
         ] {
             let mut pairs: Vec<_> = COMPLETE.iter().copied().filter(|(k, _)| *k != name).collect();
             pairs.push((name, value));

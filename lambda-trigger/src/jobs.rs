@@ -39,7 +39,7 @@ pub enum RecordOutcome {
 
 /// The messages for a file's job: the job itself, or one per shard of a big file.
 pub fn messages_for(job: JobMessage, settings: &JobSettings) -> Vec<JobMessage> {
-    match splitting(&job.input.key, job.input.size, settings.shard_bytes, settings.parquet_output) {
+    match splitting(&job.input.key, job.input.size, settings.shard_bytes) {
         Splitting::Whole => vec![job],
         Splitting::NotSplit(reason) => vec![job.with_split(Split::Whole { reason })],
         Splitting::Shards(shards) => {
@@ -116,7 +116,6 @@ mod tests {
             reports_prefix: String::new(),
             models: Models::File("s3://models/iris.onnx".into()),
             shard_bytes: 0,
-            parquet_output: false,
         }
     }
 

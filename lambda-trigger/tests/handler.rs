@@ -110,7 +110,6 @@ fn config(max_workers: usize) -> TriggerConfig {
             reports_prefix: String::new(),
             models: Models::File("s3://models/iris.onnx".into()),
             shard_bytes: 0,
-            parquet_output: false,
         },
         fleet: FleetSettings {
             cluster: "sluice".into(),

@@ -31,8 +31,7 @@ pub struct WorkerSettings {
     pub retry_delay_seconds: u32,
     /// Whether finished files are announced on EventBridge (`COMPLETION_EVENTS`).
     pub completion_events: bool,
-    /// The predictions' format (`OUTPUT_FORMAT`): `input`, `csv`, `jsonl` or `parquet`; the
-    /// trigger is told it too.
+    /// The predictions' format (`OUTPUT_FORMAT`): `input`, `csv`, `jsonl` or `parquet`.
     pub output_format: String,
     /// The worker's log filter (`RUST_LOG`).
     pub rust_log: String,
@@ -78,8 +77,6 @@ pub struct TriggerSettings {
     pub max_workers: u32,
     /// Files above this size are split into shards of it (`SHARD_BYTES`); 0: never.
     pub shard_bytes: u64,
-    /// The workers' `OUTPUT_FORMAT` (a Parquet output is not split into shards).
-    pub output_format: String,
     /// The function's log filter (`RUST_LOG`).
     pub rust_log: String,
 }
@@ -94,7 +91,6 @@ impl TriggerSettings {
             reports_prefix: String::new(),
             max_workers: 2,
             shard_bytes: shared::shards::DEFAULT_SHARD_BYTES,
-            output_format: "input".to_owned(),
             rust_log: "info".to_owned(),
         }
     }
@@ -198,7 +194,6 @@ pub fn trigger_environment(targets: &TriggerTargets<'_>, settings: &TriggerSetti
         (trigger::MAX_WORKERS, settings.max_workers.to_string()),
         (trigger::SHARD_BYTES, settings.shard_bytes.to_string()),
         (trigger::METRICS_NAMESPACE, METRICS_NAMESPACE.to_owned()),
-        (shared::config::OUTPUT_FORMAT, settings.output_format.clone()),
     ];
     complete(env, vars, trigger::VARS, &settings.rust_log)
 }

@@ -252,7 +252,6 @@ impl LocalPipeline {
             reports_prefix: options.reports_prefix.clone(),
             max_workers: options.max_workers,
             shard_bytes: options.shard_bytes,
-            output_format: options.stack.worker.output_format.clone(),
             rust_log: options.trigger_rust_log.clone(),
         };
         let mut environment = stack.trigger_environment(&trigger_settings);

@@ -2,7 +2,8 @@
 //! file leave for each other in the output bucket.
 //!
 //! A file larger than the shard size (`SHARD_BYTES`) whose rows can be found from the middle
-//! (CSV, TSV and JSON Lines, uncompressed) becomes one job message per shard ([`Split::Shard`]).
+//! (CSV, TSV and JSON Lines, uncompressed, by lines; Parquet by row groups) becomes one job
+//! message per shard ([`Split::Shard`]).
 //! Each shard's worker stages its output, then records that it is done; the worker that finds
 //! every shard done assembles the file's one output. The exactly-once decisions (which model
 //! version runs, what is published, who announces it) are objects written with
@@ -36,20 +37,16 @@ pub enum Splitting {
     NotSplit(String),
 }
 
-/// How a file of `size` bytes under `key` is sent, with shards of `shard_bytes` (0: never);
-/// `parquet_output` when predictions are written as Parquet.
-pub fn splitting(key: &str, size: u64, shard_bytes: u64, parquet_output: bool) -> Splitting {
+/// How a file of `size` bytes under `key` is sent, with shards of `shard_bytes` (0: never).
+pub fn splitting(key: &str, size: u64, shard_bytes: u64) -> Splitting {
     if shard_bytes == 0 || size <= shard_bytes {
         return Splitting::Whole;
     }
     let lower = key.to_ascii_lowercase();
     let extension = lower.rsplit_once('.').map_or("", |(_, ext)| ext);
     let reason = match extension {
-        "csv" | "tsv" | "jsonl" | "ndjson" if parquet_output => {
-            "its output is Parquet (OUTPUT_FORMAT), which is not yet assembled from shards"
-        }
-        "csv" | "tsv" | "jsonl" | "ndjson" => return Splitting::Shards(plan(size, shard_bytes)),
-        "parquet" => "Parquet files are not yet split by row groups",
+        // Parquet by row groups: a shard owns those whose first byte is in its range.
+        "csv" | "tsv" | "jsonl" | "ndjson" | "parquet" => return Splitting::Shards(plan(size, shard_bytes)),
         "gz" | "tgz" => "it is gzip-compressed: a gzip stream can only be read from its start",
         "tar" => "it is an archive of images: an archive is read from its start",
         "jpg" | "jpeg" | "png" | "webp" => "it is one image",
@@ -203,30 +200,22 @@ mod tests {
 
     #[test]
     fn small_files_and_sharding_off_are_one_message() {
-        assert_eq!(splitting("a.csv", 100, 100, false), Splitting::Whole);
-        assert_eq!(splitting("a.csv", 10_000, 0, false), Splitting::Whole);
-        assert_eq!(splitting("a.xlsx", 10_000, 100, false), Splitting::Whole);
+        assert_eq!(splitting("a.csv", 100, 100), Splitting::Whole);
+        assert_eq!(splitting("a.csv", 10_000, 0), Splitting::Whole);
+        assert_eq!(splitting("a.xlsx", 10_000, 100), Splitting::Whole);
     }
 
     #[test]
     fn tables_are_split_and_compressed_files_and_images_say_why_not() {
-        let Splitting::Shards(shards) = splitting("in/Data.CSV", 250, 100, false) else { panic!() };
+        let Splitting::Shards(shards) = splitting("in/Data.CSV", 250, 100) else { panic!() };
         assert_eq!(shards.len(), 3);
-        assert!(matches!(splitting("x.jsonl", 250, 100, false), Splitting::Shards(_)));
-        assert!(matches!(splitting("x.tsv", 250, 100, false), Splitting::Shards(_)));
-        for (key, word) in [
-            ("x.csv.gz", "gzip"),
-            ("x.tgz", "gzip"),
-            ("x.tar", "archive"),
-            ("x.jpg", "image"),
-            ("x.parquet", "row groups"),
-        ] {
-            let Splitting::NotSplit(reason) = splitting(key, 250, 100, false) else { panic!("{key}") };
+        assert!(matches!(splitting("x.jsonl", 250, 100), Splitting::Shards(_)));
+        assert!(matches!(splitting("x.tsv", 250, 100), Splitting::Shards(_)));
+        for (key, word) in [("x.csv.gz", "gzip"), ("x.tgz", "gzip"), ("x.tar", "archive"), ("x.jpg", "image")] {
+            let Splitting::NotSplit(reason) = splitting(key, 250, 100) else { panic!("{key}") };
             assert!(reason.contains(word), "{key}: {reason}");
         }
-        // A table whose predictions are written as Parquet runs whole, and says why.
-        let Splitting::NotSplit(reason) = splitting("x.csv", 250, 100, true) else { panic!() };
-        assert!(reason.contains("OUTPUT_FORMAT"), "{reason}");
+        assert!(matches!(splitting("x.parquet", 250, 100), Splitting::Shards(_)));
     }
 
     #[test]

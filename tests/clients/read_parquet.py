@@ -3,6 +3,7 @@ saw as one JSON object, for tests/parquet.rs:
 
     read_parquet.py FILE...
     read_parquet.py --duckdb SQL      (prints the query's rows as a JSON list of lists)
+    read_parquet.py --compare A B     (whether each reader reads the same rows, in order, from both)
 
 {FILE: {"schema": {column: pyarrow type}, "row_groups": n, "codecs": [codec, ...],
         "statistics": bool (DuckDB finds min/max in every column chunk that has values),
@@ -66,8 +67,25 @@ def describe(path):
     }
 
 
+def compare(a, b):
+    con = duckdb.connect()
+    count = "SELECT count(*) FROM read_parquet(?)"
+    differ = "SELECT count(*) FROM (SELECT * FROM read_parquet(?) EXCEPT ALL SELECT * FROM read_parquet(?))"
+    return {
+        "rows": [pq.ParquetFile(path).metadata.num_rows for path in (a, b)],
+        "row_groups": [pq.ParquetFile(path).metadata.num_row_groups for path in (a, b)],
+        "pyarrow": pq.read_table(a).equals(pq.read_table(b)),
+        "polars": pl.read_parquet(a).equals(pl.read_parquet(b)),
+        # DuckDB reads row groups in parallel: the same rows, counted, in any order.
+        "duckdb": con.execute(count, [a]).fetchone() == con.execute(count, [b]).fetchone()
+        and con.execute(differ, [a, b]).fetchone()[0] == 0,
+    }
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "--duckdb":
+    if sys.argv[1] == "--compare":
+        json.dump(compare(sys.argv[2], sys.argv[3]), sys.stdout)
+    elif sys.argv[1] == "--duckdb":
         json.dump(rows_of(duckdb.connect().execute(sys.argv[2]).fetchall()), sys.stdout)
     else:
         json.dump({path: describe(path) for path in sys.argv[1:]}, sys.stdout)

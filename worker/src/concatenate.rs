@@ -1,4 +1,5 @@
-//! Objects one after the other as one multipart upload, inside the store where S3 allows it.
+//! Objects (or byte ranges of them, and bytes at hand) one after the other as one multipart
+//! upload, inside the store where S3 allows it.
 //!
 //! S3 wants every part but the last to be at least 5 MiB. A source of 5 MiB or more is copied by
 //! the store itself (`UploadPartCopy`, in parts of at most 1 GiB); the bytes of smaller ones, and
@@ -8,7 +9,9 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
 use shared::S3Uri;
 use shared::aws_error::{AwsError, AwsErrorKind};
 use shared::shards::Assembled;
@@ -24,6 +27,41 @@ pub const MIN_PART: u64 = 5 * 1024 * 1024;
 pub const MAX_COPY: u64 = 1024 * 1024 * 1024;
 /// Parts under way at once.
 const PARTS_AT_ONCE: usize = 8;
+
+/// What goes into the upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Bytes `range` of an object.
+    Object(S3Uri, Range<u64>),
+    /// Bytes at hand (never copied by the store: they are uploaded).
+    Bytes(Bytes),
+}
+
+impl Source {
+    /// A whole object of `size` bytes.
+    pub fn object(uri: S3Uri, size: u64) -> Self {
+        Source::Object(uri, 0..size)
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            Source::Object(_, range) => range.end - range.start,
+            Source::Bytes(bytes) => bytes.len() as u64,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes `[start, end)` of this source, as a source.
+    fn slice(&self, start: u64, end: u64) -> Source {
+        match self {
+            Source::Object(uri, range) => Source::Object(uri.clone(), range.start + start..range.start + end),
+            Source::Bytes(bytes) => Source::Bytes(bytes.slice(start as usize..end as usize)),
+        }
+    }
+}
 
 /// Bytes `[start, end)` of source `source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,15 +134,15 @@ pub fn plan(sizes: &[u64], min_part: u64, max_copy: u64) -> Vec<Part> {
     parts
 }
 
-/// `sources` (object and size), one after the other, as an open multipart upload of `dest`;
-/// see the module documentation.
+/// `sources`, one after the other, as an open multipart upload of `dest`; see the module
+/// documentation.
 pub async fn concatenate<S: ObjectStore>(
     transfers: &Transfers<S>,
     dest: &S3Uri,
     content_type: &str,
-    sources: &[(S3Uri, u64)],
+    sources: &[Source],
 ) -> Result<Assembled, StoreError> {
-    let sizes: Vec<u64> = sources.iter().map(|(_, size)| *size).collect();
+    let sizes: Vec<u64> = sources.iter().map(Source::len).collect();
     let parts = plan(&sizes, MIN_PART, MAX_COPY);
     if parts.is_empty() {
         return Ok(Assembled::Empty);
@@ -123,7 +161,7 @@ async fn run_parts<S: ObjectStore>(
     transfers: &Transfers<S>,
     dest: &S3Uri,
     upload_id: &str,
-    sources: &[(S3Uri, u64)],
+    sources: &[Source],
     parts: Vec<Part>,
 ) -> Result<Vec<(i32, String)>, StoreError> {
     let permits = Arc::new(Semaphore::new(PARTS_AT_ONCE));
@@ -134,19 +172,30 @@ async fn run_parts<S: ObjectStore>(
         let permit = Arc::clone(&permits).acquire_owned().await.expect("the semaphore is never closed");
         let (transfers, dest, upload_id) = (transfers.clone(), dest.clone(), upload_id.to_owned());
         let number = index as i32 + 1;
-        let source = |piece: &Piece| sources[piece.source].0.clone();
-        let work = match part {
-            Part::Copy(piece) => PartWork::Copy(source(&piece), (piece.start, piece.end)),
-            Part::Upload(pieces) => PartWork::Upload(pieces.iter().map(|p| (source(p), (p.start, p.end))).collect()),
+        let source = |piece: &Piece| sources[piece.source].slice(piece.start, piece.end);
+        // Bytes at hand are uploaded even where the plan would have the store copy them.
+        let (copy, pieces) = match part {
+            Part::Copy(piece) => match source(&piece) {
+                Source::Object(uri, range) => (Some((uri, range)), Vec::new()),
+                bytes => (None, vec![bytes]),
+            },
+            Part::Upload(pieces) => (None, pieces.iter().map(source).collect()),
         };
         running.spawn(async move {
             let _permit = permit;
-            let etag = match work {
-                PartWork::Copy(source, range) => transfers.copy_part(&dest, &upload_id, number, &source, range).await?,
-                PartWork::Upload(pieces) => {
+            let etag = match copy {
+                Some((source, range)) => {
+                    transfers.copy_part(&dest, &upload_id, number, &source, (range.start, range.end)).await?
+                }
+                None => {
                     let mut body = BytesMut::new();
-                    for (source, range) in &pieces {
-                        body.extend_from_slice(&transfers.read_range(source, *range).await?);
+                    for piece in &pieces {
+                        match piece {
+                            Source::Object(source, range) => {
+                                body.extend_from_slice(&transfers.read_range(source, (range.start, range.end)).await?)
+                            }
+                            Source::Bytes(bytes) => body.extend_from_slice(bytes),
+                        }
                     }
                     transfers.upload_part(&dest, &upload_id, number, body.freeze()).await?
                 }
@@ -167,11 +216,6 @@ async fn run_parts<S: ObjectStore>(
 
 fn finished<T>(done: Result<Result<T, StoreError>, tokio::task::JoinError>) -> Result<T, StoreError> {
     done.map_err(|join| AwsError::other("S3", "UploadPart", AwsErrorKind::Request, join.to_string()))?
-}
-
-enum PartWork {
-    Copy(S3Uri, (u64, u64)),
-    Upload(Vec<(S3Uri, (u64, u64))>),
 }
 
 #[cfg(test)]

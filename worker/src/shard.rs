@@ -2,14 +2,17 @@
 //! then, from whichever shard finds every shard done, the file's one output.
 //!
 //! - **Stage.** The shard reads its byte range (every request pinned to the input's ETag),
-//!   keeps the rows that start in it ([`crate::engine::shard`]), and writes its predictions and
-//!   rejected rows to objects of its own under the staging prefix. Then it records what it did
+//!   keeps the rows that start in it ([`crate::engine::shard`]; for Parquet, the row groups that
+//!   do, read by ranged GETs), and writes its predictions and rejected rows to objects of its own
+//!   under the staging prefix. Then it records what it did
 //!   (`done/<index>.json`). A shard redelivered after a crash does the same again, overwriting
 //!   its own objects with the same bytes; the others' finished work is untouched.
 //! - **Assemble.** The shard that sees all shards done builds the output as an open multipart
 //!   upload: each staged output copied inside S3 (`UploadPartCopy`), the few MiB around a small
-//!   one uploaded again so that every part but the last has S3's minimum of 5 MiB. The errors
-//!   file is rewritten with whole-file line numbers. The bad-row limit is checked on the whole.
+//!   one uploaded again so that every part but the last has S3's minimum of 5 MiB. A Parquet
+//!   output is the shards' row-group bytes so copied, between the magic bytes and a new footer
+//!   ([`crate::engine::formats::parquet::join`]). The errors file is rewritten with whole-file
+//!   line (or row) numbers. The bad-row limit is checked on the whole.
 //! - **Decide once.** The outcome (the report and the uploads to complete) is written as the
 //!   file's claim with `If-None-Match: *`: of assemblers racing, one wins, the others abort their
 //!   uploads. Whoever reads the claim carries it out (idempotently), so one that dies after
@@ -27,17 +30,20 @@ use shared::shards::{Announcing, Assembled, Claim, Shard, ShardDone, Staging};
 use shared::{JobMessage, S3Uri};
 
 use crate::completions::CompletionEvents;
-use crate::concatenate::concatenate;
+use crate::concatenate::{Source, concatenate};
+use crate::engine::formats::parquet::join::{MAGIC, join, read_footer};
 use crate::engine::shard::{OwnedRows, Unsplittable, append_errors, first_row_line, read_from};
 use crate::engine::{
-    DataFormat, FileKind, ROW_ERROR_HEADER, TransformError, TransformSummary, check_whole_file, transform_shard,
+    DataFormat, FileKind, PARQUET_ROW_ERROR_HEADER, ROW_ERROR_HEADER, RangeRead, TableFormat, TransformError,
+    TransformSummary, check_whole_file, transform_parquet_shard, transform_shard,
 };
 use crate::job::{
     JobRunner, MessageEnd, RetryCause, Stop, Unfinished, access_or_transient, input_failure, input_kind, input_uri,
     model_failure, output_failure, output_uri, upload_failure,
 };
+use crate::ranged::RangedObject;
 use crate::store::{ObjectStore, StoreError};
-use crate::transfer::{InputSpec, ObjectState, Transfers, WINDOW, input_channel};
+use crate::transfer::{ChannelReader, InputSpec, ObjectState, Transfers, WINDOW, input_channel};
 
 const STAGED_TYPE: &str = "application/octet-stream";
 
@@ -147,6 +153,15 @@ pub(crate) async fn run<S: ObjectStore, E: CompletionEvents>(
     file.assemble(finished).await
 }
 
+/// What a shard's engine reads.
+enum ShardInput<S: ObjectStore> {
+    /// Text, streamed from the shard's range: CSV (`csv`) or JSON Lines; a shard after the first
+    /// is told the file's first row.
+    Lines { reader: ChannelReader, csv: bool, first_row: Option<Vec<u8>> },
+    /// A Parquet file, read by ranged GETs.
+    RowGroups(RangedObject<S>),
+}
+
 /// A staged shard.
 struct Staged {
     model: ModelInfo,
@@ -199,7 +214,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
         }
         // Another shard decided first: what this one prepared is not needed.
         if let Claim::Publish { data, errors, .. } = claim {
-            let keys = self.job.output_keys();
+            let keys = self.runner.output_keys(self.job);
             self.abandon(&keys.data, data).await;
             self.abandon(&keys.errors, errors).await;
         }
@@ -252,7 +267,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
         }
         // A late message must not publish an older version of the key over a newer one's outputs.
         let input = input_uri(self.job);
-        let keys = self.job.output_keys();
+        let keys = self.runner.output_keys(self.job);
         match self.transfers().object_state(&input, &self.job.input.etag).await {
             Ok(ObjectState::Replaced) => {
                 self.abandon(&keys.data, data).await;
@@ -421,24 +436,40 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
         }
     }
 
-    /// Runs the shard's rows into its staged objects.
+    /// Runs the shard's rows into its staged objects: the lines that start in its range (text),
+    /// or the row groups that do (Parquet, read by ranged GETs).
     async fn stage(&self) -> Result<Staged, ShardStop> {
         let (job, shard) = (self.job, self.shard);
         let kind = input_kind(job, &self.runner.settings).map_err(ShardStop::File)?;
+        // For text: whether it is CSV (JSON Lines otherwise).
         let csv = match kind {
             FileKind { gzip: true, .. } => return Err(ShardStop::Unsplittable(Unsplittable::Gzip.to_string())),
-            FileKind { format: DataFormat::Csv { .. }, .. } => true,
-            FileKind { format: DataFormat::JsonLines, .. } => false,
+            FileKind { format: DataFormat::Csv { .. }, .. } => Some(true),
+            FileKind { format: DataFormat::JsonLines, .. } => Some(false),
+            FileKind { format: DataFormat::Parquet, .. } => None,
             _ => return Err(ShardStop::Unsplittable("only tables are split".into())),
         };
         let (info, model) = self.pinned_model().await?;
         let input = self.input();
-        let first_row = match shard.index {
-            0 => None,
-            _ => Some(self.first_row(&input, !csv).await?),
+        let (engine_input, chunks) = match csv {
+            Some(csv) => {
+                let first_row = match shard.index {
+                    0 => None,
+                    _ => Some(self.first_row(&input, !csv).await?),
+                };
+                let (chunks, reader) = input_channel();
+                (ShardInput::Lines { reader, csv, first_row }, Some(chunks))
+            }
+            None => {
+                let object = RangedObject::new(self.transfers().clone(), input.clone(), job.input.size);
+                (ShardInput::RowGroups(object), None)
+            }
+        };
+        let ranged = match &engine_input {
+            ShardInput::RowGroups(object) => Some(object.clone()),
+            ShardInput::Lines { .. } => None,
         };
 
-        let (chunks, reader) = input_channel();
         let (mut data_writer, data_upload) =
             self.transfers().upload(self.at(self.staging.output(shard.index)), STAGED_TYPE);
         let (mut errors_writer, errors_upload) =
@@ -446,29 +477,44 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
         let options = self.runner.settings.transform;
         let engine_model = Arc::clone(&model);
         let engine = tokio::task::spawn_blocking(move || {
-            let (rows, lines) = OwnedRows::new(reader, shard.start, shard.end, csv);
-            let result = transform_shard(
-                rows,
-                kind.format,
-                &mut data_writer,
-                &mut errors_writer,
-                &engine_model.model,
-                &options,
-                first_row.as_deref(),
-            );
-            if let Ok(summary) = &result {
+            let (model, data, errors) = (&engine_model.model, &mut data_writer, &mut errors_writer);
+            // The lines the shard owned; for Parquet, its rows.
+            let (result, lines) = match engine_input {
+                ShardInput::Lines { reader, csv, first_row } => {
+                    let (rows, lines) = OwnedRows::new(reader, shard.start, shard.end, csv);
+                    let result =
+                        transform_shard(rows, kind.format, data, errors, model, &options, first_row.as_deref());
+                    (result, Some(lines.get()))
+                }
+                ShardInput::RowGroups(object) => {
+                    let (file, bytes) = (Arc::new(object), shard.start..shard.end);
+                    (transform_parquet_shard(file, bytes, shard.index == 0, data, errors, model, &options), None)
+                }
+            };
+            let result = result.and_then(|summary| {
                 let errors_finished = if summary.bad_rows > 0 { errors_writer.finish() } else { Ok(()) };
-                let finished = data_writer.finish().and(errors_finished);
-                return (result.and_then(|s| finished.map(|()| s).map_err(TransformError::Io)), lines.get());
-            }
-            (result, lines.get())
+                data_writer.finish().and(errors_finished).map_err(TransformError::Io)?;
+                Ok(summary)
+            });
+            (result, lines)
         });
-        // The range, and a window past it for its last row (more, if that row needs it).
-        let from = read_from(shard.start);
-        let download = self.transfers().pump_range(&input, from, shard.end + WINDOW, job.input.size, chunks);
+        // Text: the range, and a window past it for its last row (more, if that row needs it).
+        let download = async {
+            match chunks {
+                Some(chunks) => {
+                    let from = read_from(shard.start);
+                    self.transfers().pump_range(&input, from, shard.end + WINDOW, job.input.size, chunks).await?;
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        };
         let (downloaded, engine, data, errors) =
             tokio::join!(download, engine, data_upload.staged(), errors_upload.staged());
         downloaded.map_err(|e| input_failure::<S>(&input.uri, e))?;
+        if let Some(failure) = ranged.as_ref().and_then(RangedObject::take_failure) {
+            return Err(input_failure::<S>(&input.uri, failure).into());
+        }
         let (result, lines) = engine.map_err(|join| {
             Unfinished::Retry(RetryCause::Transient, format!("the transform stopped unexpectedly: {join}"))
         })?;
@@ -501,6 +547,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
             _ => errors.map_err(upload_failure)?.commit().await.map_err(output_failure)?.bytes,
         };
         let model = ModelInfo { sha256: Some(model.model.sha256.clone()), ..info };
+        let lines = lines.unwrap_or(summary.rows_in);
         Ok(Staged { model, summary, lines, output_bytes, errors_bytes })
     }
 
@@ -571,7 +618,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
             );
         }
         let verdict = check_whole_file(summary.clone(), self.runner.settings.transform.max_bad_row_ratio);
-        let keys = self.job.output_keys();
+        let keys = self.runner.output_keys(self.job);
         let (status, reason, summary, data, errors) =
             match self.transfers().object_state(&input, &self.job.input.etag).await {
                 Err(error) => return Err(access_or_transient(error, "the input bucket")),
@@ -585,7 +632,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
                 }
                 Ok(ObjectState::Unchanged) => match verdict {
                     Ok(summary) => {
-                        let data = self.assemble_data(&shards).await.map_err(output_failure)?;
+                        let data = self.assemble_data(&shards).await?;
                         let errors = match summary.bad_rows {
                             0 => None,
                             _ => Some(self.assemble_errors(&shards, &lines_before).await?),
@@ -658,25 +705,75 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
         }
     }
 
-    /// The shards' outputs, in order, as one open multipart upload of the output key.
-    async fn assemble_data(&self, shards: &[ShardDone]) -> Result<Assembled, StoreError> {
-        let sources: Vec<(S3Uri, u64)> =
-            shards.iter().map(|s| (self.at(self.staging.output(s.shard.index)), s.output_bytes)).collect();
-        let content_type = match self.job.input.key.to_ascii_lowercase() {
-            key if key.ends_with(".csv") || key.ends_with(".tsv") => "text/csv",
-            _ => "application/x-ndjson",
+    /// The input's format, and the output's.
+    fn formats(&self) -> Result<(DataFormat, TableFormat), Unfinished> {
+        let kind = input_kind(self.job, &self.runner.settings)
+            .map_err(|reason| Unfinished::Retry(RetryCause::Operator, reason))?;
+        Ok((kind.format, kind.format.output(self.runner.settings.transform.output_format)))
+    }
+
+    /// The shards' outputs, in order, as one open multipart upload of the output key: text
+    /// outputs one after the other, Parquet outputs' row groups under a new footer.
+    async fn assemble_data(&self, shards: &[ShardDone]) -> Result<Assembled, Unfinished> {
+        let (_, format) = self.formats()?;
+        let staged = |s: &ShardDone| self.at(self.staging.output(s.shard.index));
+        let sources = match format {
+            TableFormat::Parquet => self.joined_parquet(shards).await?,
+            _ => shards.iter().map(|s| Source::object(staged(s), s.output_bytes)).collect(),
         };
-        concatenate(self.transfers(), &output_uri(self.job, &self.job.output_keys().data), content_type, &sources).await
+        let dest = output_uri(self.job, &self.runner.output_keys(self.job).data);
+        concatenate(self.transfers(), &dest, format.content_type(), &sources).await.map_err(output_failure)
+    }
+
+    /// The shards' Parquet outputs as one file ([`engine::formats::parquet::join`]): the magic,
+    /// each one's row groups where they are in S3, and the new footer.
+    async fn joined_parquet(&self, shards: &[ShardDone]) -> Result<Vec<Source>, Unfinished> {
+        let mut footers = Vec::with_capacity(shards.len());
+        for shard in shards {
+            let spec = InputSpec { uri: self.at(self.staging.output(shard.shard.index)), etag: None, version_id: None };
+            let object = RangedObject::new(self.transfers().clone(), spec, shard.output_bytes);
+            let file: Arc<dyn RangeRead> = Arc::new(object.clone());
+            let read = tokio::task::spawn_blocking(move || read_footer(file))
+                .await
+                .map_err(|join| Unfinished::Retry(RetryCause::Transient, join.to_string()))?;
+            match read {
+                Ok(footer) => footers.push(footer),
+                Err(error) => {
+                    return Err(match object.take_failure() {
+                        Some(failure) => output_failure(failure),
+                        None => Unfinished::Retry(
+                            RetryCause::Transient,
+                            format!("shard {}'s staged output: {error}", shard.shard.index + 1),
+                        ),
+                    });
+                }
+            }
+        }
+        let joined = join(&footers).map_err(|error| {
+            Unfinished::Retry(RetryCause::Transient, format!("joining the shards' outputs: {error}"))
+        })?;
+        let parts = shards
+            .iter()
+            .zip(joined.rows)
+            .map(|(s, rows)| Source::Object(self.at(self.staging.output(s.shard.index)), rows));
+        Ok(std::iter::once(Source::Bytes(Bytes::from_static(MAGIC)))
+            .chain(parts)
+            .chain([Source::Bytes(joined.footer)])
+            .collect())
     }
 
     /// The shards' errors files as one, with whole-file line numbers.
     async fn assemble_errors(&self, shards: &[ShardDone], lines_before: &[u64]) -> Result<Assembled, Unfinished> {
-        let uri = output_uri(self.job, &self.job.output_keys().errors);
+        let uri = output_uri(self.job, &self.runner.output_keys(self.job).errors);
         let (writer, upload) = self.transfers().upload(uri, "text/csv");
         let (sources_tx, mut sources_rx) = tokio::sync::mpsc::channel(1);
+        let header = match self.formats()?.0 {
+            DataFormat::Parquet => PARQUET_ROW_ERROR_HEADER,
+            _ => ROW_ERROR_HEADER,
+        };
         let rewrite = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let mut out = csv::Writer::from_writer(writer);
-            out.write_record(ROW_ERROR_HEADER)?;
+            out.write_record(header)?;
             while let Some((reader, before)) = sources_rx.blocking_recv() {
                 append_errors(reader, before, &mut out)?;
             }

@@ -271,3 +271,179 @@ async fn a_model_replaced_in_place_mid_file_fails_the_file_rather_than_mixing_mo
     assert!(store.object("out", "mixed.csv.out").is_none());
     assert_eq!(events.ids().len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Parquet: split by row groups, joined without re-encoding
+// ---------------------------------------------------------------------------------------------
+
+/// An iris-like Parquet file of `rows` rows in row groups of `row_group_rows`: `id` (int64) and
+/// the four features (float64, each row's a little off iris's, so that predictions do not
+/// repeat), every 89th row's `petal_width` null (a bad row).
+fn iris_parquet(rows: usize, row_group_rows: usize) -> Vec<u8> {
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+    let names = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
+    let mut fields = vec![Field::new("id", DataType::Int64, false)];
+    fields.extend(names.iter().map(|n| Field::new(*n, DataType::Float64, true)));
+    let schema = std::sync::Arc::new(Schema::new(fields));
+    let text = String::from_utf8(iris_like(rows)).unwrap();
+    let values: Vec<Vec<f64>> =
+        text.lines().skip(1).map(|l| l.split(',').skip(1).map(|v| v.parse().unwrap()).collect()).collect();
+    let mut columns: Vec<ArrayRef> = vec![std::sync::Arc::new(Int64Array::from_iter_values(1..=rows as i64))];
+    columns.extend((0..names.len()).map(|f| {
+        let jitter = |r: usize| ((r * 7919 + f * 104_729) % 1000) as f64 * 1e-4;
+        let column = values.iter().enumerate().map(|(r, row)| (f != 3 || r % 89 != 88).then_some(row[f] + jitter(r)));
+        std::sync::Arc::new(column.collect::<Float64Array>()) as ArrayRef
+    }));
+    let properties = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .build();
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema.clone(), Some(properties)).unwrap();
+    writer.write(&RecordBatch::try_new(schema, columns).unwrap()).unwrap();
+    writer.close().unwrap();
+    out
+}
+
+/// A Parquet file's rows, as text (one line a row), and its row groups.
+fn parquet_rows(file: &[u8]) -> (Vec<String>, usize) {
+    let builder =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file.to_vec()))
+            .unwrap();
+    let row_groups = builder.metadata().num_row_groups();
+    let mut rows = Vec::new();
+    for batch in builder.build().unwrap() {
+        let batch = batch.unwrap();
+        let formatters: Vec<_> = batch.columns().iter().map(|c| arrow_cast_free_display(c.as_ref())).collect();
+        for row in 0..batch.num_rows() {
+            rows.push(formatters.iter().map(|f| f(row)).collect::<Vec<_>>().join(","));
+        }
+    }
+    (rows, row_groups)
+}
+
+/// A cell printer for the output's column types (int64, strings, float32).
+fn arrow_cast_free_display(column: &dyn arrow_array::Array) -> Box<dyn Fn(usize) -> String + '_> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Int64Type};
+    use arrow_schema::DataType;
+    match column.data_type() {
+        DataType::Int64 => Box::new(move |r| column.as_primitive::<Int64Type>().value(r).to_string()),
+        DataType::Float32 => Box::new(move |r| column.as_primitive::<Float32Type>().value(r).to_string()),
+        DataType::Utf8 => Box::new(move |r| column.as_string::<i32>().value(r).to_owned()),
+        other => panic!("no printer for {other}"),
+    }
+}
+
+/// The runner of `setup`, writing `format`.
+fn writing(
+    format: worker::engine::TableFormat,
+) -> (support::MemoryStore, JobRunner<support::MemoryStore, RecordedEvents>, RecordedEvents) {
+    let (store, mut runner, events) = setup();
+    runner.settings.transform.output_format = Some(format);
+    (store, runner, events)
+}
+
+/// The outputs one worker writes for `data` as `key`, in `format`: data, errors file, report.
+async fn whole_in(
+    format: worker::engine::TableFormat,
+    key: &str,
+    data: &[u8],
+    data_key: &str,
+) -> (Vec<u8>, Option<Vec<u8>>, shared::JobReport) {
+    let (store, runner, _) = writing(format);
+    let job = upload(&store, key, data.to_vec());
+    let JobOutcome::Reported(report) = runner.run(&job, 1).await else { panic!("the whole file has a report") };
+    let object = |key: &str| store.object("out", key).map(|b| b.to_vec());
+    (object(data_key).expect("an output"), object(&format!("{key}.errors.csv")), *report)
+}
+
+#[tokio::test]
+async fn a_parquet_file_is_split_by_row_groups_and_joined_into_one_file() {
+    use worker::engine::TableFormat;
+    // GIVEN a Parquet file of 40 row groups with bad rows, in 7 shards
+    let data = iris_parquet(4_000, 100);
+    let (expected_out, expected_errors, expected) =
+        whole_in(TableFormat::Parquet, "t/rows.parquet", &data, "t/rows.parquet.out.parquet").await;
+    let (store, runner, events) = writing(TableFormat::Parquet);
+    let messages = shard_messages(&store, "t/rows.parquet", data.clone(), data.len() as u64 / 7 + 1);
+    assert_eq!(messages.len(), 7);
+    // WHEN their messages run out of order, one twice
+    let outcomes = run_all(&runner, &messages, &[3, 0, 6, 1, 5, 5, 2, 4]).await;
+    // THEN one reports the file, with the whole file's counts and row numbers
+    let reports: Vec<_> =
+        outcomes.iter().filter_map(|o| if let JobOutcome::Reported(r) = o { Some(r) } else { None }).collect();
+    assert_eq!(reports.len(), 1, "{outcomes:?}");
+    assert_eq!((reports[0].rows, &reports[0].first_errors), (expected.rows, &expected.first_errors));
+    assert_eq!(expected.rows.bad, 4_000 / 89);
+    let Some(SplitReport::Shards { count: 7, shards, .. }) = &reports[0].split else {
+        panic!("{:?}", reports[0].split)
+    };
+    // (The last shards' ranges hold the footer's statistics and page indexes, not row groups.)
+    assert!(shards.iter().filter(|s| s.rows > 0).count() >= 4, "{shards:?}");
+    // AND the output is one Parquet file of the shards' row groups, rows as one worker writes them
+    let out = store.object("out", "t/rows.parquet.out.parquet").expect("the output").to_vec();
+    let ((rows, row_groups), (expected_rows, _)) = (parquet_rows(&out), parquet_rows(&expected_out));
+    assert_eq!(rows.len(), 4_000 - 4_000 / 89);
+    assert_eq!(rows, expected_rows);
+    assert!(row_groups >= 4, "{row_groups} row groups");
+    // AND the errors file is the whole file's, row numbers and all
+    assert_eq!(store.object("out", "t/rows.parquet.errors.csv").map(|b| b.to_vec()), expected_errors);
+    assert_eq!(events.0.lock().unwrap().len(), 1);
+    let staged: Vec<_> = store.keys("out").into_iter().filter(|k| k.starts_with("_sluice/")).collect();
+    assert_eq!(staged.len(), 2, "{staged:?}");
+    assert_eq!(store.open_uploads(), 0);
+}
+
+#[tokio::test]
+async fn parquet_and_text_cross_over_when_split() {
+    use worker::engine::TableFormat;
+    // GIVEN a Parquet file written as CSV, and a CSV written as Parquet, each in shards
+    let parquet = iris_parquet(3_000, 64);
+    let (expected_csv, _, _) = whole_in(TableFormat::Csv, "a.parquet", &parquet, "a.parquet.out").await;
+    let (store, runner, _) = writing(TableFormat::Csv);
+    let messages = shard_messages(&store, "a.parquet", parquet.clone(), parquet.len() as u64 / 4 + 1);
+    run_all(&runner, &messages, &[2, 1, 3, 0]).await;
+    // THEN the CSV has one header and the whole file's rows
+    assert_eq!(store.object("out", "a.parquet.out").map(|b| b.to_vec()), Some(expected_csv));
+
+    let csv = with_bad_rows(3_000, 97);
+    let (expected_parquet, _, _) = whole_in(TableFormat::Parquet, "b.csv", &csv, "b.csv.out.parquet").await;
+    let (store, runner, _) = writing(TableFormat::Parquet);
+    let messages = shard_messages(&store, "b.csv", csv.clone(), csv.len() as u64 / 5);
+    let order: Vec<usize> = (0..messages.len()).rev().collect();
+    run_all(&runner, &messages, &order).await;
+    let out = store.object("out", "b.csv.out.parquet").expect("the output").to_vec();
+    assert_eq!(parquet_rows(&out).0, parquet_rows(&expected_parquet).0);
+}
+
+#[tokio::test]
+async fn outputs_of_several_mib_are_joined_from_copies_inside_the_store() {
+    use worker::engine::TableFormat;
+    let data = iris_parquet(2_000_000, 250_000);
+    let (store, runner, _) = writing(TableFormat::Parquet);
+    let messages = shard_messages(&store, "big.parquet", data.clone(), data.len() as u64 / 2 + 1);
+    run_all(&runner, &messages, &[1, 0]).await;
+    assert!(
+        store.calls().iter().any(|c| c.starts_with("UploadPartCopy big.parquet.out.parquet")),
+        "{:?}",
+        store.calls()
+    );
+    let out = store.object("out", "big.parquet.out.parquet").expect("the output").to_vec();
+    assert_eq!(parquet_rows(&out).0.len(), 2_000_000 - 2_000_000 / 89);
+}
+
+#[tokio::test]
+async fn a_parquet_file_of_one_row_group_runs_whole_and_says_why() {
+    let data = iris_parquet(2_000, 10_000);
+    let (store, runner, events) = setup();
+    let messages = shard_messages(&store, "one.parquet", data.clone(), data.len() as u64 / 3 + 1);
+    let outcomes = run_all(&runner, &messages, &[2, 0, 1]).await;
+    let reports: Vec<_> =
+        outcomes.iter().filter_map(|o| if let JobOutcome::Reported(r) = o { Some(r) } else { None }).collect();
+    assert_eq!(reports.len(), 1, "{outcomes:?}");
+    let Some(SplitReport::NotSplit { reason }) = &reports[0].split else { panic!("{:?}", reports[0].split) };
+    assert!(reason.contains("one row group"), "{reason}");
+    assert_eq!(reports[0].rows.input, 2_000);
+    assert_eq!(events.0.lock().unwrap().len(), 1);
+}

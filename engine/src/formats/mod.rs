@@ -19,6 +19,7 @@ pub mod text_sink;
 pub mod values;
 
 use std::io::BufRead;
+use std::ops::Range;
 use std::sync::Arc;
 
 pub use self::kind::{CsvOptions, DataFormat, FileKind, TableFormat, UnsupportedFile, open_text};
@@ -58,7 +59,16 @@ pub(crate) fn text_source<'a>(
     })
 }
 
-/// The rows of a Parquet file, read by byte ranges.
-pub(crate) fn parquet_source(file: Arc<dyn RangeRead>, model: &Model) -> Result<Box<dyn RowSource>, TransformError> {
-    Ok(Box::new(ParquetSource::open(file, model)?))
+/// The rows of a Parquet file, read by byte ranges: all of them, or a shard's (the row groups
+/// that start in `shard`).
+pub(crate) fn parquet_source(
+    file: Arc<dyn RangeRead>,
+    model: &Model,
+    shard: Option<Range<u64>>,
+) -> Result<Box<dyn RowSource>, TransformError> {
+    let mut source = ParquetSource::open(file, model)?;
+    if let Some(bytes) = shard {
+        source.keep_row_groups_starting_in(bytes)?;
+    }
+    Ok(Box::new(source))
 }

@@ -3,6 +3,7 @@
 //! for CSV, from numeric and boolean columns or from a list column holding a whole feature
 //! vector; a typed model's string and integer inputs read their columns directly.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -24,6 +25,7 @@ use crate::batch::{BadRow, Batch};
 use crate::columns::ColumnPlan;
 use crate::formats::source::RowSource;
 use crate::model::{ColumnType, Model};
+use crate::shard::Unsplittable;
 
 /// What a feature column gives the model.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +123,22 @@ impl ParquetSource {
             reader: None,
             rows_before: 0,
         })
+    }
+
+    /// Keeps only the row groups whose first byte is in `bytes`, a shard's range: each row
+    /// group of the file so belongs to one shard, as Spark splits Parquet. A file of fewer than
+    /// two row groups cannot be split.
+    pub fn keep_row_groups_starting_in(&mut self, bytes: Range<u64>) -> Result<(), TransformError> {
+        let metadata = self.metadata.metadata();
+        if metadata.num_row_groups() < 2 {
+            return Err(TransformError::Io(Unsplittable::OneRowGroup.into_io()));
+        }
+        let starts_in = |index: &usize| {
+            let columns = metadata.row_group(*index).columns();
+            columns.iter().map(|chunk| chunk.byte_range().0).min().is_some_and(|first| bytes.contains(&first))
+        };
+        self.row_groups.retain(starts_in);
+        Ok(())
     }
 
     /// The pass-through columns' fields: the output keeps their types.
