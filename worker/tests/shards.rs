@@ -447,3 +447,20 @@ async fn a_parquet_file_of_one_row_group_runs_whole_and_says_why() {
     assert_eq!(reports[0].rows.input, 2_000);
     assert_eq!(events.0.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_parquet_reupload_mid_file_stops_the_old_versions_shards_reading_it() {
+    // GIVEN a Parquet file in three shards, one done
+    let data = iris_parquet(3_000, 100);
+    let (store, runner, events) = setup();
+    let messages = shard_messages(&store, "re.parquet", data.clone(), data.len() as u64 / 3 + 1);
+    run_all(&runner, &messages, &[0]).await;
+    // WHEN the key is uploaded again before the next shard reads its row groups
+    store.put_object("in", "re.parquet", iris_parquet(500, 100));
+    let outcomes = run_all(&runner, &messages, &[1, 2]).await;
+    // THEN its ranged reads, pinned to the old ETag, stop it, and nothing is published
+    assert!(outcomes.iter().all(|o| matches!(o, JobOutcome::Superseded(_))), "{outcomes:?}");
+    assert!(store.object("out", "re.parquet.out.parquet").is_none());
+    assert!(events.0.lock().unwrap().is_empty());
+    assert_eq!(store.open_uploads(), 0);
+}
