@@ -16,9 +16,12 @@ models/zoo/:
 and zoo.json, the list of models with their family and converter. The families sluice still
 refuses (models taking maps) are in models/zoo/refused/ (model only): a test checks that they
 are refused with the reason named. The `column_transformer_*` models take one input per column
-(strings, integers, floats) and their CSV has a column of each input's name. Training is seeded: a re-run reproduces every input and reference output byte for
+(strings, integers, floats) and their CSV has a column of each input's name; the `*_text` models
+(scikit-learn's text vectorizers) take one, `text`, and onnxruntime's StringNormalizer in them
+needs the en_US.UTF-8 locale (Debian: `locales`, with that line in /etc/locale.gen, then
+`locale-gen`). Training is seeded: a re-run reproduces every input and reference output byte for
 byte (onnxmltools' files differ only in the names it generates afresh). Training data come from
-scikit-learn's bundled data sets.
+scikit-learn's bundled data sets, and for the text models from word lists in this script.
 """
 
 import csv
@@ -278,6 +281,75 @@ def mixed_models():
     return written
 
 
+# Texts for the text pipelines: sentences drawn from each topic's words (nothing downloaded), and
+# held-out texts that are hard in other ways too.
+TOPICS = {
+    "sports": "match goal team players coach season league score win defeat striker keeper final cup stadium fans referee",
+    "markets": "stocks bonds shares investors prices rally inflation rates earnings trading futures dividend currency bank profit",
+    "weather": "rain storm wind forecast sunny clouds temperature snow frost heatwave humidity thunder showers cold warm",
+}
+COMMON = "the a of and to in on for with today this week after before new big small very more".split()
+HARD_TEXTS = [
+    "",
+    " ",
+    "Goal! The STRIKER scored, and the fans cheered: \"what a match\"",
+    "Stocks\tfell;\tbonds rose\t(inflation) — prices, prices, PRICES",
+    "Café crème, naïve façade: Météo says rain 🌧️ and snow ❄️ tomorrow",
+    "東京の天気は雨です rain 雨 storm",
+    "line one about the league\nline two about the cup final",
+    "Ünïcödé ÀÉÎÕÜ weather, SUNNY & warm 😎",
+]
+
+
+def text_corpus(count, seed):
+    """`count` sentences of 5 to 20 words, each mostly from one topic's words, and their topics."""
+    rng = np.random.default_rng(seed)
+    names = sorted(TOPICS)
+    texts, labels = [], []
+    for _ in range(count):
+        topic = names[rng.integers(len(names))]
+        words = TOPICS[topic].split()
+        other = TOPICS[names[rng.integers(len(names))]].split()
+        sentence = []
+        for _ in range(rng.integers(5, 21)):
+            pool = [words, other, COMMON][rng.choice(3, p=[0.6, 0.15, 0.25])]
+            word = pool[rng.integers(len(pool))]
+            sentence.append(word.capitalize() if rng.random() < 0.1 else word)
+        texts.append(" ".join(sentence))
+        labels.append(topic)
+    return texts, labels
+
+
+def text_models():
+    """scikit-learn's text vectorizers before a classifier, taking one string column `text`."""
+    import pandas as pd
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import StringTensorType
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+    from sklearn.naive_bayes import MultinomialNB
+
+    train_texts, train_labels = text_corpus(600, seed=0)
+    held_texts, _ = text_corpus(60, seed=1)
+    long_text = " ".join(text_corpus(200, seed=2)[0])
+    held = pd.DataFrame({"text": held_texts + HARD_TEXTS + [" ".join(long_text.split()[:3000])]})
+    written = []
+    for name, vectorizer, classifier in (
+        ("tfidf_logreg_text", TfidfVectorizer(), LogisticRegression(max_iter=2000)),
+        ("count_bigrams_naive_bayes_text", CountVectorizer(ngram_range=(1, 2)), MultinomialNB()),
+        (
+            "tfidf_bigrams_stopwords_sublinear_logreg_text",
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, stop_words="english", min_df=2),
+            LogisticRegression(C=10.0, max_iter=2000),
+        ),
+    ):
+        model = make_pipeline(vectorizer, classifier).fit(train_texts, train_labels)
+        onx = convert_sklearn(
+            model, initial_types=[("text", StringTensorType([None, 1]))], target_opset={**TARGET_OPSET, "": 15}
+        )
+        written.append(write_mixed(name, onx, held.copy(), "pipeline: text vectorizer"))
+    return written
+
+
 def models():
     """(name, family, converter, build) for every model of the zoo; build returns (onnx, x_test)."""
 
@@ -411,27 +483,34 @@ def refused():
 
 
 def node_value(x):
-    """A value of a node test in JSON: text as is, numbers as floats, NaN as the string "NaN"."""
+    """A value of a node test in JSON: text as is, numbers as floats, NaN and infinities as the
+    strings "NaN", "Infinity" and "-Infinity"."""
     if isinstance(x, bytes):
         return x.decode()
     if isinstance(x, str):
         return x
-    return "NaN" if np.isnan(x) else float(x)
+    if np.isnan(x):
+        return "NaN"
+    return ("Infinity" if x > 0 else "-Infinity") if np.isinf(x) else float(x)
 
 
 def node_tests():
-    """The ONNX project's own node tests of the ai.onnx.ml operators, as the onnx package ships
-    them: each model with its inputs and expected outputs, as JSON."""
+    """The ONNX project's own node tests of the operators the engine supplies (the ai.onnx.ml
+    ones, the text ones, ReduceLogSumExp), as the onnx package ships them: each model with its
+    inputs and expected outputs, as JSON."""
     from onnx.backend.test.case.node import collect_testcases
 
     folder = os.path.join(ZOO, "onnx_node_tests")
-    os.makedirs(folder)
+    os.makedirs(folder, exist_ok=True)
     names = []
+    prefixes = ("test_ai_onnx_ml_", "test_strnormalizer_", "test_tfidfvectorizer_", "test_reduce_log_sum_exp_")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cases = [c for c in collect_testcases(None) if c.name.startswith("test_ai_onnx_ml_")]
+        cases = [
+            c for c in collect_testcases(None) if c.name.startswith(prefixes) and not c.name.endswith("_expanded")
+        ]
     for case in cases:
-        name = case.name[len("test_ai_onnx_ml_"):]
+        name = case.name[len("test_ai_onnx_ml_"):] if case.name.startswith("test_ai_onnx_ml_") else case.name[len("test_"):]
         with open(os.path.join(folder, name + ".onnx"), "wb") as f:
             f.write(case.model.SerializeToString())
         inputs, outputs = case.data_sets[0]
@@ -459,6 +538,7 @@ def main():
         onx, x_test = build()
         manifest.append(write(name, onx, x_test, family, converter, missing))
     manifest += mixed_models()
+    manifest += text_models()
     refused()
     node_tests()
     with open(os.path.join(ZOO, "zoo.json"), "w") as f:

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use crate::engine::batch::Batch;
-use crate::engine::{ColumnRef, ColumnType, Model, OutputKind, Passthrough};
+use crate::engine::{ColumnInput, ColumnRef, ColumnType, Model, OutputKind, Passthrough};
 
 /// Synthetic rows: every feature 0, then 1, then -1, then 0.5.
 const SYNTHETIC: [f32; 4] = [0.0, 1.0, -1.0, 0.5];
@@ -43,15 +43,21 @@ pub fn describe(model: &Model, uri: &str) -> (String, bool) {
             Passthrough::Columns(columns) => columns.iter().map(column).collect::<Vec<_>>().join(", "),
         };
         let _ = writeln!(out, "  passed through to the output: {passthrough}");
-        let _ = writeln!(
-            out,
-            "  an empty value or NaN is {}",
-            if model.handles_missing {
-                "a missing value (the model imputes or routes them)"
-            } else {
-                "a bad row (the model does not handle missing values)"
-            }
-        );
+        let text = |i: &ColumnInput| i.kind == ColumnType::Text;
+        if model.column_inputs.iter().any(text) {
+            let _ = writeln!(out, "  a text column's empty value is an empty text; text must be UTF-8");
+        }
+        if model.column_inputs.is_empty() || !model.column_inputs.iter().all(text) {
+            let _ = writeln!(
+                out,
+                "  an empty number or NaN is {}",
+                if model.handles_missing {
+                    "a missing value (the model imputes or routes them)"
+                } else {
+                    "a bad row (the model does not handle missing values)"
+                }
+            );
+        }
     }
     let _ = writeln!(out, "outputs:");
     for spec in &model.outputs {

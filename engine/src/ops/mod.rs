@@ -11,6 +11,9 @@
 //!   - [`encoders`]: `OneHotEncoder`, `LabelEncoder`: categories to numbers.
 //!   - [`linear`]: `LinearRegressor` (tract's `LinearClassifier` stays).
 //!   - [`svm`]: `SVMClassifier`, `SVMRegressor`.
+//!   - [`log_sum_exp`]: `ReduceLogSumExp`, computed stably as onnxruntime does (naive Bayes).
+//! - **Text operators tract lacks**, for scikit-learn's text vectorizers, by [`onnx`] too: [`text`]'s
+//!   `StringNormalizer`, `Tokenizer` (onnxruntime's `com.microsoft` domain) and `TfIdfVectorizer`.
 //! - **Replacements of tract's own kernels** after it has optimised a model, by [`replace_kernels`]:
 //!   [`small_dense`] (dense layers of a few units), [`row_ops`] (softmax and argmax over a handful
 //!   of classes), [`max_pool`] (the image models' pools).
@@ -22,6 +25,7 @@ pub mod encoders;
 pub mod features;
 pub mod labels;
 pub mod linear;
+pub mod log_sum_exp;
 pub mod max_pool;
 pub mod post_transform;
 pub mod row_op;
@@ -29,6 +33,7 @@ pub mod row_ops;
 pub mod scalers;
 pub mod small_dense;
 pub mod svm;
+pub mod text;
 pub mod trees;
 
 use tract_onnx::prelude::*;
@@ -52,7 +57,7 @@ pub const ML_OPERATORS: &[&str] = &[
     "SVMRegressor",
 ];
 
-/// tract's ONNX loader with the engine's ONNX-ML operators registered in place of tract's.
+/// tract's ONNX loader with the engine's ONNX-ML and text operators registered in place of tract's.
 pub fn onnx() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
     let register = &mut onnx.op_register;
@@ -61,7 +66,9 @@ pub fn onnx() -> tract_onnx::Onnx {
     features::register(register);
     encoders::register(register);
     linear::register(register);
+    log_sum_exp::register(register);
     svm::register(register);
+    text::register(register);
     onnx
 }
 
