@@ -27,6 +27,7 @@ pub mod parallel;
 pub mod pipeline;
 pub mod rejects;
 pub mod shard;
+pub mod text;
 
 use std::io;
 

@@ -22,6 +22,7 @@ use super::image::{Classifier, ImageConfig, ImageModel, Labels, Preprocessor};
 use super::model_config::{ModelConfig, ModelConfigError};
 use super::ops;
 pub use super::outputs::OutputValues;
+use super::text::{Embeddings, Feed, RUN_TEXTS, TextEncoder, TextFolder};
 
 /// The metadata entry (`metadata_props`) of an ONNX model that may hold its configuration.
 pub const METADATA_KEY: &str = "sluice";
@@ -69,6 +70,9 @@ pub struct Model {
     pub handles_missing: bool,
     /// Hex SHA-256 of the model file, for the report.
     pub sha256: String,
+    /// How texts become the inputs and the output embeddings, for a text encoder (its one column
+    /// input is the text).
+    pub text: Option<TextEncoder>,
 }
 
 /// One output of the model and the columns it becomes.
@@ -83,6 +87,10 @@ pub struct OutputSpec {
     /// What the ONNX model itself outputs here (a classifier's string labels are run as the
     /// integers 0, 1, … and named back: see [`number_string_labels`]).
     pub element: Element,
+    /// Written as one list named `name` where the format has lists (a JSON array, a Parquet
+    /// `fixed_size_list<float32>`: an embedding, as vector stores load it); CSV has its
+    /// `columns` either way.
+    pub list: bool,
 }
 
 /// A model input fed from one column of the file.
@@ -283,7 +291,135 @@ impl Model {
             operators,
             handles_missing,
             sha256: hex::encode(Sha256::digest(bytes)),
+            text: None,
         })
+    }
+
+    /// Prepares a text encoder from its folder ([`crate::text`]): one text column in (`text`,
+    /// unless the folder's `sluice.json` names another), one embedding a row out.
+    pub fn load_text(folder: TextFolder) -> Result<Self, ModelError> {
+        let onnx = ops::onnx();
+        let proto =
+            onnx.proto_model_for_read(&mut &folder.model[..]).map_err(|e| ModelError::Unreadable(format!("{e:#}")))?;
+        let graph = proto.graph.as_ref().ok_or_else(|| ModelError::Unreadable("it has no graph".into()))?;
+        unsupported_operator(graph, &onnx)?;
+        let initializers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let feeds = graph
+            .input
+            .iter()
+            .filter(|i| !initializers.contains(&i.name.as_str()))
+            .map(|input| {
+                Feed::from_name(&input.name).ok_or_else(|| {
+                    ModelError::Unsupported(format!(
+                        "input {:?}: a text encoder takes input_ids, attention_mask and token_type_ids",
+                        input.name
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !feeds.contains(&Feed::InputIds) {
+            return Err(ModelError::Unsupported("a text encoder takes input_ids, and this model does not".into()));
+        }
+        let names: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+        let chosen = ["sentence_embedding", "token_embeddings", "last_hidden_state"]
+            .iter()
+            .find_map(|wanted| names.iter().position(|n| n == wanted))
+            .ok_or_else(|| {
+                ModelError::Unsupported(format!(
+                    "its outputs are {names:?}: a text encoder has last_hidden_state, token_embeddings or sentence_embedding"
+                ))
+            })?;
+        let embeddings = if names[chosen] == "sentence_embedding" { Embeddings::Sentence } else { Embeddings::Tokens };
+        let operators = operators(graph);
+
+        let cannot_run = |e: TractError| ModelError::Unsupported(format!("tract cannot run it: {e:#}"));
+        let model = onnx.model_for_proto_model(&proto).map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
+        let (rows, length): (TDim, TDim) = (model.sym("N").into(), model.sym("T").into());
+        let model = (0..feeds.len()).try_fold(model, |model, i| {
+            model.with_input_fact(i, i64::datum_type().fact([rows.clone(), length.clone()]).into())
+        });
+        let mut typed = model.and_then(|m| m.into_typed()).map_err(cannot_run)?;
+        let outlet = typed.output_outlets().map_err(cannot_run)?[chosen];
+        typed.select_output_outlets(&[outlet]).map_err(cannot_run)?;
+        let typed = typed.into_decluttered().and_then(|m| m.into_optimized()).map_err(cannot_run)?;
+        let fact = typed.output_fact(0).map_err(cannot_run)?;
+        let rank = if embeddings == Embeddings::Sentence { 2 } else { 3 };
+        let width = match (fact.rank(), fact.shape.last().and_then(|d| d.as_i64()).map(|d| d as usize)) {
+            (r, Some(width)) if r == rank => width,
+            _ => {
+                return Err(ModelError::Unsupported(format!(
+                    "output {:?} is {:?}: a text encoder's is [batch, tokens, width] (or [batch, width] for sentence_embedding)",
+                    names[chosen], fact.shape
+                )));
+            }
+        };
+        let plan = typed.into_runnable().map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
+        let encoder = TextEncoder::new(&folder.tokenizer, folder.layout, feeds, (0, embeddings), width)
+            .map_err(ModelError::Unsupported)?;
+        let outputs = vec![OutputSpec {
+            name: "embedding".into(),
+            kind: OutputKind::Values { width },
+            columns: (0..width).map(|i| format!("embedding_{i}")).collect(),
+            rank: 2,
+            element: Element::Float32,
+            list: true,
+        }];
+        Ok(Self {
+            plan,
+            input_name: "text".into(),
+            n_features: 1,
+            input_shape: vec![1],
+            image: None,
+            column_inputs: vec![ColumnInput { name: "text".into(), kind: ColumnType::Text }],
+            matrix: ColumnType::Float,
+            outputs,
+            config: folder.config.unwrap_or_default(),
+            operators,
+            handles_missing: false,
+            sha256: hex::encode(Sha256::digest(&folder.model)),
+            text: Some(encoder),
+        })
+    }
+
+    /// Embeds a batch's texts: in runs of similar lengths, each row's embedding in its place.
+    fn embed(&self, encoder: &TextEncoder, batch: &Batch) -> Result<Vec<OutputValues>, ModelError> {
+        let rows = batch.rows;
+        let failed = |message: String| ModelError::Inference { rows, message };
+        let texts = (0..rows)
+            .map(|r| std::str::from_utf8(batch.text.get(r)).map_err(|_| failed("a text is not UTF-8".into())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let width = encoder.width;
+        let mut out = vec![0f32; rows * width];
+        let mut pooled = vec![0f32; RUN_TEXTS * width];
+        for run in TextEncoder::run_order(&texts).chunks(RUN_TEXTS) {
+            let run_texts: Vec<&str> = run.iter().map(|&i| texts[i]).collect();
+            let tokens = encoder.tokens(&run_texts).map_err(failed)?;
+            let shape = [run.len(), tokens.length];
+            let inputs = encoder
+                .feeds
+                .iter()
+                .map(|feed| {
+                    let values = match feed {
+                        Feed::InputIds => &tokens.ids,
+                        Feed::AttentionMask => &tokens.mask,
+                        Feed::TokenTypeIds => &tokens.type_ids,
+                    };
+                    Tensor::from_shape(&shape, values).map(|t| t.into_tvalue())
+                })
+                .collect::<TractResult<TVec<_>>>()
+                .map_err(|e| failed(format!("{e:#}")))?;
+            let results = self.run_plan(inputs).map_err(|e| failed(format!("{e:#}")))?;
+            let output = results[0]
+                .try_as_plain_ram()
+                .and_then(|r| r.as_slice::<f32>())
+                .map_err(|e| failed(format!("{e:#}")))?;
+            let run_pooled = &mut pooled[..run.len() * width];
+            encoder.finish(output, &tokens, run.len(), run_pooled);
+            for (k, &row) in run.iter().enumerate() {
+                out[row * width..(row + 1) * width].copy_from_slice(&run_pooled[k * width..(k + 1) * width]);
+            }
+        }
+        Ok(vec![OutputValues::Float(out)])
     }
 
     /// Every output column name, in order.
@@ -331,6 +467,9 @@ impl Model {
     /// Runs the model on a batch's rows: its features, or for a model of column inputs the
     /// batch's columns of each type.
     pub fn predict_batch(&self, batch: &Batch) -> Result<Vec<OutputValues>, ModelError> {
+        if let Some(encoder) = &self.text {
+            return self.embed(encoder, batch);
+        }
         if self.column_inputs.is_empty() && self.matrix == ColumnType::Double && batch.features.is_empty() {
             // Parsed as float64 from the file (see `feature_kinds`).
             if batch.doubles.len() != batch.rows * self.n_features {
@@ -411,14 +550,7 @@ impl Model {
     /// Runs the plan on its inputs, and keeps the first `rows` rows of each output.
     fn run_inputs(&self, inputs: TVec<TValue>, rows: usize) -> Result<Vec<OutputValues>, ModelError> {
         let failed = |e: TractError| ModelError::Inference { rows, message: format!("{e:#}") };
-        let mut state = self.plan.spawn().map_err(failed)?;
-        let results = state
-            .run_plan_with_eval(inputs, |context, op_state, node, inputs| {
-                let outputs = tract_onnx::tract_core::plan::eval(context, op_state, node, inputs);
-                clear_upper_vector_state();
-                outputs
-            })
-            .map_err(failed)?;
+        let results = self.run_plan(inputs).map_err(failed)?;
         results
             .iter()
             .zip(&self.outputs)
@@ -435,6 +567,18 @@ impl Model {
                 Ok(values)
             })
             .collect()
+    }
+}
+
+impl Model {
+    /// One run of the plan, as it answers.
+    fn run_plan(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let mut state = self.plan.spawn()?;
+        state.run_plan_with_eval(inputs, |context, op_state, node, inputs| {
+            let outputs = tract_onnx::tract_core::plan::eval(context, op_state, node, inputs);
+            clear_upper_vector_state();
+            outputs
+        })
     }
 }
 
@@ -809,6 +953,7 @@ fn output_spec(
             columns: vec![name.to_owned()],
             rank,
             element,
+            list: false,
         });
     }
     if !(dt.is_float() || dt.is_integer() || dt == DatumType::TDim) {
@@ -820,7 +965,7 @@ fn output_spec(
         _ => (0..width).map(|i| format!("{name}_{i}")).collect(),
     };
     let element = if dt.is_float() { Element::Float32 } else { Element::Int64 };
-    Ok(OutputSpec { name: name.to_owned(), kind: OutputKind::Values { width }, columns, rank, element })
+    Ok(OutputSpec { name: name.to_owned(), kind: OutputKind::Values { width }, columns, rank, element, list: false })
 }
 
 fn tensor_values(tensor: &Tensor) -> TractResult<OutputValues> {

@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 use crate::engine::image::config::parse_labels;
 use crate::engine::image::{ImageConfig, Labels};
 use crate::engine::model_config::ModelConfigError;
+use crate::engine::text::TextFolder;
 use crate::engine::{Model, ModelConfig, ModelError};
 use crate::store::{ObjectStore, StoreError};
 use crate::transfer::Transfers;
@@ -133,6 +134,11 @@ impl<S: ObjectStore> ModelFiles<S> {
     /// Reads and prepares the model of `file`.
     pub async fn load(&self, file: ModelFile) -> Result<LoadedModel, ModelLoadError> {
         let location = Location::parse(&file.uri)?;
+        if let Location::Local(dir) = &location
+            && dir.is_dir()
+        {
+            return Self::load_text_folder(file, dir.clone()).await;
+        }
         let sidecar = location.with_suffix(SIDECAR_SUFFIX);
         let (bytes, config_bytes) = match (&location, &sidecar) {
             (Location::S3(model), Location::S3(sidecar)) => {
@@ -166,6 +172,19 @@ impl<S: ObjectStore> ModelFiles<S> {
 }
 
 impl<S: ObjectStore> ModelFiles<S> {
+    /// A text encoder's folder on disk ([`crate::engine::text::folder`]).
+    async fn load_text_folder(file: ModelFile, dir: std::path::PathBuf) -> Result<LoadedModel, ModelLoadError> {
+        let uri = file.uri.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let folder = TextFolder::read(&dir).map_err(|e| ModelError::Unsupported(e.to_string()))?;
+            Model::load_text(folder)
+        })
+        .await
+        .map_err(|e| ModelLoadError::Model { uri: uri.clone(), error: ModelError::Unsupported(e.to_string()) })?;
+        let model = loaded.map_err(|error| ModelLoadError::Model { uri, error })?;
+        Ok(LoadedModel { file, model })
+    }
+
     /// Replaces an image model's labels file (`"labels": "labels.txt"`) by the labels it holds.
     async fn read_labels(&self, model: &Location, image: &mut ImageConfig) -> Result<(), ModelLoadError> {
         let Some(Labels::File(name)) = &image.labels else { return Ok(()) };

@@ -42,7 +42,13 @@ enum Encoding {
 
 impl OutputLayout {
     pub fn new(format: DataFormat, plan: &ColumnPlan, named: bool, model: &Model) -> Self {
-        let names: Vec<String> = plan.passthrough_names().chain(model.column_names()).map(str::to_owned).collect();
+        let csv = matches!(format, DataFormat::Csv { .. });
+        // A list output is one JSON field (an array), or its columns in CSV.
+        let outputs = model.outputs.iter().flat_map(|spec| match spec.list && !csv {
+            true => std::slice::from_ref(&spec.name),
+            false => spec.columns.as_slice(),
+        });
+        let names: Vec<String> = plan.passthrough_names().map(str::to_owned).chain(outputs.cloned()).collect();
         let (encoding, prefixes, row_end): (_, Vec<Vec<u8>>, &[u8]) = match format {
             DataFormat::Csv { delimiter, .. } => {
                 let prefixes = (0..names.len()).map(|i| if i == 0 { vec![] } else { vec![delimiter] }).collect();
@@ -137,13 +143,21 @@ impl OutputLayout {
             for ((spec, values), class_cells) in model.outputs.iter().zip(predictions).zip(&self.class_cells) {
                 let width = spec.width();
                 let range = row * width..(row + 1) * width;
+                let json = matches!(self.encoding, Encoding::Json);
                 match values {
+                    OutputValues::Float(values) if spec.list && json => {
+                        cell(out);
+                        for (i, &value) in values[range].iter().enumerate() {
+                            out.push(if i == 0 { b'[' } else { b',' });
+                            write_json_float(out, &mut number, value);
+                        }
+                        out.push(b']');
+                    }
                     OutputValues::Float(values) => {
                         for &value in &values[range] {
                             cell(out);
                             match self.encoding {
-                                // JSON has no NaN or infinity.
-                                Encoding::Json if !value.is_finite() => out.extend_from_slice(b"null"),
+                                Encoding::Json => write_json_float(out, &mut number, value),
                                 _ => out.extend_from_slice(number.format(value).as_bytes()),
                             }
                         }
@@ -174,6 +188,14 @@ impl OutputLayout {
             out.extend_from_slice(self.row_end);
         }
         Ok(())
+    }
+}
+
+/// A float as JSON: its shortest text, or `null` (JSON has no NaN or infinity).
+fn write_json_float(out: &mut Vec<u8>, number: &mut zmij::Buffer, value: f32) {
+    match value.is_finite() {
+        true => out.extend_from_slice(number.format(value).as_bytes()),
+        false => out.extend_from_slice(b"null"),
     }
 }
 

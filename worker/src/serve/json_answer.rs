@@ -140,6 +140,7 @@ mod tests {
             columns: vec![],
             rank: 2,
             element: Element::Float32,
+            list: false,
         };
         for value in [0.1f32, -1.175_494_4e-38, f32::MIN, f32::MAX, 1.0 / 3.0, 1e-7, f32::MIN_POSITIVE / 3.0, f32::NAN]
         {

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -40,6 +40,11 @@ impl ParquetLayout {
                 (OutputKind::Label { .. }, _) => DataType::Int64,
                 (OutputKind::Values { .. }, _) => DataType::Float32,
             };
+            if spec.list {
+                let item = Arc::new(Field::new("item", data_type, false));
+                fields.push(Arc::new(Field::new(&spec.name, DataType::FixedSizeList(item, spec.width() as i32), true)));
+                continue;
+            }
             fields.extend(spec.columns.iter().map(|name| Arc::new(Field::new(name, data_type.clone(), true))));
         }
         Self { schema: Arc::new(Schema::new(fields)), json_fields }
@@ -72,6 +77,14 @@ impl ParquetLayout {
         };
         for (spec, values) in model.outputs.iter().zip(predictions) {
             let width = spec.width();
+            if let (true, OutputValues::Float(values)) = (spec.list, values) {
+                let item = Arc::new(Field::new("item", DataType::Float32, false));
+                let flat = Float32Array::from_iter_values(values[..rows * width].iter().copied());
+                let list = FixedSizeListArray::try_new(item, width as i32, Arc::new(flat), None)
+                    .map_err(|e| TransformError::Columns(format!("the output {:?} cannot be built: {e}", spec.name)))?;
+                columns.push(Arc::new(list));
+                continue;
+            }
             for c in 0..width {
                 let column: ArrayRef = match values {
                     OutputValues::Float(values) => {
