@@ -3,8 +3,8 @@ models in, with onnxruntime's answers beside them.
 
 Run from the repository root with the pinned venv of tools/requirements-models.txt (make models,
 which calls it; or `.tools/models/bin/python models/text_models.py`). Nothing is downloaded: the
-WordPiece tokenizer is trained here with the `tokenizers` package (the library the hub's
-tokenizer.json files come from) on sentences drawn from word lists, and the encoder is a
+WordPiece tokenizer is built here with the `tokenizers` package (the library the hub's
+tokenizer.json files come from) from sentences drawn from word lists, and the encoder is a
 two-layer BERT (embeddings, self-attention with the padding mask, GELU feed-forward, layer norms)
 written with onnx.helper from seeded random weights, with BERT's inputs (`input_ids`,
 `attention_mask`, `token_type_ids`) and output (`last_hidden_state`). For each folder in
@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = os.path.join(ROOT, "models", "text")
@@ -75,13 +75,22 @@ def sentences(count, seed):
 
 
 def train_tokenizer(corpus):
-    """A BERT WordPiece tokenizer (lower case, accents stripped), as BertTokenizerFast saves one."""
+    """A BERT WordPiece tokenizer (lower case, accents stripped), as BertTokenizerFast saves one:
+    its vocabulary the special tokens, every character alone and as a continuation (`##x`), and
+    the corpus's 250 most frequent words (ties by word), so that a re-run writes the same file."""
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts = {}
+    for text in corpus:
+        normalized = tokenizer.normalizer.normalize_str(text)
+        for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized):
+            counts[word] = counts.get(word, 0) + 1
+    chars = sorted({c for word in counts for c in word})
+    words = [w for w, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if len(w) > 1][:250]
+    vocab = {token: i for i, token in enumerate(SPECIAL + chars + [f"##{c}" for c in chars] + words)}
+    tokenizer.model = models.WordPiece(vocab, unk_token="[UNK]")
     tokenizer.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=400, special_tokens=SPECIAL, min_frequency=1)
-    tokenizer.train_from_iterator(corpus, trainer)
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
