@@ -4,10 +4,13 @@
 //! A model is cached by its file's identity (URI and ETag, or size and modification time): a
 //! file replaced in place is loaded again by the next job that uses it, with nothing to restart.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use shared::S3Uri;
 use shared::location::Location;
+use shared::models::MODEL_FILE;
 use tokio::sync::Mutex;
 
 use crate::engine::image::config::parse_labels;
@@ -161,17 +164,75 @@ impl<S: ObjectStore> ModelFiles<S> {
         if let Some(image) = config.as_mut().and_then(|c| c.image.as_mut()) {
             self.read_labels(&location, image).await?;
         }
+        let text_files = self.text_files(&location).await?;
         // Optimising a model is CPU work: keep it off the async threads.
         let uri = file.uri.clone();
-        let model = tokio::task::spawn_blocking(move || Model::load(&bytes, config))
-            .await
-            .map_err(|e| ModelLoadError::Model { uri: uri.clone(), error: ModelError::Unsupported(e.to_string()) })?
-            .map_err(|error| ModelLoadError::Model { uri, error })?;
+        let folder_name = location.sibling("").to_string();
+        let model = tokio::task::spawn_blocking(move || match text_files {
+            None => Model::load(&bytes, config),
+            Some(files) => {
+                let read = |name: &str| Ok(files.get(name).cloned());
+                let mut folder = TextFolder::from_files(bytes, &folder_name, &read)
+                    .map_err(|e| ModelError::Unsupported(e.to_string()))?;
+                // The repository's sidecar (`model.onnx.json`) before the folder's sluice.json.
+                folder.config = config.or(folder.config);
+                Model::load_text(folder)
+            }
+        })
+        .await
+        .map_err(|e| ModelLoadError::Model { uri: uri.clone(), error: ModelError::Unsupported(e.to_string()) })?
+        .map_err(|error| ModelLoadError::Model { uri, error })?;
         Ok(LoadedModel { file, model })
     }
 }
 
 impl<S: ObjectStore> ModelFiles<S> {
+    /// When `model` is a text encoder's `model.onnx` (a `tokenizer.json` beside it): the JSON
+    /// files of its folder and of its modules' folders, by their paths in it.
+    async fn text_files(&self, model: &Location) -> Result<Option<HashMap<String, Vec<u8>>>, ModelLoadError> {
+        let mut files = HashMap::new();
+        let json = |name: &str| name.ends_with(".json") && name.matches('/').count() <= 1;
+        match model {
+            Location::S3(uri) => {
+                // A model at the bucket's root is not looked at as a folder (that would list the bucket).
+                let Some(folder) = uri.key.strip_suffix(MODEL_FILE).filter(|f| f.ends_with('/')) else {
+                    return Ok(None);
+                };
+                let storage = self.s3(&model.to_string())?;
+                let listed = storage.list(&uri.bucket, folder).await?;
+                if !listed.iter().any(|o| o.key.strip_prefix(folder) == Some("tokenizer.json")) {
+                    return Ok(None);
+                }
+                for object in listed.iter().filter(|o| json(&o.key[folder.len()..])) {
+                    let file = S3Uri { bucket: uri.bucket.clone(), key: object.key.clone() };
+                    files.insert(object.key[folder.len()..].to_owned(), storage.read_all(&file).await?.to_vec());
+                }
+            }
+            Location::Local(path) => {
+                let Some(folder) = path.parent().filter(|_| path.file_name().is_some_and(|n| n == MODEL_FILE)) else {
+                    return Ok(None);
+                };
+                if !folder.join("tokenizer.json").is_file() {
+                    return Ok(None);
+                }
+                let local = |source| ModelLoadError::Local { path: folder.display().to_string(), source };
+                let mut pending = vec![(folder.to_path_buf(), String::new())];
+                while let Some((dir, relative)) = pending.pop() {
+                    for entry in std::fs::read_dir(&dir).map_err(local)? {
+                        let entry = entry.map_err(local)?;
+                        let name = format!("{relative}{}", entry.file_name().to_string_lossy());
+                        if entry.file_type().map_err(local)?.is_dir() && relative.is_empty() {
+                            pending.push((entry.path(), format!("{name}/")));
+                        } else if json(&name) {
+                            files.insert(name, tokio::fs::read(entry.path()).await.map_err(local)?);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Some(files))
+    }
+
     /// A text encoder's folder on disk ([`crate::engine::text::folder`]).
     async fn load_text_folder(file: ModelFile, dir: std::path::PathBuf) -> Result<LoadedModel, ModelLoadError> {
         let uri = file.uri.clone();

@@ -61,10 +61,13 @@ struct SentenceBertConfig {
     max_seq_length: Option<usize>,
 }
 
+/// Reads a file of the folder by its path in it (`1_Pooling/config.json`): its bytes, or `None`
+/// when there is no such file.
+pub type ReadFile<'a> = &'a dyn Fn(&str) -> Result<Option<Vec<u8>>, FolderError>;
+
 impl TextFolder {
     /// Reads the folder at `dir`.
     pub fn read(dir: &Path) -> Result<Self, FolderError> {
-        let name = |file: &str| dir.join(file).display().to_string();
         let optional = |file: &str| read_optional(dir, file);
         let model = match (optional("model.onnx")?, optional("onnx/model.onnx")?) {
             (Some(model), _) | (None, Some(model)) => model,
@@ -75,42 +78,48 @@ impl TextFolder {
                 });
             }
         };
-        let tokenizer = optional("tokenizer.json")?.ok_or_else(|| FolderError {
-            file: name("tokenizer.json"),
+        Self::from_files(model, &dir.display().to_string(), &optional)
+    }
+
+    /// The folder `name` (a path or a URI, for messages) of the model `model`, its other files
+    /// read by `read`.
+    pub fn from_files(model: Vec<u8>, name: &str, read: ReadFile) -> Result<Self, FolderError> {
+        let path = |file: &str| format!("{}/{file}", name.trim_end_matches('/'));
+        let tokenizer = read("tokenizer.json")?.ok_or_else(|| FolderError {
+            file: path("tokenizer.json"),
             problem:
                 "the folder has no tokenizer.json (the fast tokenizer's file, which the hub ships beside the model)"
                     .into(),
         })?;
-        let layout = Self::layout(dir)?;
-        let config = optional("sluice.json")?
+        let layout = Self::layout(&path, read)?;
+        let config = read("sluice.json")?
             .map(|bytes| ModelConfig::from_json(&bytes))
             .transpose()
-            .map_err(|e| FolderError { file: name("sluice.json"), problem: e.to_string() })?;
+            .map_err(|e| FolderError { file: path("sluice.json"), problem: e.to_string() })?;
         Ok(Self { model, tokenizer, layout, config })
     }
 
-    fn layout(dir: &Path) -> Result<Layout, FolderError> {
-        let optional = |file: &str| read_optional(dir, file);
+    fn layout(path: &dyn Fn(&str) -> String, read: ReadFile) -> Result<Layout, FolderError> {
         let invalid = |file: &str, e: serde_json::Error| FolderError {
-            file: dir.join(file).display().to_string(),
+            file: path(file),
             problem: format!("not valid JSON of its kind: {e}"),
         };
         let mut layout = Layout::default();
-        if let Some(bytes) = optional("modules.json")? {
+        if let Some(bytes) = read("modules.json")? {
             let modules: Vec<Module> = serde_json::from_slice(&bytes).map_err(|e| invalid("modules.json", e))?;
             layout.normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
             if let Some(pooling) = modules.iter().find(|m| m.kind.ends_with(".Pooling")) {
                 let file = format!("{}/config.json", pooling.path);
-                let bytes = optional(&file)?.ok_or_else(|| FolderError {
-                    file: dir.join(&file).display().to_string(),
+                let bytes = read(&file)?.ok_or_else(|| FolderError {
+                    file: path(&file),
                     problem: "modules.json names a Pooling module whose config.json is missing".into(),
                 })?;
                 let config: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| invalid(&file, e))?;
-                layout.pooling = Pooling::from_config(&config)
-                    .map_err(|problem| FolderError { file: dir.join(&file).display().to_string(), problem })?;
+                layout.pooling =
+                    Pooling::from_config(&config).map_err(|problem| FolderError { file: path(&file), problem })?;
             }
         }
-        if let Some(bytes) = optional("sentence_bert_config.json")? {
+        if let Some(bytes) = read("sentence_bert_config.json")? {
             let config: SentenceBertConfig =
                 serde_json::from_slice(&bytes).map_err(|e| invalid("sentence_bert_config.json", e))?;
             layout.max_length = config.max_seq_length.unwrap_or(DEFAULT_MAX_LENGTH).max(1);
