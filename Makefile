@@ -14,9 +14,9 @@ CARGO   ?= cargo
 
 # The SAM CLI and checkov pin boto3 versions that conflict with each other and with .venv's AWS
 # CLI, so each has a venv of its own: .tools/NAME from tools/requirements-NAME.txt; so do
-# Triton's Python client, for the online mode's client test, and the Parquet readers (pyarrow,
+# Triton's Python client and OpenAI's, for the online mode's client tests, and the Parquet readers (pyarrow,
 # polars, DuckDB) that read the Parquet outputs back in the tests.
-TOOLS       := sam checkov tritonclient parquet
+TOOLS       := sam checkov tritonclient parquet openai
 TOOL_STAMPS := $(foreach tool,$(TOOLS),.tools/$(tool)/.installed-$(shell sha256sum tools/requirements-$(tool).txt | cut -c1-12))
 SAM         := .tools/sam/bin/sam
 # cargo-lambda and zig, for sam-build only.

@@ -192,3 +192,58 @@ async fn sigterm_stops_the_server_cleanly() {
     assert!(status.success(), "{status:?}");
     assert_eq!(get(served.port, "/ping").await, None, "nothing listens any more");
 }
+
+#[tokio::test]
+async fn openais_python_client_gets_embeddings_from_a_text_encoder() {
+    // GIVEN the server with a sentence-transformers folder as "embedder"
+    let python = repo(".tools/openai/bin/python");
+    assert!(python.exists(), "{} is missing: run `make setup`", python.display());
+    let folder = repo("models/text/bert_tiny_mean").display().to_string();
+    let served = serve(&["--model", &folder, "--name", "embedder"]).await;
+    let texts: Vec<String> =
+        sluice_e2e::csv_rows(&std::fs::read(repo("models/text/bert_tiny_mean/texts.csv")).unwrap())
+            .into_iter()
+            .map(|r| r[1].clone())
+            .collect();
+    let texts_file = std::env::temp_dir().join(format!("sluice-openai-texts-{}.json", std::process::id()));
+    std::fs::write(&texts_file, serde_json::to_vec(&texts).unwrap()).unwrap();
+    // WHEN OpenAI's client asks for their embeddings, as base64 (its default) and as floats
+    let output = Command::new(python)
+        .arg(repo("tests/clients/openai_check.py"))
+        .arg(format!("127.0.0.1:{}", served.port))
+        .arg("embedder")
+        .arg(&texts_file)
+        .env("SLUICE_API_KEY", API_KEY)
+        .output()
+        .await
+        .unwrap();
+    std::fs::remove_file(&texts_file).unwrap();
+    assert!(output.status.success(), "openai_check.py failed: {}", String::from_utf8_lossy(&output.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // THEN both are onnxruntime's embeddings, in order
+    let expected: Vec<Vec<f64>> =
+        sluice_e2e::csv_rows(&std::fs::read(repo("models/text/bert_tiny_mean/expected.csv")).unwrap())
+            .iter()
+            .map(|r| r[1..].iter().map(|v| v.parse().unwrap()).collect())
+            .collect();
+    for form in ["base64", "float"] {
+        let got = answer[form].as_array().unwrap();
+        assert_eq!(got.len(), expected.len(), "{form}");
+        for (row, (g, w)) in got.iter().zip(&expected).enumerate() {
+            let g: Vec<f64> = g.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            assert_eq!(g.len(), 32);
+            assert!(g.iter().zip(w).all(|(a, b)| (a - b).abs() <= 1e-5), "{form} row {}: {g:?} vs {w:?}", row + 1);
+        }
+    }
+    // (One text alone runs unpadded: the same numbers within float rounding.)
+    let single = answer["single"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap());
+    assert!(single.zip(&expected[0]).all(|(a, b)| (a - b).abs() <= 1e-5), "{}", answer["single"]);
+    // AND usage counts the tokens read (two special tokens a text at least), and errors come in
+    // OpenAI's shape, so the client raises its own exceptions
+    let usage = answer["usage"].as_array().unwrap();
+    assert!(usage[0].as_u64().unwrap() >= 2 * expected.len() as u64 && usage[0] == usage[1], "{usage:?}");
+    assert_eq!(answer["errors"]["wrong_key"], serde_json::json!([401, "invalid_api_key"]));
+    assert_eq!(answer["errors"]["unknown_model"], serde_json::json!([404, "model_not_found"]));
+    let token_ids = answer["errors"]["token_ids"].to_string();
+    assert!(token_ids.contains("400") && token_ids.contains("token ids"), "{token_ids}");
+}

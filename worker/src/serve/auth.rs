@@ -195,7 +195,9 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 
 /// The protocol an HTTP path speaks, for the shape of its error.
 fn protocol_of(path: &str) -> Protocol {
-    if path.starts_with("/v1/") {
+    if path == "/v1/embeddings" {
+        Protocol::OpenAi
+    } else if path.starts_with("/v1/") {
         Protocol::TfServing
     } else if path.starts_with("/v2") {
         Protocol::KServe

@@ -20,6 +20,8 @@ pub enum Protocol {
     KServeGrpc,
     /// TF Serving's gRPC API.
     TfServingGrpc,
+    /// OpenAI's embeddings API.
+    OpenAi,
 }
 
 impl Protocol {
@@ -30,6 +32,7 @@ impl Protocol {
             Protocol::TorchServe => "torchserve",
             Protocol::KServeGrpc => "kserve-grpc",
             Protocol::TfServingGrpc => "tfserving-grpc",
+            Protocol::OpenAi => "openai",
         }
     }
 }
@@ -82,6 +85,16 @@ impl ServeError {
     }
 
     /// TorchServe's exception names.
+    /// OpenAI's error `type` and `code`.
+    fn openai_type(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            ServeError::NotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            ServeError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
+            ServeError::Overloaded(_) | ServeError::Unavailable(_) | ServeError::Internal(_) => ("server_error", None),
+            _ => ("invalid_request_error", None),
+        }
+    }
+
     fn torchserve_type(&self) -> &'static str {
         match self {
             ServeError::NotFound(_) => "ModelNotFoundException",
@@ -106,6 +119,10 @@ impl ServeError {
             }
             Protocol::TorchServe => {
                 json!({ "code": status.as_u16(), "type": self.torchserve_type(), "message": self.to_string() })
+            }
+            Protocol::OpenAi => {
+                let (kind, code) = self.openai_type();
+                json!({ "error": { "message": self.to_string(), "type": kind, "param": null, "code": code } })
             }
         };
         let mut response = (status, axum::Json(body)).into_response();

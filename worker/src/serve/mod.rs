@@ -31,6 +31,7 @@ pub mod json_answer;
 pub mod json_rows;
 pub mod kserve;
 pub mod metrics;
+pub mod openai;
 pub mod registry;
 pub mod tensors;
 pub mod tfserving;
@@ -172,6 +173,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/repository/models/{name}/load", post(kserve::repository_load))
         .route("/v2/repository/models/{name}/unload", post(kserve::repository_unload))
         // TorchServe.
+        .route("/v1/embeddings", post(openai::embeddings))
         .route("/ping", get(torchserve::ping))
         .route("/predictions/{name}", post(torchserve::predict))
         .route("/predictions/{name}/{version}", post(torchserve::predict))

@@ -1,0 +1,144 @@
+//! OpenAI's embeddings API, `POST /v1/embeddings`, for text encoders: `input` a string or a list
+//! of them, `encoding_format` `float` or `base64` (little-endian float32, what the `openai`
+//! Python client asks for by default), `dimensions` when it is the model's own; `usage` counts the
+//! tokens the model read. Errors come in OpenAI's shape (`{"error": {"message", "type", "param",
+//! "code"}}`), so the `openai` client, and LangChain's and LlamaIndex's OpenAI embeddings pointed
+//! at this server with `base_url`, work as they do against OpenAI.
+//!
+//! <https://platform.openai.com/docs/api-reference/embeddings>
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use base64::Engine;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::{Protocol, ServeError};
+use super::json_answer::{json_response, write_f32};
+use crate::engine::OutputValues;
+use crate::engine::batch::Batch;
+
+const PROTOCOL: Protocol = Protocol::OpenAi;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddingsRequest {
+    model: String,
+    input: Input,
+    #[serde(default)]
+    encoding_format: Option<String>,
+    #[serde(default)]
+    dimensions: Option<usize>,
+    /// OpenAI's end-user id: accepted, unused.
+    #[serde(default)]
+    #[allow(dead_code)]
+    user: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Input {
+    One(String),
+    Many(Vec<String>),
+    /// Anything else, token ids among them (what OpenAI's own tokenizer makes): this server
+    /// tokenizes text itself.
+    Other(serde_json::Value),
+}
+
+/// `POST /v1/embeddings`.
+/// (The model is named in the body, so the request is counted without a model label.)
+pub async fn embeddings(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    state.answer(PROTOCOL, "", embed(&state, request)).await
+}
+
+async fn embed(state: &AppState, request: Request) -> Result<Response, ServeError> {
+    let (body, _held) = state.read_body(request).await?;
+    let request: EmbeddingsRequest = serde_json::from_slice(&body)
+        .map_err(|e| ServeError::BadRequest(format!("the body is not an embeddings request: {e}")))?;
+    let texts = match request.input {
+        Input::One(text) => vec![text],
+        Input::Many(texts) if texts.is_empty() => {
+            return Err(ServeError::BadRequest("input is an empty list: send at least one text".into()));
+        }
+        Input::Many(texts) => texts,
+        Input::Other(value) => {
+            let numbers =
+                |v: &serde_json::Value| v.as_array().is_some_and(|a| a.iter().any(|x| x.is_number() || x.is_array()));
+            let advice = match numbers(&value) {
+                true => {
+                    ": token ids (tiktoken's) mean nothing to this server, which tokenizes text with the model's own tokenizer (LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))"
+                }
+                false => "",
+            };
+            return Err(ServeError::BadRequest(format!("input must be a string or a list of strings{advice}")));
+        }
+    };
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ServeError::BadRequest(format!("encoding_format {other:?} is not float or base64")));
+        }
+    };
+    let model = state.registry.get(&request.model, None)?;
+    let Some(encoder) = &model.loaded.model.text else {
+        return Err(ServeError::BadRequest(format!(
+            "the model {} is not a text encoder: /v1/embeddings takes sentence-transformers folders",
+            request.model
+        )));
+    };
+    let width = encoder.width;
+    if let Some(dimensions) = request.dimensions
+        && dimensions != width
+    {
+        return Err(ServeError::BadRequest(format!(
+            "the model {} makes embeddings of {width} dimensions, not {dimensions}",
+            request.model
+        )));
+    }
+    let mut tokens = 0;
+    let mut batch = Batch::default();
+    for text in &texts {
+        tokens +=
+            encoder.encode(text).map_err(ServeError::BadRequest)?.get_attention_mask().iter().sum::<u32>() as usize;
+        batch.text.push(text.as_bytes());
+    }
+    batch.rows = texts.len();
+    batch.rows_read = texts.len() as u64;
+    let bound = texts.len() * (width * if base64 { 6 } else { 16 } + 64) + 256;
+    state.check_answer(bound, texts.len())?;
+    let outputs = model.batcher.infer_columns(batch).await?;
+    let Some(OutputValues::Float(values)) = outputs.into_iter().next() else {
+        return Err(ServeError::Internal("the encoder answered no embeddings".into()));
+    };
+    let mut out = Vec::with_capacity(bound);
+    out.extend_from_slice(b"{\"object\":\"list\",\"data\":[");
+    for (index, embedding) in values.chunks(width).enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(format!("{{\"object\":\"embedding\",\"index\":{index},\"embedding\":").as_bytes());
+        if base64 {
+            let bytes: Vec<u8> = embedding.iter().flat_map(|v| v.to_le_bytes()).collect();
+            out.push(b'"');
+            out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(bytes).as_bytes());
+            out.push(b'"');
+        } else {
+            out.push(b'[');
+            for (i, &value) in embedding.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_f32(&mut out, value);
+            }
+            out.push(b']');
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"model\":");
+    out.extend_from_slice(&serde_json::to_vec(&request.model).expect("strings serialise"));
+    out.extend_from_slice(format!(",\"usage\":{{\"prompt_tokens\":{tokens},\"total_tokens\":{tokens}}}}}").as_bytes());
+    Ok(json_response(out))
+}
