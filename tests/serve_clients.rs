@@ -247,3 +247,54 @@ async fn openais_python_client_gets_embeddings_from_a_text_encoder() {
     let token_ids = answer["errors"]["token_ids"].to_string();
     assert!(token_ids.contains("400") && token_ids.contains("token ids"), "{token_ids}");
 }
+
+/// A POST of `body` with curl (as a TEI user sends one), with `key`: the status and the body.
+async fn curl_post(port: u16, path: &str, body: &str, key: &str) -> (u16, serde_json::Value) {
+    let output = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-H", &format!("Authorization: Bearer {key}")])
+        .args(["-H", "Content-Type: application/json", "-d", body])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (answer, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), serde_json::from_str(answer).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn teis_embed_route_answers_as_text_embeddings_inference_does() {
+    // GIVEN the server with a text encoder, which truncates texts at 48 tokens
+    let folder = repo("models/text/bert_tiny_mean").display().to_string();
+    let served = serve(&["--model", &folder, "--name", "embedder"]).await;
+    let rows = sluice_e2e::csv_rows(&std::fs::read(repo("models/text/bert_tiny_mean/texts.csv")).unwrap());
+    let expected: Vec<Vec<f64>> =
+        sluice_e2e::csv_rows(&std::fs::read(repo("models/text/bert_tiny_mean/expected.csv")).unwrap())
+            .iter()
+            .map(|r| r[1..].iter().map(|v| v.parse().unwrap()).collect())
+            .collect();
+    // WHEN TEI's /embed is asked for two texts, as TEI's clients ask
+    let body = serde_json::json!({"inputs": [rows[0][1], rows[1][1]]}).to_string();
+    let (status, answer) = curl_post(served.port, "/embed", &body, API_KEY).await;
+    // THEN it answers one array a text: the embeddings (normalised, as asked by default)
+    assert_eq!(status, 200, "{answer}");
+    let got = answer.as_array().unwrap();
+    assert_eq!(got.len(), 2);
+    for (g, w) in got.iter().zip(&expected) {
+        let g: Vec<f64> = g.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(g.iter().zip(w).all(|(a, b)| (a - b).abs() <= 1e-5), "{g:?} vs {w:?}");
+    }
+    let (status, one) =
+        curl_post(served.port, "/embed", &serde_json::json!({"inputs": rows[0][1]}).to_string(), API_KEY).await;
+    assert_eq!((status, one.as_array().map(Vec::len)), (200, Some(1)));
+    // AND a text longer than the model reads is a 413 unless truncate is set, in TEI's shape
+    let long = &rows.last().unwrap()[1];
+    let (status, error) =
+        curl_post(served.port, "/embed", &serde_json::json!({"inputs": long}).to_string(), API_KEY).await;
+    assert_eq!((status, error["error_type"].as_str()), (413, Some("Validation")), "{error}");
+    let truncated = serde_json::json!({"inputs": long, "truncate": true}).to_string();
+    assert_eq!(curl_post(served.port, "/embed", &truncated, API_KEY).await.0, 200);
+    // AND a request without the key is refused
+    let (status, error) = curl_post(served.port, "/embed", &body, "wrong-key-0123456789").await;
+    assert_eq!((status, error["error_type"].as_str()), (401, Some("Unauthorized")), "{error}");
+}

@@ -18,7 +18,24 @@ pub fn describe(model: &Model, uri: &str) -> (String, bool) {
     let _ = writeln!(out, "model {uri} (sha256 {}…)", &model.sha256[..12]);
     let _ = writeln!(out, "operators: {}", model.operators.join(", "));
     let shape = model.input_shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
-    if !model.column_inputs.is_empty() {
+    if let Some(encoder) = &model.text {
+        let layout = &encoder.layout;
+        let _ = writeln!(
+            out,
+            "a text encoder: texts of up to {} tokens (longer ones truncated), {} pooling{}, {} dimensions",
+            layout.max_length,
+            layout.pooling.name(),
+            if layout.normalize { ", normalised" } else { "" },
+            encoder.width
+        );
+        let _ = writeln!(
+            out,
+            "inputs, from the tokenizer: {}",
+            encoder.feeds.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+        );
+        let _ = writeln!(out, "the text input, fed from the column of its name:");
+        let _ = writeln!(out, "  \"text\": string");
+    } else if !model.column_inputs.is_empty() {
         let _ = writeln!(out, "inputs, each [N, 1] and fed from the column of its name:");
         for input in &model.column_inputs {
             let _ = writeln!(out, "  {:?}: {}", input.name, input.kind.name());
@@ -111,12 +128,12 @@ fn run_synthetic(model: &Model) -> Result<String, String> {
         }
     }
     let started = Instant::now();
+    let what = match model.text.is_some() {
+        true => "empty texts".to_owned(),
+        false => format!("rows (every feature {})", SYNTHETIC.map(|v| v.to_string()).join(", then ")),
+    };
     match model.predict_batch(&batch) {
-        Ok(_) => Ok(format!(
-            "runs: {rows} synthetic rows (every feature {}) in {:.1} ms\n",
-            SYNTHETIC.map(|v| v.to_string()).join(", then "),
-            started.elapsed().as_secs_f64() * 1e3
-        )),
+        Ok(_) => Ok(format!("runs: {rows} synthetic {what} in {:.1} ms\n", started.elapsed().as_secs_f64() * 1e3)),
         Err(error) => Err(error.to_string()),
     }
 }

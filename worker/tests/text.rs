@@ -180,3 +180,22 @@ async fn broken_folders_and_bad_texts_say_what_is_wrong() {
     assert!(errors.contains("\n2,") && errors.contains("is null, not text"), "{errors}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn check_model_describes_a_text_encoder() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["check-model", "--model", &repo("models/text/bert_tiny_cls").display().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
+    for line in [
+        "a text encoder: texts of up to 48 tokens (longer ones truncated), cls pooling, 32 dimensions",
+        "inputs, from the tokenizer: input_ids, attention_mask, token_type_ids",
+        "  fed from columns: text",
+        "  passed through to the output: id",
+        "runs: 4 synthetic empty texts",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+}

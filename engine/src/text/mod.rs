@@ -26,6 +26,14 @@ pub enum Feed {
 }
 
 impl Feed {
+    pub fn name(self) -> &'static str {
+        match self {
+            Feed::InputIds => "input_ids",
+            Feed::AttentionMask => "attention_mask",
+            Feed::TokenTypeIds => "token_type_ids",
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "input_ids" => Some(Feed::InputIds),

@@ -197,6 +197,8 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 fn protocol_of(path: &str) -> Protocol {
     if path == "/v1/embeddings" {
         Protocol::OpenAi
+    } else if path == "/embed" {
+        Protocol::Tei
     } else if path.starts_with("/v1/") {
         Protocol::TfServing
     } else if path.starts_with("/v2") {

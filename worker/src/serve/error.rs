@@ -22,6 +22,8 @@ pub enum Protocol {
     TfServingGrpc,
     /// OpenAI's embeddings API.
     OpenAi,
+    /// Hugging Face text-embeddings-inference's API.
+    Tei,
 }
 
 impl Protocol {
@@ -33,6 +35,7 @@ impl Protocol {
             Protocol::KServeGrpc => "kserve-grpc",
             Protocol::TfServingGrpc => "tfserving-grpc",
             Protocol::OpenAi => "openai",
+            Protocol::Tei => "tei",
         }
     }
 }
@@ -49,6 +52,9 @@ pub enum ServeError {
     Unavailable(String),
     #[error("the request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
+    /// A text longer than the model reads, where the client asked not to truncate (413).
+    #[error("{0}")]
+    TooLong(String),
     #[error(
         "the request needs about {needed} bytes in flight, more than the server's whole budget of {budget} \
          (MAX_BYTES_IN_FLIGHT): send fewer rows a request"
@@ -75,9 +81,10 @@ impl ServeError {
             ServeError::NotFound(_) => StatusCode::NOT_FOUND,
             ServeError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServeError::Overloaded(_) | ServeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ServeError::TooLarge(_) | ServeError::OverBudget { .. } | ServeError::AnswerTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            ServeError::TooLarge(_)
+            | ServeError::TooLong(_)
+            | ServeError::OverBudget { .. }
+            | ServeError::AnswerTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ServeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ServeError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -85,6 +92,16 @@ impl ServeError {
     }
 
     /// TorchServe's exception names.
+    /// text-embeddings-inference's `error_type`.
+    fn tei_type(&self) -> &'static str {
+        match self {
+            ServeError::Overloaded(_) => "Overloaded",
+            ServeError::Unavailable(_) | ServeError::Internal(_) => "Backend",
+            ServeError::Unauthorized(_) | ServeError::Forbidden(_) => "Unauthorized",
+            _ => "Validation",
+        }
+    }
+
     /// OpenAI's error `type` and `code`.
     fn openai_type(&self) -> (&'static str, Option<&'static str>) {
         match self {
@@ -101,9 +118,10 @@ impl ServeError {
             ServeError::BadRequest(_) => "BadRequestException",
             ServeError::Overloaded(_) => "ServiceUnavailableException",
             ServeError::Unavailable(_) => "ModelUnavailableException",
-            ServeError::TooLarge(_) | ServeError::OverBudget { .. } | ServeError::AnswerTooLarge { .. } => {
-                "RequestEntityTooLargeException"
-            }
+            ServeError::TooLarge(_)
+            | ServeError::TooLong(_)
+            | ServeError::OverBudget { .. }
+            | ServeError::AnswerTooLarge { .. } => "RequestEntityTooLargeException",
             ServeError::Internal(_) => "InternalServerException",
             ServeError::Unauthorized(_) => "InvalidKeyException",
             ServeError::Forbidden(_) => "ForbiddenException",
@@ -124,6 +142,7 @@ impl ServeError {
                 let (kind, code) = self.openai_type();
                 json!({ "error": { "message": self.to_string(), "type": kind, "param": null, "code": code } })
             }
+            Protocol::Tei => json!({ "error": self.to_string(), "error_type": self.tei_type() }),
         };
         let mut response = (status, axum::Json(body)).into_response();
         if matches!(self, ServeError::Overloaded(_)) {

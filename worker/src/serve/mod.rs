@@ -33,6 +33,7 @@ pub mod kserve;
 pub mod metrics;
 pub mod openai;
 pub mod registry;
+pub mod tei;
 pub mod tensors;
 pub mod tfserving;
 pub mod torchserve;
@@ -174,6 +175,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/repository/models/{name}/unload", post(kserve::repository_unload))
         // TorchServe.
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/embed", post(tei::embed))
         .route("/ping", get(torchserve::ping))
         .route("/predictions/{name}", post(torchserve::predict))
         .route("/predictions/{name}/{version}", post(torchserve::predict))

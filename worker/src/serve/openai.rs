@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::{Protocol, ServeError};
 use super::json_answer::{json_response, write_f32};
+use super::registry::ServedModel;
 use crate::engine::OutputValues;
 use crate::engine::batch::Batch;
 
@@ -98,21 +99,8 @@ async fn embed(state: &AppState, request: Request) -> Result<Response, ServeErro
             request.model
         )));
     }
-    let mut tokens = 0;
-    let mut batch = Batch::default();
-    for text in &texts {
-        tokens +=
-            encoder.encode(text).map_err(ServeError::BadRequest)?.get_attention_mask().iter().sum::<u32>() as usize;
-        batch.text.push(text.as_bytes());
-    }
-    batch.rows = texts.len();
-    batch.rows_read = texts.len() as u64;
     let bound = texts.len() * (width * if base64 { 6 } else { 16 } + 64) + 256;
-    state.check_answer(bound, texts.len())?;
-    let outputs = model.batcher.infer_columns(batch).await?;
-    let Some(OutputValues::Float(values)) = outputs.into_iter().next() else {
-        return Err(ServeError::Internal("the encoder answered no embeddings".into()));
-    };
+    let (values, tokens) = embed_texts(state, &model, &texts, bound, None).await?;
     let mut out = Vec::with_capacity(bound);
     out.extend_from_slice(b"{\"object\":\"list\",\"data\":[");
     for (index, embedding) in values.chunks(width).enumerate() {
@@ -141,4 +129,37 @@ async fn embed(state: &AppState, request: Request) -> Result<Response, ServeErro
     out.extend_from_slice(&serde_json::to_vec(&request.model).expect("strings serialise"));
     out.extend_from_slice(format!(",\"usage\":{{\"prompt_tokens\":{tokens},\"total_tokens\":{tokens}}}}}").as_bytes());
     Ok(json_response(out))
+}
+
+/// Runs `texts` through a text encoder's batcher: the embeddings, row-major, and the tokens read.
+/// `limit`, when given, refuses a text longer than it (rather than truncating it).
+pub(super) async fn embed_texts(
+    state: &AppState,
+    model: &ServedModel,
+    texts: &[String],
+    bound: usize,
+    limit: Option<usize>,
+) -> Result<(Vec<f32>, usize), ServeError> {
+    let encoder = model.loaded.model.text.as_ref().ok_or_else(|| ServeError::Internal("not a text encoder".into()))?;
+    let mut tokens = 0;
+    let mut batch = Batch::default();
+    for text in texts {
+        let encoding = encoder.encode(text).map_err(ServeError::BadRequest)?;
+        if let Some(limit) = limit
+            && !encoding.get_overflowing().is_empty()
+        {
+            return Err(ServeError::TooLong(format!(
+                "Input validation error: `inputs` must have at most {limit} tokens; set truncate to true to cut longer ones"
+            )));
+        }
+        tokens += encoding.get_attention_mask().iter().sum::<u32>() as usize;
+        batch.text.push(text.as_bytes());
+    }
+    batch.rows = texts.len();
+    batch.rows_read = texts.len() as u64;
+    state.check_answer(bound, texts.len())?;
+    match model.batcher.infer_columns(batch).await?.into_iter().next() {
+        Some(OutputValues::Float(values)) => Ok((values, tokens)),
+        _ => Err(ServeError::Internal("the encoder answered no embeddings".into())),
+    }
 }

@@ -39,7 +39,7 @@ pub mod proto {
 impl From<ServeError> for Status {
     fn from(error: ServeError) -> Self {
         let code = match &error {
-            ServeError::BadRequest(_) => Code::InvalidArgument,
+            ServeError::BadRequest(_) | ServeError::TooLong(_) => Code::InvalidArgument,
             ServeError::NotFound(_) => Code::NotFound,
             ServeError::TooLarge(_) | ServeError::OverBudget { .. } | ServeError::AnswerTooLarge { .. } => {
                 Code::ResourceExhausted
