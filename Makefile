@@ -3,7 +3,7 @@
 #   make test    runs every check and test (what CI runs)
 # Both set up what they need: a Python venv with pinned tools (.venv) and the Rust workspace.
 # Beside them: make serve (the online mode), make bench, make bench-trees, make bench-shards,
-# make bench-images, make bench-parquet and make bench-serve (benchmarks).
+# make bench-images, make bench-parquet, make bench-text and make bench-serve (benchmarks).
 # For AWS: make push-image (the worker image to ECR), make sam-build (the function), then
 # sam deploy --guided (docs/deploy.md).
 
@@ -26,7 +26,7 @@ MODELS_STAMP := .tools/models/.installed-$(shell sha256sum tools/requirements-mo
 MODELS_PYTHON := .tools/models/bin/python
 CHECKOV     := .tools/checkov/bin/checkov
 
-.PHONY: local test setup build lint lint-deploy models push-image sam-build deploy bench bench-trees bench-shards bench-images bench-parquet serve bench-serve
+.PHONY: local test setup build lint lint-deploy models push-image sam-build deploy bench bench-trees bench-shards bench-images bench-parquet bench-text serve bench-serve
 
 local: setup build
 	target/debug/sluice-local run $(ARGS)
@@ -118,6 +118,11 @@ bench-shards: setup
 bench-parquet: $(MODELS_STAMP)
 	$(CARGO) build --release --workspace
 	$(MODELS_PYTHON) bench/bench_parquet.py $(ARGS)
+
+# Text embeddings: the real all-MiniLM-L6-v2 on one core, against onnxruntime + tokenizers.
+bench-text: $(MODELS_STAMP)
+	$(CARGO) build --release --workspace
+	$(MODELS_PYTHON) bench/bench_text.py $(ARGS)
 
 # Images: SqueezeNet on JPEG photographs, against Pillow + onnxruntime.
 bench-images: $(MODELS_STAMP)

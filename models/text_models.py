@@ -98,15 +98,23 @@ def train_tokenizer(corpus):
     return tokenizer
 
 
-def bert(vocab_size, seed):
-    """A BERT encoder graph: [batch, sequence] ids, mask and token types to [batch, sequence, HIDDEN]."""
+def bert(vocab_size, seed, dims=(HIDDEN, HEADS, LAYERS, FEED_FORWARD, POSITIONS), weights=None):
+    """A BERT encoder graph: [batch, sequence] ids, mask and token types to [batch, sequence,
+    hidden]. `dims` are (hidden, heads, layers, feed-forward, positions); the parameters are
+    `weights(name)` when given (a checkpoint's, by this graph's names: see bench/minilm.py), else
+    drawn from `seed`."""
+    HIDDEN, HEADS, LAYERS, FEED_FORWARD, POSITIONS = dims
     rng = np.random.default_rng(seed)
     inits, nodes = [], []
 
+    def param(name, make):
+        value = weights(name) if weights is not None else make()
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        return name
+
     def weight(name, *shape, scale=None):
         scale = scale if scale is not None else 1.0 / np.sqrt(shape[0])
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name))
-        return name
+        return param(name, lambda: rng.standard_normal(shape) * scale)
 
     def const(name, value, dtype=np.float32):
         inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
@@ -117,13 +125,13 @@ def bert(vocab_size, seed):
         return name
 
     def layer_norm(x, prefix):
-        gamma = const(f"{prefix}.gamma", 1.0 + 0.1 * rng.standard_normal(HIDDEN))
-        beta = const(f"{prefix}.beta", 0.1 * rng.standard_normal(HIDDEN))
+        gamma = param(f"{prefix}.gamma", lambda: 1.0 + 0.1 * rng.standard_normal(HIDDEN))
+        beta = param(f"{prefix}.beta", lambda: 0.1 * rng.standard_normal(HIDDEN))
         return node("LayerNormalization", [x, gamma, beta], f"{prefix}.out", axis=-1, epsilon=1e-12)
 
     def dense(x, prefix, n_in, n_out):
         w = weight(f"{prefix}.w", n_in, n_out)
-        b = const(f"{prefix}.b", 0.02 * rng.standard_normal(n_out))
+        b = param(f"{prefix}.b", lambda: 0.02 * rng.standard_normal(n_out))
         return node("Add", [node("MatMul", [x, w], f"{prefix}.matmul"), b], f"{prefix}.out")
 
     head = HIDDEN // HEADS
