@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::engine::{Element, OutputKind, OutputSpec, OutputValues};
 
-use super::tensors::{RowForm, bare_rows};
+use super::rows::{RowForm, bare_rows};
 
 /// A written JSON answer as the response.
 pub fn json_response(body: Vec<u8>) -> Response {

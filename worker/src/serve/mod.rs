@@ -33,6 +33,7 @@ pub mod kserve;
 pub mod metrics;
 pub mod openai;
 pub mod registry;
+pub mod rows;
 pub mod tei;
 pub mod tensors;
 pub mod tfserving;

@@ -6,18 +6,10 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+pub use super::rows::{RowForm, bare_rows};
 use crate::engine::batch::Batch;
 use crate::engine::formats::values::push_json_value;
 use crate::engine::{Element, Model, OutputSpec, OutputValues};
-
-/// How a request gave each row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RowForm {
-    /// A number: the one feature of a one-feature model.
-    Scalar,
-    /// A list of the features.
-    Vector,
-}
 
 /// Feature rows from a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,12 +164,6 @@ pub fn json_f32(value: f32) -> Value {
     let mut buffer = zmij::Buffer::new();
     let shortest: f64 = buffer.format(value).parse().expect("zmij writes a float");
     serde_json::Number::from_f64(shortest).map_or(Value::Null, Value::Number)
-}
-
-/// Whether an output's rows come back as bare values: a `[batch]` output, or a one-wide output
-/// of a request that gave its rows as bare numbers.
-pub fn bare_rows(spec: &OutputSpec, form: RowForm) -> bool {
-    spec.rank == 1 || (spec.width() == 1 && form == RowForm::Scalar)
 }
 
 /// The bytes the model's outputs for `rows` rows take.
