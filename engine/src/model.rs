@@ -354,7 +354,7 @@ impl Model {
             }
         };
         let plan = typed.into_runnable().map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
-        let encoder = TextEncoder::new(&folder.tokenizer, folder.layout, feeds, (0, embeddings), width)
+        let encoder = TextEncoder::new(&folder.tokenizer, folder.layout, feeds, embeddings, width)
             .map_err(ModelError::Unsupported)?;
         let outputs = vec![OutputSpec {
             name: "embedding".into(),

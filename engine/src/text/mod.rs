@@ -60,8 +60,8 @@ pub struct TextEncoder {
     pub layout: Layout,
     /// The model's inputs, in its order.
     pub feeds: Vec<Feed>,
-    /// The model output read, by position, and what it holds.
-    pub output: (usize, Embeddings),
+    /// What the model's one output (the plan keeps only the one read) holds.
+    pub output: Embeddings,
     pub width: usize,
 }
 
@@ -79,7 +79,7 @@ impl TextEncoder {
         tokenizer_json: &[u8],
         layout: Layout,
         feeds: Vec<Feed>,
-        output: (usize, Embeddings),
+        output: Embeddings,
         width: usize,
     ) -> Result<Self, String> {
         let mut tokenizer =
@@ -136,7 +136,7 @@ impl TextEncoder {
         let width = self.width;
         for row in 0..rows {
             let embedding = &mut out[row * width..(row + 1) * width];
-            match self.output.1 {
+            match self.output {
                 Embeddings::Sentence => embedding.copy_from_slice(&output[row * width..(row + 1) * width]),
                 Embeddings::Tokens => {
                     let span = tokens.length * width;
