@@ -77,12 +77,13 @@ lint-deploy: setup
 	$(VENV)/bin/shellcheck scripts/*.sh .ci/run
 
 # Regenerates the example models, data and reference outputs, the model zoo, the Parquet test
-# files and the small text encoders (deterministic).
+# files, the small text encoders and the text models with task heads (deterministic).
 models: $(MODELS_STAMP)
 	$(MODELS_PYTHON) models/make_models.py
 	$(MODELS_PYTHON) models/zoo.py
 	$(MODELS_PYTHON) models/parquet_data.py
 	$(MODELS_PYTHON) models/text_models.py
+	$(MODELS_PYTHON) models/text_heads.py
 
 # Builds the function as `sam deploy` uploads it (.aws-sam/build): SAM runs cargo-lambda, which
 # cross-compiles for arm64 with zig, both from .tools/lambda.

@@ -59,19 +59,25 @@ HARD_TEXTS = [
 ]
 
 
-def sentences(count, seed):
-    """`count` sentences of 3 to 24 words, each mostly from one topic's words."""
+def topic_sentences(count, seed):
+    """`count` sentences of 3 to 24 words, each mostly from one topic's words: (text, topic)."""
     rng = np.random.default_rng(seed)
     names = sorted(TOPICS)
     out = []
     for _ in range(count):
-        pools = [TOPICS[names[rng.integers(len(names))]].split(), COMMON]
+        topic = names[rng.integers(len(names))]
+        pools = [TOPICS[topic].split(), COMMON]
         chosen = []
         for _ in range(rng.integers(3, 25)):
             pool = pools[rng.choice(2, p=[0.7, 0.3])]
             chosen.append(pool[rng.integers(len(pool))])
-        out.append(" ".join(chosen))
+        out.append((" ".join(chosen), topic))
     return out
+
+
+def sentences(count, seed):
+    """The texts of `topic_sentences`."""
+    return [text for text, _ in topic_sentences(count, seed)]
 
 
 def train_tokenizer(corpus):

@@ -22,7 +22,13 @@ use super::image::{Classifier, ImageConfig, ImageModel, Labels, Preprocessor};
 use super::model_config::{ModelConfig, ModelConfigError};
 use super::ops;
 pub use super::outputs::OutputValues;
-use super::text::{Embeddings, Feed, RUN_TEXTS, TextEncoder, TextFolder};
+use super::text::folder::HubConfig;
+use super::text::head::{self, Activation, Head};
+use super::text::{Embeddings, Feed, RUN_TEXTS, TextEncoder, TextFolder, TextRow};
+
+/// The columns a text model reads by default: the text, and a cross-encoder's second text (the
+/// names transformers' pipelines take).
+pub const TEXT_COLUMNS: [&str; 2] = ["text", "text_pair"];
 
 /// The metadata entry (`metadata_props`) of an ONNX model that may hold its configuration.
 pub const METADATA_KEY: &str = "sluice";
@@ -89,7 +95,8 @@ pub struct OutputSpec {
     pub element: Element,
     /// Written as one list named `name` where the format has lists (a JSON array, a Parquet
     /// `fixed_size_list<float32>`: an embedding, as vector stores load it); CSV has its
-    /// `columns` either way.
+    /// `columns` either way. A list of text is a JSON array as text (a token classifier's
+    /// entities): as it is in JSON, a string in CSV and Parquet.
     pub list: bool,
 }
 
@@ -321,15 +328,14 @@ impl Model {
             return Err(ModelError::Unsupported("a text encoder takes input_ids, and this model does not".into()));
         }
         let names: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
-        let chosen = ["sentence_embedding", "token_embeddings", "last_hidden_state"]
+        let chosen = ["sentence_embedding", "token_embeddings", "last_hidden_state", "logits"]
             .iter()
             .find_map(|wanted| names.iter().position(|n| n == wanted))
             .ok_or_else(|| {
                 ModelError::Unsupported(format!(
-                    "its outputs are {names:?}: a text encoder has last_hidden_state, token_embeddings or sentence_embedding"
+                    "its outputs are {names:?}: a text model has last_hidden_state, token_embeddings or sentence_embedding (an encoder), or logits (a classifier)"
                 ))
             })?;
-        let embeddings = if names[chosen] == "sentence_embedding" { Embeddings::Sentence } else { Embeddings::Tokens };
         let operators = operators(graph);
 
         let cannot_run = |e: TractError| ModelError::Unsupported(format!("tract cannot run it: {e:#}"));
@@ -343,37 +349,36 @@ impl Model {
         typed.select_output_outlets(&[outlet]).map_err(cannot_run)?;
         let typed = typed.into_decluttered().and_then(|m| m.into_optimized()).map_err(cannot_run)?;
         let fact = typed.output_fact(0).map_err(cannot_run)?;
-        let rank = if embeddings == Embeddings::Sentence { 2 } else { 3 };
-        let width = match (fact.rank(), fact.shape.last().and_then(|d| d.as_i64()).map(|d| d as usize)) {
-            (r, Some(width)) if r == rank => width,
-            _ => {
-                return Err(ModelError::Unsupported(format!(
-                    "output {:?} is {:?}: a text encoder's is [batch, tokens, width] (or [batch, width] for sentence_embedding)",
-                    names[chosen], fact.shape
-                )));
-            }
-        };
+        let width = fact.shape.last().and_then(|d| d.as_i64()).map(|d| d as usize);
+        let head = text_head(names[chosen], fact.rank(), width, &folder.hub).ok_or_else(|| {
+            ModelError::Unsupported(format!(
+                "output {:?} is {:?}: a text encoder's is [batch, tokens, width] (or [batch, width] for sentence_embedding), a classifier's logits [batch, labels] or [batch, tokens, labels]",
+                names[chosen], fact.shape
+            ))
+        })?;
+        let width = width.unwrap_or_default();
         let plan = typed.into_runnable().map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
-        let encoder = TextEncoder::new(&folder.tokenizer, folder.layout, feeds, embeddings, width)
+        let config = folder.config.unwrap_or_default();
+        // A cross-encoder scores pairs, unless the configuration names one text column.
+        let pairs = matches!(head, Head::Score { activation } if activation != Activation::Identity)
+            && config.features.as_ref().is_none_or(|f| f.len() == 2);
+        let outputs = text_outputs(&head, width);
+        let encoder = TextEncoder::new(&folder.tokenizer, folder.layout, feeds, head, width, pairs)
             .map_err(ModelError::Unsupported)?;
-        let outputs = vec![OutputSpec {
-            name: "embedding".into(),
-            kind: OutputKind::Values { width },
-            columns: (0..width).map(|i| format!("embedding_{i}")).collect(),
-            rank: 2,
-            element: Element::Float32,
-            list: true,
-        }];
+        let column_inputs: Vec<ColumnInput> = TEXT_COLUMNS[..if pairs { 2 } else { 1 }]
+            .iter()
+            .map(|&name| ColumnInput { name: name.into(), kind: ColumnType::Text })
+            .collect();
         Ok(Self {
             plan,
             input_name: "text".into(),
-            n_features: 1,
-            input_shape: vec![1],
+            n_features: column_inputs.len(),
+            input_shape: vec![column_inputs.len()],
             image: None,
-            column_inputs: vec![ColumnInput { name: "text".into(), kind: ColumnType::Text }],
+            column_inputs,
             matrix: ColumnType::Float,
             outputs,
-            config: folder.config.unwrap_or_default(),
+            config,
             operators,
             handles_missing: false,
             sha256: hex::encode(Sha256::digest(&folder.model)),
@@ -381,18 +386,22 @@ impl Model {
         })
     }
 
-    /// Embeds a batch's texts: in runs of similar lengths, each row's embedding in its place.
-    fn embed(&self, encoder: &TextEncoder, batch: &Batch) -> Result<Vec<OutputValues>, ModelError> {
+    /// Runs a text model on a batch's texts (or pairs): in runs of similar lengths, each row's
+    /// answer in its place.
+    fn run_texts(&self, encoder: &TextEncoder, batch: &Batch) -> Result<Vec<OutputValues>, ModelError> {
         let rows = batch.rows;
         let failed = |message: String| ModelError::Inference { rows, message };
+        let per_row = if encoder.pairs { 2 } else { 1 };
+        let text = |i: usize| std::str::from_utf8(batch.text.get(i)).map_err(|_| failed("a text is not UTF-8".into()));
         let texts = (0..rows)
-            .map(|r| std::str::from_utf8(batch.text.get(r)).map_err(|_| failed("a text is not UTF-8".into())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let width = encoder.width;
-        let mut out = vec![0f32; rows * width];
-        let mut pooled = vec![0f32; RUN_TEXTS * width];
+            .map(|r| Ok((text(r * per_row)?, if encoder.pairs { Some(text(r * per_row + 1)?) } else { None })))
+            .collect::<Result<Vec<TextRow>, _>>()?;
+        let width = encoder.answer_width();
+        let mut floats = vec![0f32; rows * width];
+        let mut json = vec![String::new(); if width == 0 { rows } else { 0 }];
+        let mut answers = vec![0f32; RUN_TEXTS * width];
         for run in TextEncoder::run_order(&texts).chunks(RUN_TEXTS) {
-            let run_texts: Vec<&str> = run.iter().map(|&i| texts[i]).collect();
+            let run_texts: Vec<TextRow> = run.iter().map(|&i| texts[i]).collect();
             let tokens = encoder.tokens(&run_texts).map_err(failed)?;
             let shape = [run.len(), tokens.length];
             let inputs = encoder
@@ -413,13 +422,26 @@ impl Model {
                 .try_as_plain_ram()
                 .and_then(|r| r.as_slice::<f32>())
                 .map_err(|e| failed(format!("{e:#}")))?;
-            let run_pooled = &mut pooled[..run.len() * width];
-            encoder.finish(output, &tokens, run.len(), run_pooled);
+            if width == 0 {
+                for (&row, entities) in run.iter().zip(encoder.entities(output, &tokens, run.len())) {
+                    json[row] = entities;
+                }
+                continue;
+            }
+            let run_answers = &mut answers[..run.len() * width];
+            encoder.finish(output, &tokens, run.len(), run_answers);
             for (k, &row) in run.iter().enumerate() {
-                out[row * width..(row + 1) * width].copy_from_slice(&run_pooled[k * width..(k + 1) * width]);
+                floats[row * width..(row + 1) * width].copy_from_slice(&run_answers[k * width..(k + 1) * width]);
             }
         }
-        Ok(vec![OutputValues::Float(out)])
+        Ok(match &encoder.head {
+            Head::Entities { .. } => vec![OutputValues::Text(json)],
+            Head::Classify { .. } => {
+                let labels = floats.chunks(width).map(|row| head::argmax(row) as i64).collect();
+                vec![OutputValues::Int(labels), OutputValues::Float(floats)]
+            }
+            Head::Embed(_) | Head::Score { .. } => vec![OutputValues::Float(floats)],
+        })
     }
 
     /// Every output column name, in order.
@@ -468,7 +490,7 @@ impl Model {
     /// batch's columns of each type.
     pub fn predict_batch(&self, batch: &Batch) -> Result<Vec<OutputValues>, ModelError> {
         if let Some(encoder) = &self.text {
-            return self.embed(encoder, batch);
+            return self.run_texts(encoder, batch);
         }
         if self.column_inputs.is_empty() && self.matrix == ColumnType::Double && batch.features.is_empty() {
             // Parsed as float64 from the file (see `feature_kinds`).
@@ -790,6 +812,68 @@ fn image_model(image: &ImageConfig, outputs: &[OutputSpec]) -> Result<ImageModel
         classifier: Classifier::new(labels, image.scores, image.top_k),
         scores_output,
     })
+}
+
+/// What a text model's output `name` of `rank` and last dimension `width` is, by what its
+/// folder's `config.json` says of its head; `None` when it is none of them.
+fn text_head(name: &str, rank: usize, width: Option<usize>, hub: &HubConfig) -> Option<Head> {
+    let width = width.filter(|&w| w > 0)?;
+    let labels = || match &hub.labels {
+        Some(labels) if labels.len() == width => labels.clone(),
+        _ => (0..width).map(|i| format!("LABEL_{i}")).collect(),
+    };
+    Some(match (name, rank) {
+        ("sentence_embedding", 2) => Head::Embed(Embeddings::Sentence),
+        ("token_embeddings" | "last_hidden_state", 3) => Head::Embed(Embeddings::Tokens),
+        ("logits", 3) => Head::Entities { labels: labels() },
+        // transformers' pipeline: sigmoid for one label or multi-label, softmax for several.
+        ("logits", 2) => match (width, hub.problem_type.as_deref()) {
+            (_, Some("regression")) if width == 1 => Head::Score { activation: Activation::Identity },
+            (1, _) => Head::Score { activation: hub.activation.unwrap_or(Activation::Sigmoid) },
+            (_, Some("regression")) => Head::Classify { labels: labels(), activation: Activation::Identity },
+            (_, Some("multi_label_classification")) => {
+                Head::Classify { labels: labels(), activation: Activation::Sigmoid }
+            }
+            _ => Head::Classify { labels: labels(), activation: Activation::Softmax },
+        },
+        _ => return None,
+    })
+}
+
+/// The output columns of a text model's answers.
+fn text_outputs(head: &Head, width: usize) -> Vec<OutputSpec> {
+    let values = |name: &str, columns: Vec<String>, list: bool| OutputSpec {
+        name: name.into(),
+        kind: OutputKind::Values { width: columns.len() },
+        columns,
+        rank: 2,
+        element: Element::Float32,
+        list,
+    };
+    match head {
+        Head::Embed(_) => vec![values("embedding", (0..width).map(|i| format!("embedding_{i}")).collect(), true)],
+        Head::Score { .. } => vec![values("score", vec!["score".into()], false)],
+        Head::Classify { labels, .. } => vec![
+            OutputSpec {
+                name: "label".into(),
+                kind: OutputKind::Label { classes: Some(Classes::new(labels.clone(), None)) },
+                columns: vec!["label".into()],
+                rank: 1,
+                // Run as the class's index, named back (as a classifier of string labels).
+                element: Element::String,
+                list: false,
+            },
+            values("probability", labels.iter().map(|l| format!("probability_{l}")).collect(), false),
+        ],
+        Head::Entities { .. } => vec![OutputSpec {
+            name: "entities".into(),
+            kind: OutputKind::Label { classes: None },
+            columns: vec!["entities".into()],
+            rank: 1,
+            element: Element::String,
+            list: true,
+        }],
+    }
 }
 
 fn operators(graph: &pb::GraphProto) -> Vec<String> {

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use crate::engine::batch::Batch;
+use crate::engine::text::{Activation, Head};
 use crate::engine::{ColumnInput, ColumnRef, ColumnType, Model, OutputKind, Passthrough};
 
 /// Synthetic rows: every feature 0, then 1, then -1, then 0.5.
@@ -20,21 +21,48 @@ pub fn describe(model: &Model, uri: &str) -> (String, bool) {
     let shape = model.input_shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
     if let Some(encoder) = &model.text {
         let layout = &encoder.layout;
-        let _ = writeln!(
-            out,
-            "a text encoder: texts of up to {} tokens (longer ones truncated), {} pooling{}, {} dimensions",
-            layout.max_length,
-            layout.pooling.name(),
-            if layout.normalize { ", normalised" } else { "" },
-            encoder.width
-        );
+        let texts = match encoder.pairs {
+            true => "pairs of texts",
+            false => "texts",
+        };
+        let max = layout.max_length;
+        let what = match &encoder.head {
+            Head::Embed(_) => format!(
+                "a text encoder: {texts} of up to {max} tokens (longer ones truncated), {} pooling{}, {} dimensions",
+                layout.pooling.name(),
+                if layout.normalize { ", normalised" } else { "" },
+                encoder.width
+            ),
+            Head::Classify { labels, activation } => format!(
+                "a text classifier: {texts} of up to {max} tokens (longer ones truncated), {} labels ({}), {}",
+                labels.len(),
+                labels.join(", "),
+                match activation {
+                    Activation::Softmax => "one a text (softmax)",
+                    Activation::Sigmoid => "each on its own (sigmoid: multi-label)",
+                    Activation::Identity => "values as they are (regression)",
+                }
+            ),
+            Head::Score { activation } => format!(
+                "a {}: {texts} of up to {max} tokens (longer ones truncated), one score a row ({})",
+                if encoder.pairs { "cross-encoder" } else { "text regression" },
+                activation.name()
+            ),
+            Head::Entities { labels } => format!(
+                "a token classifier: texts of up to {max} tokens (longer ones truncated), entities of the labels {}, grouped (simple)",
+                labels.join(", ")
+            ),
+        };
+        let _ = writeln!(out, "{what}");
         let _ = writeln!(
             out,
             "inputs, from the tokenizer: {}",
             encoder.feeds.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
         );
-        let _ = writeln!(out, "the text input, fed from the column of its name:");
-        let _ = writeln!(out, "  \"text\": string");
+        let _ = writeln!(out, "the text inputs, fed from the columns of their names:");
+        for input in &model.column_inputs {
+            let _ = writeln!(out, "  {:?}: string", input.name);
+        }
     } else if !model.column_inputs.is_empty() {
         let _ = writeln!(out, "inputs, each [N, 1] and fed from the column of its name:");
         for input in &model.column_inputs {
@@ -80,6 +108,7 @@ pub fn describe(model: &Model, uri: &str) -> (String, bool) {
     for spec in &model.outputs {
         let what = match &spec.kind {
             OutputKind::Label { classes: Some(classes) } => format!("label, one of {}", classes.names.join(", ")),
+            OutputKind::Label { classes: None } if spec.list => "a JSON array a row".to_owned(),
             OutputKind::Label { classes: None } => "label".to_owned(),
             OutputKind::Values { width } => format!("{width} value{}", if *width == 1 { "" } else { "s" }),
         };

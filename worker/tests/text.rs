@@ -182,7 +182,7 @@ async fn broken_folders_and_bad_texts_say_what_is_wrong() {
 }
 
 #[test]
-fn check_model_describes_a_text_encoder() {
+fn check_model_describes_each_kind_of_text_model() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
         .args(["check-model", "--model", &repo("models/text/bert_tiny_cls").display().to_string()])
         .output()
@@ -198,4 +198,155 @@ fn check_model_describes_a_text_encoder() {
     ] {
         assert!(text.contains(line), "{line:?} missing from:\n{text}");
     }
+    for (folder, lines) in [
+        (
+            "bert_tiny_topics",
+            &[
+                "a text classifier: texts of up to 64 tokens (longer ones truncated), 3 labels (markets, sports, weather), each on its own (sigmoid: multi-label)",
+                "\"probability\" (3 values) -> columns probability_markets, probability_sports, probability_weather",
+            ][..],
+        ),
+        (
+            "bert_tiny_reranker",
+            &[
+                "a cross-encoder: pairs of texts of up to 64 tokens (longer ones truncated), one score a row (sigmoid)",
+                "  fed from columns: text, text_pair",
+            ],
+        ),
+        (
+            "bert_tiny_ner",
+            &["a token classifier: texts of up to 64 tokens", "\"entities\" (a JSON array a row) -> columns entities"],
+        ),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+            .args(["check-model", "--model", &repo(&format!("models/text/{folder}")).display().to_string()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{text}");
+        for line in lines {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+    }
+}
+
+/// A folder's expected answers (`models/text_heads.py`: transformers' pipelines and
+/// sentence-transformers' CrossEncoder), by column name.
+fn expected_table(folder: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let path = repo(&format!("models/text/{folder}/expected.csv"));
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let header = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    (header, csv_rows(&repo(&format!("models/text/{folder}/expected.csv"))))
+}
+
+/// An entity's group, word, start and end.
+type Span = (String, String, u64, u64);
+
+/// Entities' spans, and their scores.
+fn entities(json: &serde_json::Value) -> (Vec<Span>, Vec<f64>) {
+    let list = json.as_array().unwrap_or_else(|| panic!("entities are an array: {json}"));
+    let spans = list
+        .iter()
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap().to_owned();
+            (text("entity_group"), text("word"), e["start"].as_u64().unwrap(), e["end"].as_u64().unwrap())
+        })
+        .collect();
+    (spans, list.iter().map(|e| e["score"].as_f64().unwrap()).collect())
+}
+
+/// `got` (the output's columns after the id) equal to the Python libraries' answers: labels and
+/// entity spans exactly, numbers within 1e-5.
+fn assert_answers(folder: &str, got: &[Vec<String>], want: &[Vec<String>]) {
+    assert_eq!(got.len(), want.len(), "{folder}: rows");
+    for (row, (g, w)) in got.iter().zip(want).enumerate() {
+        let at = format!("{folder} row {}", row + 1);
+        assert_eq!(g.len(), w.len() - 1, "{at}");
+        for (a, b) in g.iter().zip(&w[1..]) {
+            match (a.parse::<f64>(), b.parse::<f64>()) {
+                (Ok(a), Ok(b)) => assert!((a - b).abs() <= 1e-5, "{at}: {a} where Python says {b}"),
+                _ if b.starts_with('[') => {
+                    let (a, b) = (serde_json::from_str(a).unwrap(), serde_json::from_str(b).unwrap());
+                    let ((spans_a, scores_a), (spans_b, scores_b)) = (entities(&a), entities(&b));
+                    assert_eq!(spans_a, spans_b, "{at}");
+                    assert!(scores_a.iter().zip(&scores_b).all(|(a, b)| (a - b).abs() <= 1e-5), "{at}: {a} vs {b}");
+                }
+                _ => assert_eq!(a, b, "{at}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn classifiers_cross_encoders_and_token_classifiers_answer_as_the_python_pipelines() {
+    let dir = scratch("heads");
+    for (folder, rows) in
+        [("bert_tiny_topic", 49), ("bert_tiny_topics", 39), ("bert_tiny_reranker", 53), ("bert_tiny_ner", 49)]
+    {
+        // GIVEN the folder as optimum / sentence-transformers leave it, and its texts (pairs for
+        // the cross-encoder), the hard ones and one truncated among them
+        let output = dir.join(format!("{folder}.csv"));
+        let texts = repo(&format!("models/text/{folder}/texts.csv"));
+        // WHEN worker transform runs it
+        let run = transform(&repo(&format!("models/text/{folder}")), &texts, &output).await.unwrap();
+        // THEN each row's answer is the pipeline's: the label and each class's probability
+        // (softmax, or sigmoid for multi-label), the cross-encoder's sigmoid score, the entities
+        // grouped as aggregation_strategy="simple" groups them
+        assert_eq!((run.summary.rows_in, run.summary.bad_rows), (rows, 0), "{folder}");
+        let (header, want) = expected_table(folder);
+        let got = csv_rows(&output);
+        let mut reader = csv::Reader::from_path(&output).unwrap();
+        let got_header: Vec<&str> = reader.headers().unwrap().iter().collect::<Vec<_>>();
+        assert_eq!(got_header, header[1..], "{folder}");
+        assert_answers(folder, &got, &want);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entities_are_json_arrays_and_pairs_come_from_the_columns_configured() {
+    // GIVEN the token classifier's texts as JSON Lines
+    let dir = scratch("entities");
+    let input = dir.join("texts.jsonl");
+    let texts = csv_rows(&repo("models/text/bert_tiny_ner/texts.csv"));
+    let lines: Vec<String> = texts.iter().map(|r| serde_json::json!({"id": r[0], "text": r[1]}).to_string()).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    // WHEN its entities are written as JSON Lines
+    let output = dir.join("out.jsonl");
+    transform(&repo("models/text/bert_tiny_ner"), &input, &output).await.unwrap();
+    // THEN each line's `entities` is an array of objects, not a string
+    let (_, want) = expected_table("bert_tiny_ner");
+    let got: Vec<Vec<String>> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .map(|row| vec![row["entities"].to_string()])
+        .collect();
+    assert_answers("bert_tiny_ner jsonl", &got, &want);
+    // AND a cross-encoder whose sluice.json names its two columns reads the pairs from them,
+    // passing the id through
+    let folder = dir.join("reranker");
+    std::fs::create_dir_all(&folder).unwrap();
+    for entry in std::fs::read_dir(repo("models/text/bert_tiny_reranker")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, folder.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(folder.join("sluice.json"), r#"{"features": ["query", "passage"], "passthrough": ["id"]}"#).unwrap();
+    let pairs = csv_rows(&repo("models/text/bert_tiny_reranker/texts.csv"));
+    let mut writer = csv::Writer::from_path(dir.join("pairs.csv")).unwrap();
+    writer.write_record(["passage", "id", "query"]).unwrap();
+    for row in &pairs {
+        writer.write_record([&row[2], &row[0], &row[1]]).unwrap();
+    }
+    writer.flush().unwrap();
+    let output = dir.join("scores.csv");
+    transform(&folder, &dir.join("pairs.csv"), &output).await.unwrap();
+    let (_, want) = expected_table("bert_tiny_reranker");
+    let got = csv_rows(&output);
+    assert_eq!(
+        got.iter().map(|r| r[0].clone()).collect::<Vec<_>>(),
+        want.iter().map(|r| r[0].clone()).collect::<Vec<_>>()
+    );
+    assert_answers("reranker from query, passage", &got.iter().map(|r| r[1..].to_vec()).collect::<Vec<_>>(), &want);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

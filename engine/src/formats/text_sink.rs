@@ -177,6 +177,11 @@ impl OutputLayout {
                             }
                         }
                     }
+                    // A list of text is a JSON array already (a token classifier's entities).
+                    OutputValues::Text(values) if spec.list && json => {
+                        cell(out);
+                        out.extend_from_slice(values[row].as_bytes());
+                    }
                     OutputValues::Text(values) => {
                         for value in &values[range] {
                             cell(out);

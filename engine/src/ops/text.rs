@@ -24,27 +24,29 @@ pub fn register(register: &mut OnnxOpRegister) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Flatten, of a tokenizer's output
+// Flatten, of shapes of several symbols
 // ---------------------------------------------------------------------------------------------
 
-/// ONNX's `Flatten`, as tract's but for a shape of two symbols: skl2onnx flattens the
-/// tokenizer's `[N, T]` tokens (both depend on the data), which tract's refuses, and which is
-/// no change at all at axis 1.
+/// ONNX's `Flatten`, as tract's but for a shape of several symbols, which tract's refuses:
+/// skl2onnx flattens the tokenizer's `[N, T]` tokens (both depend on the data), and torch's
+/// export of a transformer flattens its `[N, T]` attention mask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flatten {
     axis: i64,
-    tracts: tract_onnx::tract_hir::ops::array::Flatten,
 }
 
 fn flatten(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let axis: i64 = node.get_attr_opt("axis")?.unwrap_or(1);
-    Ok((expand(Flatten { axis, tracts: tract_onnx::tract_hir::ops::array::Flatten::new(axis) }), vec![]))
+    Ok((expand(Flatten { axis }), vec![]))
 }
 
 impl Flatten {
-    /// Whether the flattening of a rank-`rank` input changes nothing: `[a, b]` at axis 1.
-    fn is_identity(&self, rank: usize) -> bool {
-        rank == 2 && (self.axis == 1 || self.axis == -1)
+    /// `[product of the dimensions before the axis, product of the rest]`.
+    fn output_shape(&self, shape: &[TDim]) -> TractResult<TVec<TDim>> {
+        let axis = if self.axis < 0 { self.axis + shape.len() as i64 } else { self.axis };
+        ensure!((0..=shape.len() as i64).contains(&axis), "Flatten axis {} of a rank-{} input", self.axis, shape.len());
+        let (before, after) = shape.split_at(axis as usize);
+        Ok(tvec![before.iter().cloned().product(), after.iter().cloned().product()])
     }
 }
 
@@ -59,21 +61,22 @@ impl Expansion for Flatten {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        s.given(&inputs[0].rank, move |s, rank| {
-            if self.is_identity(rank as usize) {
-                s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-                s.equals(&outputs[0].shape, &inputs[0].shape)
-            } else {
-                self.tracts.rules(s, inputs, outputs)
-            }
+        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+        s.given(&inputs[0].shape, move |s, shape| {
+            s.equals(
+                &outputs[0].shape,
+                tract_onnx::tract_hir::infer::ShapeFactoid::from(self.output_shape(&shape)?.to_vec()),
+            )
         })
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        match self.is_identity(model.outlet_fact(inputs[0])?.rank()) {
-            true => Ok(inputs.into()),
-            false => self.tracts.wire(prefix, model, inputs),
+        let shape = model.outlet_fact(inputs[0])?.shape.to_tvec();
+        let flat = self.output_shape(&shape)?;
+        if flat == shape {
+            return Ok(inputs.into());
         }
+        model.wire_node(prefix, AxisOp::Reshape(0, shape, flat), inputs)
     }
 }
 

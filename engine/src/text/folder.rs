@@ -1,13 +1,18 @@
 //! A text model's folder as the Hugging Face hub ships it, in sentence-transformers' layout:
 //! `model.onnx` (or `onnx/model.onnx`), `tokenizer.json`, `modules.json` naming the modules that
 //! follow the transformer (`1_Pooling/config.json`, a `Normalize` module) and
-//! `sentence_bert_config.json` (`max_seq_length`). Plus, optionally, sluice's own configuration
-//! `sluice.json` (which column holds the text, what passes through).
+//! `sentence_bert_config.json` (`max_seq_length`). A model with a task head is read as optimum
+//! exports one: `config.json` names its classes (`id2label`) and how its logits become scores
+//! (`problem_type`), `tokenizer_config.json` its maximum length; a cross-encoder saved by
+//! sentence-transformers names its activation in `config_sentence_transformers.json`. Plus,
+//! optionally, sluice's own configuration `sluice.json` (which column holds the text, what
+//! passes through).
 
 use std::path::Path;
 
 use serde::Deserialize;
 
+use super::head::Activation;
 use super::pooling::Pooling;
 use crate::model_config::ModelConfig;
 
@@ -18,6 +23,19 @@ pub struct TextFolder {
     pub tokenizer: Vec<u8>,
     pub layout: Layout,
     pub config: Option<ModelConfig>,
+    pub hub: HubConfig,
+}
+
+/// What `config.json` (transformers') and `config_sentence_transformers.json` say of a model's
+/// head.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HubConfig {
+    /// The class names by label id (`id2label`), in id order.
+    pub labels: Option<Vec<String>>,
+    /// `single_label_classification`, `multi_label_classification` or `regression`.
+    pub problem_type: Option<String>,
+    /// A cross-encoder's activation, as sentence-transformers saved it.
+    pub activation: Option<Activation>,
 }
 
 /// What follows the transformer, and how long a text may be.
@@ -61,6 +79,25 @@ struct SentenceBertConfig {
     max_seq_length: Option<usize>,
 }
 
+#[derive(Deserialize)]
+struct TransformersConfig {
+    id2label: Option<std::collections::BTreeMap<String, String>>,
+    problem_type: Option<String>,
+    max_position_embeddings: Option<usize>,
+    /// Where sentence-transformers before version 6 kept a cross-encoder's settings.
+    sentence_transformers: Option<SentenceTransformersConfig>,
+}
+
+#[derive(Deserialize)]
+struct SentenceTransformersConfig {
+    activation_fn: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenizerConfig {
+    model_max_length: Option<f64>,
+}
+
 /// Reads a file of the folder by its path in it (`1_Pooling/config.json`): its bytes, or `None`
 /// when there is no such file.
 pub type ReadFile<'a> = &'a dyn Fn(&str) -> Result<Option<Vec<u8>>, FolderError>;
@@ -91,20 +128,84 @@ impl TextFolder {
                 "the folder has no tokenizer.json (the fast tokenizer's file, which the hub ships beside the model)"
                     .into(),
         })?;
-        let layout = Self::layout(&path, read)?;
+        let (hub, max_positions) = Self::hub(&path, read)?;
+        let layout = Self::layout(&path, read, max_positions)?;
         let config = read("sluice.json")?
             .map(|bytes| ModelConfig::from_json(&bytes))
             .transpose()
             .map_err(|e| FolderError { file: path("sluice.json"), problem: e.to_string() })?;
-        Ok(Self { model, tokenizer, layout, config })
+        Ok(Self { model, tokenizer, layout, config, hub })
     }
 
-    fn layout(path: &dyn Fn(&str) -> String, read: ReadFile) -> Result<Layout, FolderError> {
-        let invalid = |file: &str, e: serde_json::Error| FolderError {
-            file: path(file),
-            problem: format!("not valid JSON of its kind: {e}"),
+    /// The head's settings, and the model's maximum length (`max_position_embeddings`).
+    fn hub(path: &dyn Fn(&str) -> String, read: ReadFile) -> Result<(HubConfig, Option<usize>), FolderError> {
+        let mut hub = HubConfig::default();
+        let mut activation_fn = None;
+        let mut max_positions = None;
+        if let Some(bytes) = read("config.json")? {
+            let config: TransformersConfig =
+                serde_json::from_slice(&bytes).map_err(|e| invalid(path, "config.json", e))?;
+            if let Some(id2label) = config.id2label {
+                let mut labels: Vec<(usize, String)> = id2label
+                    .into_iter()
+                    .map(|(id, label)| {
+                        id.parse().map(|id| (id, label)).map_err(|_| FolderError {
+                            file: path("config.json"),
+                            problem: format!("id2label has the key {id:?}, not a label id"),
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                labels.sort();
+                if labels.iter().enumerate().any(|(i, (id, _))| i != *id) {
+                    return Err(FolderError {
+                        file: path("config.json"),
+                        problem: "id2label does not name the labels 0, 1, … in turn".into(),
+                    });
+                }
+                hub.labels = Some(labels.into_iter().map(|(_, label)| label).collect());
+            }
+            hub.problem_type = config.problem_type;
+            max_positions = config.max_position_embeddings;
+            activation_fn = config.sentence_transformers.and_then(|st| st.activation_fn);
+        }
+        if let Some(bytes) = read("config_sentence_transformers.json")? {
+            let config: SentenceTransformersConfig =
+                serde_json::from_slice(&bytes).map_err(|e| invalid(path, "config_sentence_transformers.json", e))?;
+            activation_fn = config.activation_fn.or(activation_fn);
+        }
+        hub.activation = match activation_fn.as_deref() {
+            None => None,
+            Some(name) if name.ends_with(".Sigmoid") => Some(Activation::Sigmoid),
+            Some(name) if name.ends_with(".Identity") => Some(Activation::Identity),
+            Some(name) => {
+                return Err(FolderError {
+                    file: path("config_sentence_transformers.json"),
+                    problem: format!("activation_fn {name:?}: sluice applies Sigmoid or Identity"),
+                });
+            }
         };
+        Ok((hub, max_positions))
+    }
+
+    /// What follows the transformer, and the maximum length: sentence-transformers'
+    /// `max_seq_length`, else the tokenizer's `model_max_length`, else the model's positions.
+    fn layout(
+        path: &dyn Fn(&str) -> String,
+        read: ReadFile,
+        max_positions: Option<usize>,
+    ) -> Result<Layout, FolderError> {
+        let invalid = |file: &str, e: serde_json::Error| invalid(path, file, e);
         let mut layout = Layout::default();
+        // transformers writes a very large number when the tokenizer sets no maximum.
+        let tokenizer_max = match read("tokenizer_config.json")? {
+            Some(bytes) => serde_json::from_slice::<TokenizerConfig>(&bytes)
+                .map_err(|e| invalid("tokenizer_config.json", e))?
+                .model_max_length
+                .filter(|&n| (1.0..1e6).contains(&n))
+                .map(|n| n as usize),
+            None => None,
+        };
+        layout.max_length = tokenizer_max.or(max_positions).unwrap_or(DEFAULT_MAX_LENGTH);
         if let Some(bytes) = read("modules.json")? {
             let modules: Vec<Module> = serde_json::from_slice(&bytes).map_err(|e| invalid("modules.json", e))?;
             layout.normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
@@ -122,10 +223,16 @@ impl TextFolder {
         if let Some(bytes) = read("sentence_bert_config.json")? {
             let config: SentenceBertConfig =
                 serde_json::from_slice(&bytes).map_err(|e| invalid("sentence_bert_config.json", e))?;
-            layout.max_length = config.max_seq_length.unwrap_or(DEFAULT_MAX_LENGTH).max(1);
+            if let Some(max) = config.max_seq_length {
+                layout.max_length = max.max(1);
+            }
         }
         Ok(layout)
     }
+}
+
+fn invalid(path: &dyn Fn(&str) -> String, file: &str, e: serde_json::Error) -> FolderError {
+    FolderError { file: path(file), problem: format!("not valid JSON of its kind: {e}") }
 }
 
 /// The bytes of `file` in `dir`, or `None` when there is no such file.

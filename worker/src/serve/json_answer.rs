@@ -46,6 +46,8 @@ fn class_name(spec: &OutputSpec, label: i64) -> Option<&str> {
 /// or the class name of a classifier whose labels are strings.
 pub fn write_element(out: &mut Vec<u8>, spec: &OutputSpec, values: &OutputValues, index: usize) {
     match values {
+        // A list of text is JSON already (a token classifier's entities).
+        OutputValues::Text(json) if spec.list => out.extend_from_slice(json[index].as_bytes()),
         OutputValues::Text(labels) => write_text(out, &labels[index]),
         OutputValues::Float(v) => write_f32(out, v[index]),
         OutputValues::Int(labels) => match class_name(spec, labels[index]) {

@@ -20,6 +20,7 @@ use super::json_answer::{json_response, write_f32};
 use super::registry::ServedModel;
 use crate::engine::OutputValues;
 use crate::engine::batch::Batch;
+use crate::engine::text::{Head, TextRow};
 
 const PROTOCOL: Protocol = Protocol::OpenAi;
 
@@ -84,7 +85,7 @@ async fn embed(state: &AppState, request: Request) -> Result<Response, ServeErro
         }
     };
     let model = state.registry.get(&request.model, None)?;
-    let Some(encoder) = &model.loaded.model.text else {
+    let Some(encoder) = model.loaded.model.text.as_ref().filter(|e| matches!(e.head, Head::Embed(_))) else {
         return Err(ServeError::BadRequest(format!(
             "the model {} is not a text encoder: /v1/embeddings takes sentence-transformers folders",
             request.model
@@ -140,11 +141,28 @@ pub(super) async fn embed_texts(
     bound: usize,
     limit: Option<usize>,
 ) -> Result<(Vec<f32>, usize), ServeError> {
-    let encoder = model.loaded.model.text.as_ref().ok_or_else(|| ServeError::Internal("not a text encoder".into()))?;
+    let rows: Vec<TextRow> = texts.iter().map(|t| (t.as_str(), None)).collect();
+    let (outputs, tokens) = run_texts(state, model, &rows, bound, limit).await?;
+    match outputs.into_iter().next() {
+        Some(OutputValues::Float(values)) => Ok((values, tokens)),
+        _ => Err(ServeError::Internal("the encoder answered no embeddings".into())),
+    }
+}
+
+/// Runs texts (or pairs of texts) through a text model's batcher: its outputs, and the tokens
+/// read. `limit`, when given, refuses a text longer than it (rather than truncating it).
+pub(super) async fn run_texts(
+    state: &AppState,
+    model: &ServedModel,
+    rows: &[TextRow<'_>],
+    bound: usize,
+    limit: Option<usize>,
+) -> Result<(Vec<OutputValues>, usize), ServeError> {
+    let encoder = model.loaded.model.text.as_ref().ok_or_else(|| ServeError::Internal("not a text model".into()))?;
     let mut tokens = 0;
     let mut batch = Batch::default();
-    for text in texts {
-        let encoding = encoder.encode(text).map_err(ServeError::BadRequest)?;
+    for &(text, pair) in rows {
+        let encoding = encoder.encode((text, pair)).map_err(ServeError::BadRequest)?;
         if let Some(limit) = limit
             && !encoding.get_overflowing().is_empty()
         {
@@ -154,12 +172,12 @@ pub(super) async fn embed_texts(
         }
         tokens += encoding.get_attention_mask().iter().sum::<u32>() as usize;
         batch.text.push(text.as_bytes());
+        if let Some(pair) = pair {
+            batch.text.push(pair.as_bytes());
+        }
     }
-    batch.rows = texts.len();
-    batch.rows_read = texts.len() as u64;
-    state.check_answer(bound, texts.len())?;
-    match model.batcher.infer_columns(batch).await?.into_iter().next() {
-        Some(OutputValues::Float(values)) => Ok((values, tokens)),
-        _ => Err(ServeError::Internal("the encoder answered no embeddings".into())),
-    }
+    batch.rows = rows.len();
+    batch.rows_read = rows.len() as u64;
+    state.check_answer(bound, rows.len())?;
+    Ok((model.batcher.infer_columns(batch).await?, tokens))
 }

@@ -40,7 +40,8 @@ impl ParquetLayout {
                 (OutputKind::Label { .. }, _) => DataType::Int64,
                 (OutputKind::Values { .. }, _) => DataType::Float32,
             };
-            if spec.list {
+            // A float list is a fixed-size list; a text one (entities, JSON) a string.
+            if spec.list && spec.element == Element::Float32 {
                 let item = Arc::new(Field::new("item", data_type, false));
                 fields.push(Arc::new(Field::new(&spec.name, DataType::FixedSizeList(item, spec.width() as i32), true)));
                 continue;
