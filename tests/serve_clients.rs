@@ -298,3 +298,152 @@ async fn teis_embed_route_answers_as_text_embeddings_inference_does() {
     let (status, error) = curl_post(served.port, "/embed", &body, "wrong-key-0123456789").await;
     assert_eq!((status, error["error_type"].as_str()), (401, Some("Unauthorized")), "{error}");
 }
+
+/// A folder's texts and the Python libraries' answers (`models/text_heads.py`), by row.
+fn text_rows(folder: &str, file: &str) -> Vec<Vec<String>> {
+    sluice_e2e::csv_rows(&std::fs::read(repo(&format!("models/text/{folder}/{file}"))).unwrap())
+}
+
+#[tokio::test]
+async fn teis_predict_and_rerank_routes_answer_as_text_embeddings_inference_does() {
+    // GIVEN the server with a topic classifier, and another with a cross-encoder
+    let classifier =
+        serve(&["--model", &repo("models/text/bert_tiny_topic").display().to_string(), "--name", "topic"]).await;
+    let reranker =
+        serve(&["--model", &repo("models/text/bert_tiny_reranker").display().to_string(), "--name", "reranker"]).await;
+    let texts = text_rows("bert_tiny_topic", "texts.csv");
+    let expected = text_rows("bert_tiny_topic", "expected.csv");
+    let labels = ["markets", "sports", "weather"];
+    // WHEN /predict is asked for two texts
+    let body = serde_json::json!({"inputs": [texts[0][1], texts[1][1]]}).to_string();
+    let (status, answer) = curl_post(classifier.port, "/predict", &body, API_KEY).await;
+    // THEN each text has every label with its probability, best first: transformers' pipeline's
+    assert_eq!(status, 200, "{answer}");
+    for (row, got) in answer.as_array().unwrap().iter().enumerate() {
+        let got = got.as_array().unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0]["label"].as_str(), Some(expected[row][1].as_str()), "the pipeline's label first");
+        let scores: Vec<f64> = got.iter().map(|g| g["score"].as_f64().unwrap()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+        for g in got {
+            let at = labels.iter().position(|l| g["label"] == *l).unwrap();
+            let want: f64 = expected[row][2 + at].parse().unwrap();
+            assert!((g["score"].as_f64().unwrap() - want).abs() <= 1e-5, "{g} vs {want}");
+        }
+    }
+    // AND one text gets one list; a pair, which a classifier does not take, is a 400
+    let (status, one) =
+        curl_post(classifier.port, "/predict", &serde_json::json!({"inputs": texts[2][1]}).to_string(), API_KEY).await;
+    assert_eq!((status, one[0]["label"].as_str()), (200, Some(expected[2][1].as_str())), "{one}");
+    let pairs = serde_json::json!({"inputs": [["a", "b"]]}).to_string();
+    assert_eq!(curl_post(classifier.port, "/predict", &pairs, API_KEY).await.0, 400);
+    // WHEN /rerank is asked to rank the passages asked with one query
+    let pairs = text_rows("bert_tiny_reranker", "texts.csv");
+    let scores = text_rows("bert_tiny_reranker", "expected.csv");
+    let asked: Vec<usize> = (0..pairs.len()).filter(|&i| pairs[i][1] == "currency").collect();
+    assert!(asked.len() >= 3, "the texts ask one query of several passages");
+    let texts: Vec<&str> = asked.iter().map(|&i| pairs[i][2].as_str()).collect();
+    let body = serde_json::json!({"query": "currency", "texts": texts, "return_text": true}).to_string();
+    let (status, answer) = curl_post(reranker.port, "/rerank", &body, API_KEY).await;
+    // THEN each passage has the CrossEncoder's score, best first, with its index and text
+    assert_eq!(status, 200, "{answer}");
+    let ranked = answer.as_array().unwrap();
+    assert_eq!(ranked.len(), texts.len());
+    let got: Vec<f64> = ranked.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert!(got.windows(2).all(|w| w[0] >= w[1]), "best first: {got:?}");
+    for r in ranked {
+        let index = r["index"].as_u64().unwrap() as usize;
+        assert_eq!(r["text"].as_str(), Some(texts[index]));
+        let want: f64 = scores[asked[index]][1].parse().unwrap();
+        assert!((r["score"].as_f64().unwrap() - want).abs() <= 1e-5, "{r} vs {want}");
+    }
+    // AND /predict takes the cross-encoder's pairs too, and a passage longer than the model
+    // reads is a 413 unless truncate is set
+    let long = &pairs.last().unwrap()[2];
+    let body = serde_json::json!({"inputs": ["currency", long]}).to_string();
+    let (status, error) = curl_post(reranker.port, "/predict", &body, API_KEY).await;
+    assert_eq!((status, error["error_type"].as_str()), (413, Some("Validation")), "{error}");
+    let body = serde_json::json!({"inputs": ["currency", long], "truncate": true}).to_string();
+    let (status, answer) = curl_post(reranker.port, "/predict", &body, API_KEY).await;
+    assert_eq!((status, answer.as_array().map(Vec::len)), (200, Some(1)), "{answer}");
+    // AND the classifier's server has no cross-encoder to rerank with, in TEI's error shape
+    let body = serde_json::json!({"query": "currency", "texts": ["bonds"]}).to_string();
+    let (status, error) = curl_post(classifier.port, "/rerank", &body, API_KEY).await;
+    assert_eq!(status, 404, "{error}");
+    assert!(error["error"].as_str().unwrap().contains("no cross-encoder"), "{error}");
+}
+
+/// A POST of `body` as `content_type` with curl and the key: the status and the body as JSON.
+async fn curl_post_as(port: u16, path: &str, content_type: &str, body: &str) -> (u16, serde_json::Value) {
+    let output = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-H", &format!("Authorization: Bearer {API_KEY}")])
+        .args(["-H", &format!("Content-Type: {content_type}"), "--data-binary", body])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (answer, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), serde_json::from_str(answer).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn text_models_answer_tf_serving_kserve_and_torchserve_requests() {
+    // GIVEN the server with a topic classifier and a token classifier
+    let dir = std::env::temp_dir().join(format!("sluice-text-repository-{}", std::process::id()));
+    for (name, folder) in [("topic", "bert_tiny_topic"), ("ner", "bert_tiny_ner")] {
+        let version = dir.join(name).join("1");
+        std::fs::create_dir_all(&version).unwrap();
+        for entry in std::fs::read_dir(repo(&format!("models/text/{folder}"))).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, version.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let served = serve(&["--model-repository", &dir.display().to_string()]).await;
+    let texts = text_rows("bert_tiny_topic", "texts.csv");
+    let expected = text_rows("bert_tiny_topic", "expected.csv");
+    // WHEN TF Serving's predict gets bare strings
+    let body = serde_json::json!({"instances": [texts[0][1], texts[1][1]]}).to_string();
+    let (status, answer) = curl_post_as(served.port, "/v1/models/topic:predict", "application/json", &body).await;
+    // THEN each has the pipeline's label and probabilities
+    assert_eq!(status, 200, "{answer}");
+    for (row, prediction) in answer["predictions"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(prediction["label"].as_str(), Some(expected[row][1].as_str()), "{prediction}");
+        let got = prediction["probability"].as_array().unwrap();
+        for (g, w) in got.iter().zip(&expected[row][2..]) {
+            assert!((g.as_f64().unwrap() - w.parse::<f64>().unwrap()).abs() <= 1e-5, "{g} vs {w}");
+        }
+    }
+    // AND KServe v2 takes the text as a BYTES tensor, and answers the labels as BYTES
+    let body =
+        serde_json::json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [texts[2][1]]}]});
+    let (status, answer) =
+        curl_post_as(served.port, "/v2/models/topic/infer", "application/json", &body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    let label = answer["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "label").unwrap();
+    assert_eq!((label["datatype"].as_str(), label["data"][0].as_str()), (Some("BYTES"), Some(expected[2][1].as_str())));
+    // AND TorchServe takes one text as text/plain, and a token classifier answers its entities
+    // as JSON (a JSON string in KServe's BYTES)
+    let ner_texts = text_rows("bert_tiny_ner", "texts.csv");
+    let ner_expected = text_rows("bert_tiny_ner", "expected.csv");
+    let (status, answer) = curl_post_as(served.port, "/predictions/ner", "text/plain", &ner_texts[0][1]).await;
+    assert_eq!(status, 200, "{answer}");
+    let want: serde_json::Value = serde_json::from_str(&ner_expected[0][1]).unwrap();
+    let spans = |list: &serde_json::Value| -> Vec<(String, u64, u64)> {
+        let list = list.as_array().unwrap_or_else(|| panic!("a list of entities: {list}"));
+        list.iter()
+            .map(|e| (e["word"].as_str().unwrap().to_owned(), e["start"].as_u64().unwrap(), e["end"].as_u64().unwrap()))
+            .collect()
+    };
+    assert!(!spans(&want).is_empty());
+    assert_eq!(spans(&answer["entities"]), spans(&want));
+    let body =
+        serde_json::json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [ner_texts[0][1]]}]});
+    let (status, answer) =
+        curl_post_as(served.port, "/v2/models/ner/infer", "application/json", &body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    let json: serde_json::Value = serde_json::from_str(answer["outputs"][0]["data"][0].as_str().unwrap()).unwrap();
+    assert_eq!(spans(&json), spans(&want));
+    drop(served);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

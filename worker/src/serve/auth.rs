@@ -197,7 +197,7 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 fn protocol_of(path: &str) -> Protocol {
     if path == "/v1/embeddings" {
         Protocol::OpenAi
-    } else if path == "/embed" {
+    } else if ["/embed", "/predict", "/rerank"].contains(&path) {
         Protocol::Tei
     } else if path.starts_with("/v1/") {
         Protocol::TfServing

@@ -46,8 +46,6 @@ fn class_name(spec: &OutputSpec, label: i64) -> Option<&str> {
 /// or the class name of a classifier whose labels are strings.
 pub fn write_element(out: &mut Vec<u8>, spec: &OutputSpec, values: &OutputValues, index: usize) {
     match values {
-        // A list of text is JSON already (a token classifier's entities).
-        OutputValues::Text(json) if spec.list => out.extend_from_slice(json[index].as_bytes()),
         OutputValues::Text(labels) => write_text(out, &labels[index]),
         OutputValues::Float(v) => write_f32(out, v[index]),
         OutputValues::Int(labels) => match class_name(spec, labels[index]) {
@@ -81,10 +79,13 @@ pub fn write_elements(out: &mut Vec<u8>, spec: &OutputSpec, values: &OutputValue
     out.push(b']');
 }
 
-/// Row `row` of one output: a bare value, or the list of its width.
+/// Row `row` of one output: a bare value, or the list of its width; a list of text is JSON
+/// already (a token classifier's entities), and written as it is.
 pub fn write_row(out: &mut Vec<u8>, spec: &OutputSpec, values: &OutputValues, row: usize, form: RowForm) {
     let width = spec.width();
-    if bare_rows(spec, form) {
+    if let (true, OutputValues::Text(json)) = (spec.list, values) {
+        out.extend_from_slice(json[row].as_bytes());
+    } else if bare_rows(spec, form) {
         write_element(out, spec, values, row * width);
     } else {
         write_elements(out, spec, values, row * width, width);

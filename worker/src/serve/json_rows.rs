@@ -13,9 +13,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::Value;
 
 use super::tensors::{Features, RowForm, kind_of};
-use crate::engine::Model;
 use crate::engine::batch::Batch;
 use crate::engine::formats::values::push_json_value;
+use crate::engine::{ColumnType, Model};
 
 /// The reason a parse was stopped, when a seed stopped it.
 #[derive(Default)]
@@ -488,6 +488,14 @@ impl<'de> Visitor<'de> for TypedInstances<'_> {
         let mut batch = Batch::default();
         while let Some(item) = seq.next_element::<Value>()? {
             let index = batch.rows;
+            // A model of one text input (a text model) takes bare strings too.
+            if let (Value::String(text), [input]) = (&item, &model.column_inputs[..])
+                && input.kind == ColumnType::Text
+            {
+                batch.text.push(text.as_bytes());
+                batch.rows += 1;
+                continue;
+            }
             let Value::Object(fields) = item else {
                 return Err(self.problem.stop(format!(
                     "instance {index} is {}; the model takes an object naming {}",

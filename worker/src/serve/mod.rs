@@ -177,6 +177,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         // TorchServe.
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/embed", post(tei::embed))
+        .route("/predict", post(tei::predict))
+        .route("/rerank", post(tei::rerank))
         .route("/ping", get(torchserve::ping))
         .route("/predictions/{name}", post(torchserve::predict))
         .route("/predictions/{name}/{version}", post(torchserve::predict))

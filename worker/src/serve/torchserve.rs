@@ -32,7 +32,7 @@ use crate::engine::formats::RowSource;
 use crate::engine::formats::csv::CsvSource;
 use crate::engine::formats::json_lines::JsonLinesSource;
 use crate::engine::formats::text_sink::OutputLayout;
-use crate::engine::{DataFormat, TransformError};
+use crate::engine::{DataFormat, Model, TransformError};
 
 const PROTOCOL: Protocol = Protocol::TorchServe;
 
@@ -77,8 +77,13 @@ async fn predict_with(
         let top = classify(state, model, vec![body]).await?;
         return Ok(Json(predictions_json(image, &top[0])).into_response());
     }
-    let csv = content_type.is_some_and(|t| t.starts_with("text/csv") || t.starts_with("application/csv"));
-    let (shape, lines) = if csv { (Shape::Csv, body.to_vec()) } else { json_rows(&body)? };
+    let csv = content_type.as_ref().is_some_and(|t| t.starts_with("text/csv") || t.starts_with("application/csv"));
+    let plain = content_type.is_some_and(|t| t.starts_with("text/plain"));
+    let (shape, lines) = match (csv, plain) {
+        (true, _) => (Shape::Csv, body.to_vec()),
+        (_, true) => (Shape::One, plain_text_row(&model.loaded.model, &body)?),
+        _ => json_rows(&body)?,
+    };
     let format = if csv { DataFormat::Csv { delimiter: b',', has_header: true } } else { DataFormat::JsonLines };
     let (mut batch, layout) = parse(model, format, lines)?;
     // The rows as read, their outputs and the answer (about as large as the rows' text again).
@@ -121,6 +126,28 @@ async fn predict_with(
         }
     };
     Ok(held.until_sent(response))
+}
+
+/// A `text/plain` body as the one row of a text model: the text is its text column.
+fn plain_text_row(model: &Model, body: &[u8]) -> Result<Vec<u8>, ServeError> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ServeError::BadRequest("the text/plain body is not UTF-8".into()))?;
+    match (&model.text, &model.column_inputs[..]) {
+        (Some(_), [input]) => {
+            let mut row = serde_json::to_vec(&serde_json::json!({ input.name.as_str(): text }))
+                .map_err(|e| ServeError::Internal(e.to_string()))?;
+            row.push(b'\n');
+            Ok(row)
+        }
+        (Some(_), inputs) => Err(ServeError::BadRequest(format!(
+            "the model reads {} texts a row: send JSON naming {}",
+            inputs.len(),
+            inputs.iter().map(|i| format!("{:?}", i.name)).collect::<Vec<_>>().join(" and ")
+        ))),
+        (None, _) => {
+            Err(ServeError::BadRequest("text/plain is for text models: send this model's rows as JSON or CSV".into()))
+        }
+    }
 }
 
 /// The request's payload and its content type: the body, or the multipart field `data` (or
