@@ -70,6 +70,8 @@ async fn a_text_encoder_from_the_repository_embeds_files_through_the_queue() {
         assert_eq!(report.status, JobStatus::Succeeded, "{key}: {:?}", report.reason);
         assert_eq!((report.model.name.as_deref(), report.model.version), (Some("embedder"), Some(1)));
         assert_eq!(report.rows.output, 49);
+        // The 3,000-word text was cut to the 48 tokens the encoder reads, and the report says so.
+        assert_eq!(report.rows.truncated, 1);
     }
     let csv = csv_rows(&object(&pipeline, "docs/texts.csv.out").await.expect("the CSV output"));
     close(

@@ -84,6 +84,8 @@ pub struct TransformSummary {
     pub rows_in: u64,
     pub rows_out: u64,
     pub bad_rows: u64,
+    /// Rows whose text was longer than the text model reads, and cut to its maximum.
+    pub truncated: u64,
     pub first_errors: Vec<RowError>,
 }
 

@@ -387,8 +387,8 @@ impl Model {
     }
 
     /// Runs a text model on a batch's texts (or pairs): in runs of similar lengths, each row's
-    /// answer in its place.
-    fn run_texts(&self, encoder: &TextEncoder, batch: &Batch) -> Result<Vec<OutputValues>, ModelError> {
+    /// answer in its place; and how many rows were cut to the model's maximum length.
+    fn run_texts(&self, encoder: &TextEncoder, batch: &Batch) -> Result<(Vec<OutputValues>, usize), ModelError> {
         let rows = batch.rows;
         let failed = |message: String| ModelError::Inference { rows, message };
         let per_row = if encoder.pairs { 2 } else { 1 };
@@ -400,9 +400,11 @@ impl Model {
         let mut floats = vec![0f32; rows * width];
         let mut json = vec![String::new(); if width == 0 { rows } else { 0 }];
         let mut answers = vec![0f32; RUN_TEXTS * width];
+        let mut truncated = 0;
         for run in TextEncoder::run_order(&texts).chunks(RUN_TEXTS) {
             let run_texts: Vec<TextRow> = run.iter().map(|&i| texts[i]).collect();
             let tokens = encoder.tokens(&run_texts).map_err(failed)?;
+            truncated += tokens.truncated;
             let shape = [run.len(), tokens.length];
             let inputs = encoder
                 .feeds
@@ -434,14 +436,15 @@ impl Model {
                 floats[row * width..(row + 1) * width].copy_from_slice(&run_answers[k * width..(k + 1) * width]);
             }
         }
-        Ok(match &encoder.head {
+        let outputs = match &encoder.head {
             Head::Entities { .. } => vec![OutputValues::Text(json)],
             Head::Classify { .. } => {
                 let labels = floats.chunks(width).map(|row| head::argmax(row) as i64).collect();
                 vec![OutputValues::Int(labels), OutputValues::Float(floats)]
             }
             Head::Embed(_) | Head::Score { .. } => vec![OutputValues::Float(floats)],
-        })
+        };
+        Ok((outputs, truncated))
     }
 
     /// Every output column name, in order.
@@ -489,9 +492,19 @@ impl Model {
     /// Runs the model on a batch's rows: its features, or for a model of column inputs the
     /// batch's columns of each type.
     pub fn predict_batch(&self, batch: &Batch) -> Result<Vec<OutputValues>, ModelError> {
+        self.predict_batch_counted(batch).map(|(outputs, _)| outputs)
+    }
+
+    /// [`Self::predict_batch`], and how many of the rows' texts were longer than a text model
+    /// reads and cut to its maximum (0 for other models).
+    pub fn predict_batch_counted(&self, batch: &Batch) -> Result<(Vec<OutputValues>, usize), ModelError> {
         if let Some(encoder) = &self.text {
             return self.run_texts(encoder, batch);
         }
+        self.predict_rows(batch).map(|outputs| (outputs, 0))
+    }
+
+    fn predict_rows(&self, batch: &Batch) -> Result<Vec<OutputValues>, ModelError> {
         if self.column_inputs.is_empty() && self.matrix == ColumnType::Double && batch.features.is_empty() {
             // Parsed as float64 from the file (see `feature_kinds`).
             if batch.doubles.len() != batch.rows * self.n_features {

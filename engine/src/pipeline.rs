@@ -23,6 +23,8 @@ struct Formatted {
     rows_read: u64,
     rows_out: usize,
     bad: Vec<BadRow>,
+    /// Texts cut to the model's maximum length.
+    truncated: usize,
 }
 
 /// Which part of a file a transform reads.
@@ -176,6 +178,7 @@ fn transform_table(
             }
             summary.rows_in += batch.rows_read;
             summary.rows_out += batch.rows_out as u64;
+            summary.truncated += batch.truncated as u64;
             progress(summary.rows_in);
             Ok(())
         },
@@ -186,10 +189,11 @@ fn transform_table(
 
 fn run_batch(batch: Batch, model: &Model, encoder: &Encoder, capacity: usize) -> Result<Formatted, TransformError> {
     // A batch of bad rows only has nothing to write, in any format.
-    let encoded = if batch.rows > 0 {
-        encoder.encode(&batch, &model.predict_batch(&batch)?, model, capacity)?
+    let (encoded, truncated) = if batch.rows > 0 {
+        let (outputs, truncated) = model.predict_batch_counted(&batch)?;
+        (encoder.encode(&batch, &outputs, model, capacity)?, truncated)
     } else {
-        Encoded::Nothing
+        (Encoded::Nothing, 0)
     };
-    Ok(Formatted { encoded, rows_read: batch.rows_read, rows_out: batch.rows, bad: batch.bad })
+    Ok(Formatted { encoded, rows_read: batch.rows_read, rows_out: batch.rows, bad: batch.bad, truncated })
 }

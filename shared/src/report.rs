@@ -87,6 +87,14 @@ pub struct RowCounts {
     #[serde(rename = "out")]
     pub output: u64,
     pub bad: u64,
+    /// Rows whose text was longer than the text model reads, cut to its maximum (their answer
+    /// is the first tokens'), as sentence-transformers and transformers' pipelines cut them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub truncated: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

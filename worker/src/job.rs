@@ -193,7 +193,7 @@ impl<S: ObjectStore, E: CompletionEvents> JobRunner<S, E> {
             reason,
             input: job.input.clone(),
             outputs,
-            rows: RowCounts { input: summary.rows_in, output: summary.rows_out, bad: summary.bad_rows },
+            rows: row_counts(&summary),
             model,
             started_at,
             finished_at: Utc::now(),
@@ -494,4 +494,9 @@ pub(crate) fn input_kind(job: &JobMessage, settings: &JobSettings) -> Result<Fil
         ));
     }
     Ok(kind)
+}
+
+/// A run's row counts, as its report states them.
+pub(crate) fn row_counts(summary: &TransformSummary) -> RowCounts {
+    RowCounts { input: summary.rows_in, output: summary.rows_out, bad: summary.bad_rows, truncated: summary.truncated }
 }

@@ -45,8 +45,12 @@ pub struct TransformRun {
 impl TransformRun {
     pub fn summary_line(&self) -> String {
         let seconds = self.elapsed.as_secs_f64();
+        let truncated = match self.summary.truncated {
+            0 => String::new(),
+            n => format!(" ({n} texts truncated to the model's maximum length)"),
+        };
         format!(
-            "{} rows in, {} out, {} bad, {seconds:.2} s, {:.0} rows/s",
+            "{} rows in, {} out, {} bad{truncated}, {seconds:.2} s, {:.0} rows/s",
             self.summary.rows_in,
             self.summary.rows_out,
             self.summary.bad_rows,

@@ -98,7 +98,7 @@ mod tests {
             reason: None,
             input: job.input.clone(),
             outputs: ReportOutputs::default(),
-            rows: RowCounts { input: 1000, output: 990, bad: 10 },
+            rows: RowCounts { input: 1000, output: 990, bad: 10, truncated: 0 },
             model: ModelInfo { uri: job.model.to_string(), name: None, version: None, sha256: None },
             started_at: started,
             finished_at: started,

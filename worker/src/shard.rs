@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use shared::report::{JobReport, JobStatus, ModelInfo, ReportOutputs, RowCounts, RowError, ShardReport, SplitReport};
+use shared::report::{JobReport, JobStatus, ModelInfo, ReportOutputs, RowError, ShardReport, SplitReport};
 use shared::shards::{Announcing, Assembled, Claim, Shard, ShardDone, Staging};
 use shared::{JobMessage, S3Uri};
 
@@ -39,7 +39,7 @@ use crate::engine::{
 };
 use crate::job::{
     JobRunner, MessageEnd, RetryCause, Stop, Unfinished, access_or_transient, input_failure, input_kind, input_uri,
-    model_failure, output_failure, output_uri, upload_failure,
+    model_failure, output_failure, output_uri, row_counts, upload_failure,
 };
 use crate::ranged::RangedObject;
 use crate::store::{ObjectStore, StoreError};
@@ -114,11 +114,7 @@ pub(crate) async fn run<S: ObjectStore, E: CompletionEvents>(
         shard,
         model: staged.model,
         lines: staged.lines,
-        rows: RowCounts {
-            input: staged.summary.rows_in,
-            output: staged.summary.rows_out,
-            bad: staged.summary.bad_rows,
-        },
+        rows: row_counts(&staged.summary),
         first_errors: staged.summary.first_errors,
         output_bytes: staged.output_bytes,
         errors_bytes: staged.errors_bytes,
@@ -608,6 +604,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
             summary.rows_in += shard.rows.input;
             summary.rows_out += shard.rows.output;
             summary.bad_rows += shard.rows.bad;
+            summary.truncated += shard.rows.truncated;
             let room = shared::report::REPORTED_ROW_ERRORS.saturating_sub(summary.first_errors.len());
             summary.first_errors.extend(
                 shard
@@ -693,7 +690,7 @@ impl<S: ObjectStore, E: CompletionEvents> File<'_, S, E> {
             reason,
             input: self.job.input.clone(),
             outputs: ReportOutputs::default(),
-            rows: RowCounts { input: summary.rows_in, output: summary.rows_out, bad: summary.bad_rows },
+            rows: row_counts(&summary),
             model: ModelInfo { uri: self.job.model.to_string(), name: None, version: None, sha256: None },
             started_at,
             finished_at,

@@ -44,7 +44,7 @@ fn report(job: &JobMessage, attempt: u32, worker: &str) -> JobOutcome {
         reason: None,
         input: job.input.clone(),
         outputs: ReportOutputs::default(),
-        rows: RowCounts { input: 1, output: 1, bad: 0 },
+        rows: RowCounts { input: 1, output: 1, bad: 0, truncated: 0 },
         model: ModelInfo { uri: job.model.to_string(), name: None, version: None, sha256: None },
         started_at: now,
         finished_at: now,

@@ -280,9 +280,13 @@ fn assert_answers(folder: &str, got: &[Vec<String>], want: &[Vec<String>]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn classifiers_cross_encoders_and_token_classifiers_answer_as_the_python_pipelines() {
     let dir = scratch("heads");
-    for (folder, rows) in
-        [("bert_tiny_topic", 49), ("bert_tiny_topics", 39), ("bert_tiny_reranker", 53), ("bert_tiny_ner", 49)]
-    {
+    // Rows, and rows longer than the 64 tokens the models read (as `tokenizers` counts them).
+    for (folder, rows, truncated) in [
+        ("bert_tiny_topic", 49, 1),
+        ("bert_tiny_topics", 39, 1),
+        ("bert_tiny_reranker", 53, 3),
+        ("bert_tiny_ner", 49, 1),
+    ] {
         // GIVEN the folder as optimum / sentence-transformers leave it, and its texts (pairs for
         // the cross-encoder), the hard ones and one truncated among them
         let output = dir.join(format!("{folder}.csv"));
@@ -293,6 +297,8 @@ async fn classifiers_cross_encoders_and_token_classifiers_answer_as_the_python_p
         // (softmax, or sigmoid for multi-label), the cross-encoder's sigmoid score, the entities
         // grouped as aggregation_strategy="simple" groups them
         assert_eq!((run.summary.rows_in, run.summary.bad_rows), (rows, 0), "{folder}");
+        // AND the rows cut to the model's maximum are counted
+        assert_eq!(run.summary.truncated, truncated, "{folder}");
         let (header, want) = expected_table(folder);
         let got = csv_rows(&output);
         let mut reader = csv::Reader::from_path(&output).unwrap();
