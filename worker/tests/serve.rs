@@ -452,7 +452,13 @@ async fn requests_that_arrive_while_the_model_is_busy_run_together_next() {
     let (started, mut batches) = tokio::sync::mpsc::unbounded_channel();
     let (release, held) = std::sync::mpsc::channel();
     let observer = Arc::new(HoldFirst { started, release: std::sync::Mutex::new(Some(held)) });
-    let settings = BatchSettings { max_batch_rows: 256, max_delay: Duration::ZERO, queue_capacity: 16, parallel: 1 };
+    let settings = BatchSettings {
+        max_batch_rows: 256,
+        max_delay: Duration::ZERO,
+        queue_capacity: 16,
+        parallel: 1,
+        max_batch_tokens: 16384,
+    };
     let batcher = Batcher::start(loaded, settings, observer);
     // GIVEN a lone request on an idle model: it runs at once, alone (no delay to wait out), and is held
     let mut first = Box::pin(batcher.infer(IRIS[0].to_vec(), 1));
@@ -482,7 +488,13 @@ async fn a_full_queue_refuses_at_once_with_retry_after() {
     let files: ModelFiles<MemoryStore> = ModelFiles::new(None);
     let uri = repo("models/iris_logreg.onnx").display().to_string();
     let loaded = Arc::new(files.load(files.stat(&uri).await.unwrap()).await.unwrap());
-    let settings = BatchSettings { max_batch_rows: 16, max_delay: Duration::ZERO, queue_capacity: 2, parallel: 1 };
+    let settings = BatchSettings {
+        max_batch_rows: 16,
+        max_delay: Duration::ZERO,
+        queue_capacity: 2,
+        parallel: 1,
+        max_batch_tokens: 16384,
+    };
     let batcher = Batcher::start(loaded, settings, Metrics::new().batch_observer("iris", 1));
     let row = IRIS[0].to_vec();
     let answers = futures_join((0..3).map(|_| batcher.infer(row.clone(), 1))).await;
@@ -1192,4 +1204,49 @@ async fn a_model_exported_from_float64_data_is_served_in_double() {
         }
     }
     server.stop.trigger();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_text_models_requests_hold_their_tokens_until_answered() {
+    // GIVEN a text classifier (64 tokens at most a text) whose requests may hold 100 tokens
+    let files: ModelFiles<MemoryStore> = ModelFiles::new(None);
+    let uri = repo("models/text/bert_tiny_topic/model.onnx").display().to_string();
+    let loaded = Arc::new(files.load(files.stat(&uri).await.unwrap()).await.unwrap());
+    let settings = BatchSettings {
+        max_batch_rows: 256,
+        max_delay: Duration::ZERO,
+        queue_capacity: 16,
+        parallel: 1,
+        max_batch_tokens: 100,
+    };
+    let batcher = Batcher::start(loaded, settings, Metrics::new().batch_observer("topic", 1));
+    let texts = |texts: &[&str]| {
+        let mut batch = worker::engine::batch::Batch::default();
+        for text in texts {
+            batch.text.push(text.as_bytes());
+        }
+        batch.rows = texts.len();
+        batch.rows_read = texts.len() as u64;
+        batch
+    };
+    let long = "goal ".repeat(30);
+    // WHEN one request brings two long texts (64 tokens each, at most): more than it may ever hold
+    let answer = batcher.infer_columns(texts(&[&long, &long])).await;
+    // THEN it is refused at once, and the server says 413
+    assert_eq!(answer, Err(InferError::TooManyTokens { tokens: 128, limit: 100 }));
+    let error = worker::serve::error::ServeError::from(answer.unwrap_err());
+    assert_eq!(error.into_response_for(worker::serve::error::Protocol::Tei).status(), 413);
+    // WHEN one long text waits for its answer, holding its 64 tokens
+    let mut first = Box::pin(batcher.infer_columns(texts(&[&long])));
+    poll_once(&mut first).await;
+    // THEN another long one does not fit beside it: 503, try again
+    let answer = batcher.infer_columns(texts(&[&long])).await;
+    assert_eq!(answer, Err(InferError::TokensBusy { held: 64, limit: 100 }));
+    let error = worker::serve::error::ServeError::from(answer.unwrap_err());
+    assert_eq!(error.into_response_for(worker::serve::error::Protocol::OpenAi).status(), 503);
+    // AND a short one (8 tokens at most) does
+    assert!(batcher.infer_columns(texts(&["rain"])).await.is_ok());
+    // AND once the first is answered, its tokens are given back
+    assert!(first.await.is_ok());
+    assert!(batcher.infer_columns(texts(&[&long])).await.is_ok());
 }

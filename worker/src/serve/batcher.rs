@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::engine::batch::Batch;
@@ -33,6 +33,9 @@ pub struct BatchSettings {
     pub queue_capacity: usize,
     /// Batches of one model running at once.
     pub parallel: usize,
+    /// The tokens a text model's requests may hold at once (TEI's `max-batch-tokens`): the
+    /// model's memory grows with its tokens, not with its rows.
+    pub max_batch_tokens: usize,
 }
 
 /// Why a request got no predictions.
@@ -44,6 +47,12 @@ pub enum InferError {
     Model(String),
     #[error("the server is stopping")]
     Stopped,
+    #[error("the texts in flight hold {held} of the model's {limit} tokens (MAX_BATCH_TOKENS): try again shortly")]
+    TokensBusy { held: usize, limit: usize },
+    #[error(
+        "the request's texts may take {tokens} tokens, more than the {limit} the model runs at once (MAX_BATCH_TOKENS): send fewer or shorter texts"
+    )]
+    TooManyTokens { tokens: usize, limit: usize },
 }
 
 /// What the batcher reports of each batch it runs.
@@ -56,6 +65,45 @@ pub trait BatchObserver: Send + Sync + 'static {
 pub struct Batcher {
     requests: mpsc::Sender<Pending>,
     capacity: usize,
+    /// A text model's tokens in flight, and the most a text may take (its maximum length).
+    tokens: Option<TokenBudget>,
+}
+
+/// The tokens a text model's requests hold, counted before they are tokenized: a text takes at
+/// most its bytes plus the special tokens, and at most the model's maximum length.
+#[derive(Clone)]
+struct TokenBudget {
+    permits: Arc<Semaphore>,
+    limit: usize,
+    max_length: usize,
+    texts_per_row: usize,
+}
+
+/// Special tokens a row may add around its texts (`<s> a </s></s> b </s>`).
+const SPECIAL_TOKENS: usize = 4;
+
+impl TokenBudget {
+    /// The most tokens `batch`'s rows may take.
+    fn bound(&self, batch: &Batch) -> usize {
+        (0..batch.rows)
+            .map(|row| {
+                let bytes: usize =
+                    (0..self.texts_per_row).map(|i| batch.text.get(row * self.texts_per_row + i).len()).sum();
+                (bytes + SPECIAL_TOKENS).min(self.max_length)
+            })
+            .sum()
+    }
+
+    fn hold(&self, tokens: usize) -> Result<OwnedSemaphorePermit, InferError> {
+        if tokens > self.limit {
+            return Err(InferError::TooManyTokens { tokens, limit: self.limit });
+        }
+        let units = u32::try_from(tokens).unwrap_or(u32::MAX);
+        Arc::clone(&self.permits).try_acquire_many_owned(units).map_err(|_| InferError::TokensBusy {
+            held: self.limit - self.permits.available_permits(),
+            limit: self.limit,
+        })
+    }
 }
 
 struct Pending {
@@ -76,8 +124,15 @@ impl Batcher {
     /// Starts batching for `model`; the batcher stops when the last handle is dropped.
     pub fn start(model: Arc<LoadedModel>, settings: BatchSettings, observer: Arc<dyn BatchObserver>) -> Self {
         let (requests, queue) = mpsc::channel(settings.queue_capacity.max(1));
+        let limit = settings.max_batch_tokens.clamp(1, Semaphore::MAX_PERMITS);
+        let tokens = model.model.text.as_ref().map(|encoder| TokenBudget {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+            max_length: encoder.layout.max_length,
+            texts_per_row: model.model.column_inputs.len().max(1),
+        });
         tokio::spawn(gather(model, settings, queue, observer));
-        Self { requests, capacity: settings.queue_capacity.max(1) }
+        Self { requests, capacity: settings.queue_capacity.max(1), tokens }
     }
 
     /// Requests waiting to join a batch.
@@ -96,8 +151,11 @@ impl Batcher {
 
     /// The predictions for the rows of a model of column inputs. They run with the requests
     /// queued beside them, each request's columns a run of its own.
+    /// A text model's rows hold their tokens until answered; what does not fit in
+    /// `max_batch_tokens` beside the requests in flight is refused at once.
     pub async fn infer_columns(&self, columns: Batch) -> Result<Vec<OutputValues>, InferError> {
         let rows = columns.rows;
+        let _tokens = self.tokens.as_ref().map(|budget| budget.hold(budget.bound(&columns))).transpose()?;
         self.send(Input::Columns(Box::new(columns)), rows).await
     }
 

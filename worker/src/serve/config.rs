@@ -63,6 +63,11 @@ pub const MODEL_POLL_SECONDS: EnvVar = EnvVar::optional(
     "seconds between looks at the model repository for new or removed versions, from 0 (never) to 86400",
     "30",
 );
+pub const MAX_BATCH_TOKENS: EnvVar = EnvVar::optional(
+    "MAX_BATCH_TOKENS",
+    "tokens a text model's requests may hold at once (a text counts its bytes plus 4, at most the model's maximum length); over it requests are answered 503, a request over it alone 413",
+    "16384",
+);
 pub const INFERENCE_THREADS: EnvVar = EnvVar::optional(
     "INFERENCE_THREADS",
     "batches of one model run at once, from 1 to 256, or 0 for one per core",
@@ -106,6 +111,7 @@ pub const VARS: &[EnvVar] = &[
     MAX_BYTES_IN_FLIGHT,
     REQUEST_TIMEOUT_SECONDS,
     SHUTDOWN_GRACE_SECONDS,
+    MAX_BATCH_TOKENS,
     INFERENCE_THREADS,
     MODEL_POLL_SECONDS,
     crate::config::MAX_IMAGE_PIXELS,
@@ -155,6 +161,7 @@ impl ServeSettings {
                 max_delay: Duration::from_micros(env.parse_in(&MAX_BATCH_DELAY_MICROS, 0..=1_000_000)?),
                 queue_capacity: env.parse_in(&QUEUE_CAPACITY, 1..=100_000)?,
                 parallel: threads,
+                max_batch_tokens: env.parse_in(&MAX_BATCH_TOKENS, 1..=1 << 24)?,
             },
             max_body_bytes,
             max_response_bytes: env.parse_in(&MAX_RESPONSE_BYTES, 1024..=1 << 30)?,

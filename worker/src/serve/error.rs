@@ -176,7 +176,10 @@ impl From<RepositoryError> for ServeError {
 impl From<InferError> for ServeError {
     fn from(error: InferError) -> Self {
         match error {
-            InferError::Overloaded(_) | InferError::Stopped => ServeError::Overloaded(error.to_string()),
+            InferError::Overloaded(_) | InferError::Stopped | InferError::TokensBusy { .. } => {
+                ServeError::Overloaded(error.to_string())
+            }
+            InferError::TooManyTokens { .. } => ServeError::TooLong(error.to_string()),
             InferError::Model(_) => ServeError::Internal(error.to_string()),
         }
     }
