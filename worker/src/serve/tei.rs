@@ -181,7 +181,7 @@ async fn run_predict(state: &AppState, request: Request) -> Result<Response, Ser
         _ => vec!["LABEL_0".into()],
     };
     let bound = rows.len() * labels.iter().map(|l| l.len() * 2 + 40).sum::<usize>() + 16;
-    let (scores, _) = scores(state, &model, &rows, bound, request.truncate).await?;
+    let scores = scores(state, &model, &rows, bound, request.truncate).await?;
     let mut out = Vec::with_capacity(bound);
     if batch {
         out.push(b'[');
@@ -242,7 +242,7 @@ async fn run_rerank(state: &AppState, request: Request) -> Result<Response, Serv
         request.texts.iter().map(|text| (request.query.clone(), Some(text.clone()))).collect();
     let texts_bytes: usize = if request.return_text { request.texts.iter().map(|t| t.len() * 6 + 12).sum() } else { 0 };
     let bound = request.texts.len() * 48 + texts_bytes + 16;
-    let (scores, _) = scores(state, &model, &rows, bound, request.truncate).await?;
+    let scores = scores(state, &model, &rows, bound, request.truncate).await?;
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let mut out = Vec::with_capacity(bound);
@@ -277,20 +277,20 @@ fn check_options(raw_scores: bool, direction: Option<&str>) -> Result<(), ServeE
     }
 }
 
-/// Runs `rows` through the model: its scores (probabilities), `width` a row.
+/// Runs `rows` through the model: its scores (probabilities), one per label a row.
 async fn scores(
     state: &AppState,
     model: &ServedModel,
     rows: &[(String, Option<String>)],
     bound: usize,
     truncate: bool,
-) -> Result<(Vec<f32>, usize), ServeError> {
+) -> Result<Vec<f32>, ServeError> {
     let limit = (!truncate).then_some(encoder(model).layout.max_length);
     let rows: Vec<TextRow> = rows.iter().map(|(a, b)| (a.as_str(), b.as_deref())).collect();
-    let (outputs, tokens) = run_texts(state, model, &rows, bound, limit).await?;
+    let (outputs, _) = run_texts(state, model, &rows, bound, limit).await?;
     // A classifier answers its labels and then their probabilities; a cross-encoder its scores.
     match outputs.into_iter().last() {
-        Some(OutputValues::Float(scores)) => Ok((scores, tokens)),
+        Some(OutputValues::Float(scores)) => Ok(scores),
         _ => Err(ServeError::Internal("the model answered no scores".into())),
     }
 }
